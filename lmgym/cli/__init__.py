@@ -1,0 +1,29 @@
+"""The `lmgym` command: one Typer app, one module per command."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import typer
+
+from lmgym.cli.eval import eval_command
+from lmgym.cli.list import list_command
+
+app = typer.Typer(
+    name="lmgym",
+    help="Build environments for language-model agents, evaluate any OpenAI-compatible model on them, and train on them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("eval")(eval_command)
+app.command("list")(list_command)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("LMGYM_LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    app()

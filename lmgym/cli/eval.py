@@ -1,0 +1,239 @@
+"""`lmgym eval`: evaluate an environment against any OpenAI-compatible model."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+import lmgym
+from lmgym import errors
+from lmgym.clients.openai import OpenAIClient
+from lmgym.embedded import DEFAULT_MODEL, EmbeddedServer
+from lmgym.eval.results import RESULTS_FILE, read_metadata, write_metadata
+from lmgym.eval.runner import EvalPlan, run_eval
+from lmgym.eval.summary import Summary
+from lmgym.registry import load_environment
+
+console = Console(stderr=True)
+
+DEFAULTS: dict[str, Any] = {
+    "model": DEFAULT_MODEL,
+    "base_url": None,
+    "api_key_var": "OPENAI_API_KEY",
+    "num_examples": 5,
+    "rollouts_per_example": 3,
+    "concurrency": 32,
+    "env_args": {},
+    "sampling_args": {},
+    "seed": None,
+    "timeout": 120.0,
+    "max_retries": 5,
+    "pass_threshold": 1.0,
+    "price_input": None,
+    "price_output": None,
+}
+# Settings a resumed run may change; the others define which rollouts the run holds.
+RESUMABLE_OVERRIDES = {"concurrency", "timeout", "max_retries", "api_key_var", "base_url"}
+
+
+def parse_json_object(text: str, flag: str) -> dict[str, Any]:
+    """Parse a JSON object given on the command line, naming the flag and position on error."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise errors.UsageError(
+            f"invalid JSON in {flag} at line {exc.lineno}, column {exc.colno} (character {exc.pos}): "
+            f"{exc.msg}\n  {text}\n  {' ' * exc.pos}^"
+        ) from None
+    if not isinstance(value, dict):
+        raise errors.UsageError(f"{flag} must be a JSON object like '{{\"key\": 1}}', got {text!r}")
+    return value
+
+
+def default_run_dir(env_name: str, model: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", model)
+    return Path("runs") / "eval" / f"{env_name}--{safe_model}--{stamp}"
+
+
+def resolve_config(given: dict[str, Any], resume: Optional[Path]) -> dict[str, Any]:
+    """Flags given now, over the stored config of a resumed run, over the defaults."""
+    if resume is None:
+        return {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+    stored = read_metadata(resume)["config"]
+    conflicts = {
+        k: v for k, v in given.items()
+        if v is not None and k not in RESUMABLE_OVERRIDES and k != "env" and stored.get(k) != v
+    }
+    if given.get("env") and given["env"] != stored["env"]:
+        conflicts["env"] = given["env"]
+    if conflicts:
+        names = ", ".join(f"{k}={v!r} (run has {stored.get(k)!r})" for k, v in conflicts.items())
+        raise errors.UsageError(f"--resume {resume}: these settings differ from the run's own: {names}")
+    overrides = {k: v for k, v in given.items() if v is not None and k in RESUMABLE_OVERRIDES}
+    return {**DEFAULTS, **stored, **overrides}
+
+
+def eval_command(
+    env: Annotated[Optional[str], typer.Argument(help="Environment name (see `lmgym list`). Optional with --resume.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help=f"Model name sent to the server. Default {DEFAULT_MODEL!r}: the embedded SmolLM2-135M, started locally when no --base-url is given.")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", "-b", help="OpenAI-compatible API base URL, e.g. http://localhost:8000/v1 (vLLM) or https://api.openai.com/v1.")] = None,
+    api_key_var: Annotated[Optional[str], typer.Option("--api-key-var", "-k", help="Environment variable holding the API key (default OPENAI_API_KEY). The key is never logged or saved.")] = None,
+    num_examples: Annotated[Optional[int], typer.Option("--num-examples", "-n", help="Number of examples; -1 for all. Default 5.")] = None,
+    rollouts_per_example: Annotated[Optional[int], typer.Option("--rollouts-per-example", "-r", help="Rollouts per example (for pass@k). Default 3.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-c", help="Most requests in flight at once. Default 32.")] = None,
+    env_args: Annotated[Optional[str], typer.Option("--env-args", "-a", help='JSON object passed to load_environment, e.g. \'{"max_value": 1000}\'.')] = None,
+    sampling_args: Annotated[Optional[str], typer.Option("--sampling-args", "-S", help='JSON object merged into each request, e.g. \'{"temperature": 0.2, "max_tokens": 512}\'.')] = None,
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Run directory for results.jsonl and metadata.json. Default runs/eval/ENV--MODEL--TIME.")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this directory: rollouts already saved are skipped.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Shuffle the examples with this seed before taking -n of them.")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds to wait for one response. Default 120.")] = None,
+    max_retries: Annotated[Optional[int], typer.Option("--max-retries", help="Retries of a request on 429/5xx/timeouts before the rollout is recorded as failed. Default 5.")] = None,
+    pass_threshold: Annotated[Optional[float], typer.Option("--pass-threshold", help="A rollout passes (for pass@k) when its reward is at least this. Default 1.0.")] = None,
+    price_input: Annotated[Optional[float], typer.Option("--price-input", help="USD per million prompt tokens, to report cost.")] = None,
+    price_output: Annotated[Optional[float], typer.Option("--price-output", help="USD per million completion tokens, to report cost.")] = None,
+) -> None:
+    """Evaluate ENV against a model behind an OpenAI-compatible API.
+
+    Results stream to RUN_DIR/results.jsonl (one line per rollout, flushed at once);
+    RUN_DIR/metadata.json holds the config and the summary.
+    """
+    try:
+        given = {
+            "env": env, "model": model, "base_url": base_url, "api_key_var": api_key_var,
+            "num_examples": num_examples, "rollouts_per_example": rollouts_per_example,
+            "concurrency": concurrency, "seed": seed, "timeout": timeout, "max_retries": max_retries,
+            "pass_threshold": pass_threshold, "price_input": price_input, "price_output": price_output,
+            "env_args": parse_json_object(env_args, "-a/--env-args") if env_args is not None else None,
+            "sampling_args": parse_json_object(sampling_args, "-S/--sampling-args") if sampling_args is not None else None,
+        }
+        if env is None and resume is None:
+            raise errors.UsageError("name an environment (see `lmgym list`) or give --resume RUN_DIR")
+        config = resolve_config(given, resume)
+        run_dir = resume or output_dir or default_run_dir(config["env"], config["model"])
+        exit_code = evaluate(config, run_dir)
+    except errors.LmgymError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2 if isinstance(exc, errors.UsageError) else 1) from None
+    raise typer.Exit(exit_code)
+
+
+def evaluate(config: dict[str, Any], run_dir: Path) -> int:
+    """Load, run and summarise one evaluation; returns the process exit code."""
+    environment = load_environment(config["env"], **config["env_args"])
+    examples = environment.get_eval_examples(config["num_examples"], seed=config["seed"])
+    summary = Summary(config["pass_threshold"], config["price_input"], config["price_output"])
+    metadata = {
+        "lmgym_version": lmgym.__version__,
+        "config": config,
+        "status": "running",
+        "started_at": datetime.now(timezone.utc).isoformat(),
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_metadata(run_dir, metadata)
+    embedded = config["base_url"] is None and config["model"] == DEFAULT_MODEL
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        base_url, concurrency = config["base_url"], config["concurrency"]
+        if embedded:
+            with console.status("starting the embedded model (SmolLM2-135M-Instruct on llama.cpp)..."):
+                server = stack.enter_context(EmbeddedServer())
+            base_url, concurrency = server.base_url, 1
+            console.print(
+                "[dim]embedded model: llama.cpp serves one request at a time and ignores n>1, "
+                "so lmgym sends one request per rollout, one at a time.[/]"
+            )
+        api_key = os.environ.get(config["api_key_var"])
+        if api_key is None and not embedded and base_url is None:
+            raise errors.UsageError(f"no API key: set the environment variable {config['api_key_var']} (or pick another with --api-key-var)")
+        client = OpenAIClient(base_url, api_key, timeout=config["timeout"], max_retries=config["max_retries"])
+        status, exit_code = "completed", 0
+        try:
+            with _progress() as progress:
+                task = progress.add_task(f"{config['env']} × {config['model']}", total=None, reward="")
+                asyncio.run(
+                    _run(environment, client, config, examples, concurrency, run_dir, summary, progress, task)
+                )
+        except KeyboardInterrupt:
+            status, exit_code = "interrupted", 130
+            console.print(f"[yellow]interrupted.[/] {summary.rollouts} rollouts are saved; continue with:\n  lmgym eval --resume {run_dir}")
+        except errors.ModelError as exc:
+            status, exit_code = "failed", 1
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            console.print(f"{summary.rollouts} rollouts are saved in {run_dir / RESULTS_FILE}; after fixing this, continue with:\n  lmgym eval --resume {run_dir}")
+    metadata.update(
+        status=status,
+        finished_at=datetime.now(timezone.utc).isoformat(),
+        wall_time_s=time.perf_counter() - started,
+        summary=summary.to_dict(),
+    )
+    write_metadata(run_dir, metadata)
+    print_summary(summary, run_dir)
+    return exit_code
+
+
+async def _run(environment, client, config, examples, concurrency, run_dir, summary, progress, task) -> None:
+    def on_start(plan: EvalPlan) -> None:
+        progress.update(task, total=plan.total, completed=len(plan.done), reward=_reward_text(summary))
+
+    def on_record(record: dict[str, Any], summary: Summary) -> None:
+        progress.update(task, advance=1, reward=_reward_text(summary))
+
+    try:
+        await run_eval(
+            environment, client, model=config["model"], examples=examples,
+            rollouts_per_example=config["rollouts_per_example"], concurrency=concurrency,
+            run_dir=run_dir, sampling_args=config["sampling_args"], summary=summary,
+            on_record=on_record, on_start=on_start,
+        )
+    finally:
+        await client.aclose()
+
+
+def _reward_text(summary: Summary) -> str:
+    return f"reward {summary.mean_reward:.3f}" if summary.rewards else ""
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[reward]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, transient=False,
+    )
+
+
+def print_summary(summary: Summary, run_dir: Path) -> None:
+    data = summary.to_dict()
+    table = Table(title="Evaluation summary", show_header=True, header_style="bold")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+
+    def fmt(value: Any, digits: int = 3) -> str:
+        return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    table.add_row("rollouts (scored)", f"{data['rollouts']} ({data['scored']})")
+    table.add_row("reward", f"{fmt(data['reward_mean'])} ± {fmt(data['reward_std'])}")
+    for name, value in data["metrics"].items():
+        table.add_row(f"  {name}", fmt(value))
+    for k, value in data["pass_at_k"].items():
+        table.add_row(f"pass@{k} (reward ≥ {fmt(data['pass_threshold'], 2)})", fmt(value))
+    errors_text = ", ".join(f"{kind}: {count}" for kind, count in sorted(data["errors"].items())) or "none"
+    table.add_row("errors", errors_text)
+    table.add_row("tokens in / out", f"{data['prompt_tokens']:,} / {data['completion_tokens']:,}")
+    if data["cost_usd"] is not None:
+        table.add_row("cost (USD)", f"{data['cost_usd']:.4f}")
+    table.add_row("latency p50 / p95 (s)", f"{fmt(data['latency_p50_s'], 2)} / {fmt(data['latency_p95_s'], 2)}")
+    Console().print(table)
+    console.print(f"results: {run_dir / RESULTS_FILE}")

@@ -1,0 +1,235 @@
+"""`OpenAIClient`: any OpenAI-compatible chat server (OpenAI, vLLM, llama.cpp, SGLang).
+
+The official SDK builds and sends each request (auth headers, base URL, timeouts,
+status-code → exception mapping), but we ask it for the raw HTTP response and decode the
+JSON with orjson ourselves: building the SDK's pydantic models is the larger part of its
+CPU cost, and at RL scale the orchestrator's CPU is the limit.
+
+Retries are ours, not the SDK's (`max_retries=0` there), so that the policy is explicit
+and tested: 429, 5xx, timeouts, dropped connections and malformed bodies are retried with
+exponential backoff and jitter, honouring `Retry-After`; after `max_retries` the error
+is raised and the rollout records it. Other 4xx are not retried. The API key is never
+logged or written anywhere, and it is scrubbed from error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import random
+import time
+from typing import Any, Callable, Mapping
+
+import openai
+import orjson
+
+from lmgym import errors
+from lmgym.types import Message, ModelResponse, Usage
+
+try:  # openai>=3 sends through httpx2; older releases through httpx
+    import httpx2 as _http
+except ImportError:  # pragma: no cover - depends on the installed SDK
+    import httpx as _http  # type: ignore[no-redef]
+
+logger = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER_S = 120.0
+
+
+def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """Seconds the server asked us to wait (`retry-after-ms`, `retry-after` seconds or date)."""
+    if not headers:
+        return None
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value.strip() else None
+        if parsed is None:
+            return None
+        seconds = parsed.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base: float,
+    cap: float,
+    retry_after: float | None = None,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Delay before retry number `attempt` (0-based): the server's Retry-After when it
+    gave one, else exponential backoff with equal jitter, in [d/2, d], d = base·2^attempt."""
+    if retry_after is not None:
+        return min(retry_after, MAX_RETRY_AFTER_S)
+    ceiling = min(cap, base * (2**attempt))
+    return ceiling / 2 + rand() * ceiling / 2
+
+
+def translate_error(exc: BaseException, secret: str | None = None) -> errors.ModelError:
+    """Map an SDK or decoding exception onto lmgym's error tree, scrubbing the key."""
+
+    def scrub(text: str) -> str:
+        return text.replace(secret, "***") if secret else text
+
+    if isinstance(exc, errors.ModelError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        return errors.ModelTimeoutError("the model server did not answer within the timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return errors.ModelConnectionError(scrub(f"cannot reach the model server: {cause}"))
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        detail = scrub(_error_detail(exc))
+        if status in (401, 403):
+            return errors.ModelAuthError(f"the server rejected the API key (HTTP {status}): {detail}")
+        if status == 429:
+            return errors.ModelRateLimitError(f"rate limited (HTTP 429): {detail}")
+        if status >= 500:
+            return errors.ModelServerError(f"server error (HTTP {status}): {detail}")
+        return errors.ModelRequestError(f"request rejected (HTTP {status}): {detail}")
+    if isinstance(exc, (orjson.JSONDecodeError, KeyError, IndexError, TypeError)):
+        return errors.ModelResponseError(f"malformed response from the server: {exc!r}")
+    return errors.ModelError(scrub(f"{type(exc).__name__}: {exc}"))
+
+
+def _error_detail(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("error") or body
+        return str(message)[:500]
+    return str(exc.message)[:500]
+
+
+def is_retryable(error: errors.ModelError) -> bool:
+    """Transient faults of the server or network; never a verdict about the model."""
+    if isinstance(error, errors.EmptyResponseError):
+        return False
+    return isinstance(
+        error,
+        (
+            errors.ModelRateLimitError,
+            errors.ModelServerError,
+            errors.ModelTimeoutError,
+            errors.ModelConnectionError,
+            errors.ModelResponseError,
+        ),
+    )
+
+
+def parse_chat_response(data: dict[str, Any], latency_s: float) -> ModelResponse:
+    """Decode a chat.completion JSON body into a `ModelResponse`."""
+    if not isinstance(data, dict) or not data.get("choices"):
+        raise errors.ModelResponseError(f"response has no choices: {str(data)[:200]}")
+    choice = data["choices"][0]
+    raw = choice.get("message") or {}
+    message: Message = {"role": "assistant", "content": raw.get("content")}
+    if raw.get("tool_calls"):
+        message["tool_calls"] = raw["tool_calls"]
+    usage_data = data.get("usage") or {}
+    usage = Usage(
+        prompt_tokens=int(usage_data.get("prompt_tokens") or 0),
+        completion_tokens=int(usage_data.get("completion_tokens") or 0),
+        requests=1,
+    )
+    logprobs = None
+    if content := (choice.get("logprobs") or {}).get("content"):
+        logprobs = [float(item["logprob"]) for item in content]
+    return ModelResponse(message, choice.get("finish_reason"), usage, latency_s, logprobs=logprobs)
+
+
+class OpenAIClient:
+    """A `ModelClient` for any OpenAI-compatible `/chat/completions` endpoint."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 120.0,
+        max_retries: int = 5,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        max_connections: int = 1000,
+    ):
+        self.base_url = base_url
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._secret = api_key
+        self._sdk = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key or "EMPTY",
+            timeout=timeout,
+            max_retries=0,
+            http_client=_http.AsyncClient(
+                timeout=timeout,
+                limits=_http.Limits(
+                    max_connections=max_connections, max_keepalive_connections=max_connections
+                ),
+            ),
+        )
+        self.usage = Usage()  # every request of this client, for the run's summary
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"OpenAIClient(base_url={self.base_url!r})"
+
+    async def chat(
+        self,
+        messages: list[Message],
+        *,
+        model: str,
+        sampling: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> ModelResponse:
+        body: dict[str, Any] = {"model": model, "messages": messages, **(sampling or {})}
+        if tools:
+            body["tools"] = tools
+        for attempt in range(self.max_retries + 1):
+            started = time.perf_counter()
+            try:
+                http_response = await self._sdk.post(
+                    "/chat/completions", cast_to=_http.Response, body=body
+                )
+                data = orjson.loads(http_response.content)
+                response = parse_chat_response(data, time.perf_counter() - started)
+                self.usage.add(response.usage)
+                if not response.message["content"] and not response.message.get("tool_calls"):
+                    raise errors.EmptyResponseError(
+                        f"the model returned no content (finish_reason={response.finish_reason!r})"
+                    )
+                return response
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # translated once, here
+                error = translate_error(exc, self._secret)
+                if not is_retryable(error):
+                    raise error from None
+                if attempt == self.max_retries:
+                    raise type(error)(
+                        f"{error} (gave up after {self.max_retries + 1} attempts)"
+                    ) from None
+                headers = getattr(getattr(exc, "response", None), "headers", None)
+                delay = backoff_delay(
+                    attempt,
+                    base=self.backoff_base,
+                    cap=self.backoff_max,
+                    retry_after=parse_retry_after(headers),
+                )
+                logger.debug("retrying in %.2fs after %s", delay, error)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self._sdk.close()

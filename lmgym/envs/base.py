@@ -1,0 +1,194 @@
+"""`Environment`: a dataset, a parser, a rubric, sampling defaults, and the one rollout loop.
+
+The loop is multi-turn; single-turn is the loop stopping after one reply. Per turn:
+ask the model, then `is_done`; if not done, the environment *always* answers
+(`env_response`: tool results, feedback) before the turn budget is checked, so the last
+action of an agent that ran out of turns is still executed and seen by the rubric (the
+bug of verifiers #465 was to stop before it).
+
+`state` is a plain dict for the environment author's own fields; lmgym's own bookkeeping
+(`turn`, `stop_reason`) lives in it under documented keys, everything else is the
+Rollout dataclass.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any, Iterable, Mapping, Sequence
+
+from lmgym import errors
+from lmgym.clients.base import ModelClient
+from lmgym.parsers.parser import Parser
+from lmgym.rubrics.rubric import Rubric
+from lmgym.types import Example, Message, Messages, Rollout, RolloutError, Turn
+
+logger = logging.getLogger(__name__)
+
+DatasetLike = Iterable[Mapping[str, Any]]  # a datasets.Dataset or a list of dicts
+RESERVED_COLUMNS = {"prompt", "question", "answer", "info", "task", "id"}
+
+
+def to_examples(
+    dataset: DatasetLike,
+    *,
+    system_prompt: str | None = None,
+    few_shot: Sequence[Message] = (),
+    name: str = "dataset",
+) -> list[Example]:
+    """Normalise rows into Examples: a `prompt` column of messages is used as it is, a
+    `question` column becomes one user message; the system prompt and few-shot messages
+    go first. Extra columns are kept in `info` (and reward functions can ask for them)."""
+    columns = getattr(dataset, "column_names", None)
+    examples = []
+    for i, row in enumerate(dataset):
+        if columns is None and i == 0:
+            columns = list(row)
+        if "prompt" in row:
+            prompt = list(row["prompt"])
+            if not all(isinstance(m, Mapping) and "role" in m for m in prompt):
+                raise errors.DatasetError(f"{name}: row {i}: `prompt` must be a list of chat messages with a 'role'")
+        elif "question" in row:
+            prompt = [{"role": "user", "content": str(row["question"])}]
+        else:
+            raise errors.DatasetError(
+                f"{name} has neither a `prompt` column (chat messages) nor a `question` column; "
+                f"its columns are: {', '.join(map(str, columns or row))}"
+            )
+        if system_prompt and not (prompt and prompt[0].get("role") == "system"):
+            prompt = [{"role": "system", "content": system_prompt}, *few_shot, *prompt]
+        elif few_shot:
+            prompt = [*prompt[:1], *few_shot, *prompt[1:]] if prompt[0].get("role") == "system" else [*few_shot, *prompt]
+        info = dict(row.get("info") or {})
+        info.update({k: v for k, v in row.items() if k not in RESERVED_COLUMNS})
+        examples.append(
+            Example(
+                id=row.get("id", i),
+                prompt=prompt,
+                answer=row.get("answer"),
+                info=info,
+                task=str(row.get("task") or "default"),
+            )
+        )
+    return examples
+
+
+class Environment:
+    """Base class of every environment. Subclasses override `is_done` and `env_response`."""
+
+    def __init__(
+        self,
+        dataset: DatasetLike | None = None,
+        eval_dataset: DatasetLike | None = None,
+        *,
+        system_prompt: str | None = None,
+        few_shot: Sequence[Message] = (),
+        parser: Parser | None = None,
+        rubric: Rubric | None = None,
+        sampling_args: Mapping[str, Any] | None = None,
+        max_turns: int = 10,
+        tools: list[dict[str, Any]] | None = None,
+    ):
+        if dataset is None and eval_dataset is None:
+            raise errors.DatasetError(f"{type(self).__name__} needs a dataset or an eval_dataset")
+        if max_turns < 1:
+            raise ValueError(f"max_turns must be at least 1, got {max_turns}")
+        self.parser = parser or (rubric.parser if rubric else Parser())
+        self.rubric = rubric or Rubric(parser=self.parser)
+        self.sampling_args = dict(sampling_args or {})
+        self.max_turns = max_turns
+        self.tools = tools
+        name = type(self).__name__
+        kwargs = {"system_prompt": system_prompt, "few_shot": few_shot}
+        self.dataset = to_examples(dataset, name=f"{name} dataset", **kwargs) if dataset is not None else None
+        self.eval_dataset = (
+            to_examples(eval_dataset, name=f"{name} eval_dataset", **kwargs)
+            if eval_dataset is not None
+            else None
+        )
+
+    # -- data ----------------------------------------------------------------------------
+    def get_eval_examples(self, n: int = -1, seed: int | None = None) -> list[Example]:
+        """The first `n` evaluation examples (all when n < 0), shuffled first if `seed`."""
+        examples = list(self.eval_dataset if self.eval_dataset is not None else self.dataset)
+        if seed is not None:
+            random.Random(seed).shuffle(examples)
+        return examples if n < 0 else examples[:n]
+
+    # -- hooks -----------------------------------------------------------------------------
+    async def setup_state(self, state: dict[str, Any], example: Example) -> None:
+        """Prepare per-rollout state (open a sandbox, seed a game, ...)."""
+
+    async def is_done(self, messages: Messages, state: dict[str, Any]) -> bool:
+        """True when the episode is over after the latest assistant message."""
+        return False
+
+    async def env_response(self, messages: Messages, state: dict[str, Any]) -> Messages:
+        """The environment's answer to the latest assistant message (tool results, feedback)."""
+        return []
+
+    # -- the loop --------------------------------------------------------------------------
+    async def rollout(
+        self,
+        client: ModelClient,
+        model: str,
+        example: Example,
+        *,
+        index: int = 0,
+        sampling_args: Mapping[str, Any] | None = None,
+    ) -> Rollout:
+        """Run one episode. Model and environment failures are recorded on the rollout;
+        fatal model errors (unreachable server, rejected key) propagate to stop the run."""
+        rollout = Rollout(example=example, index=index)
+        state = rollout.state
+        state["turn"] = 0
+        sampling = {**self.sampling_args, **(sampling_args or {})}
+        started = time.perf_counter()
+        messages: Messages = list(example.prompt)
+        try:
+            await self.setup_state(state, example)
+            while True:
+                response = await client.chat(messages, model=model, sampling=sampling, tools=self.tools)
+                rollout.usage.add(response.usage)
+                turn = Turn(
+                    assistant=response.message,
+                    finish_reason=response.finish_reason,
+                    token_ids=response.token_ids,
+                    logprobs=response.logprobs,
+                )
+                rollout.turns.append(turn)
+                messages.append(response.message)
+                state["turn"] += 1
+                if await self._hook(self.is_done, messages, state):
+                    state.setdefault("stop_reason", "done")
+                    break
+                turn.env_messages = list(await self._hook(self.env_response, messages, state))
+                messages.extend(turn.env_messages)
+                if await self._hook(self.is_done, messages, state):
+                    state.setdefault("stop_reason", "done")
+                    break
+                if state["turn"] >= self.max_turns:
+                    state["stop_reason"] = "max_turns"
+                    break
+        except errors.ModelError as exc:
+            if exc.fatal:
+                raise
+            rollout.error = RolloutError(exc.kind, str(exc))
+        except errors.EnvironmentHookError as exc:
+            rollout.error = RolloutError(exc.kind, str(exc))
+        finally:
+            rollout.latency_s = time.perf_counter() - started
+        return rollout
+
+    @staticmethod
+    async def _hook(hook, messages: Messages, state: dict[str, Any]):
+        try:
+            return await hook(messages, state)
+        except errors.LmgymError:
+            raise
+        except Exception as exc:
+            raise errors.EnvironmentHookError(f"{hook.__qualname__} raised {type(exc).__name__}: {exc}") from exc
+
+    async def score_group(self, rollouts: Sequence[Rollout]) -> None:
+        await self.rubric.score_group(rollouts)

@@ -1,0 +1,101 @@
+"""Every error lmgym raises, in one tree.
+
+    LmgymError
+    ├── UsageError                 bad input from the user; the message says what to fix
+    │   ├── EnvironmentNotFoundError   unknown environment name (lists the known ones)
+    │   ├── DatasetError               dataset without `prompt`/`question`, bad rows
+    │   └── ResultsFileError           a results.jsonl that cannot be resumed
+    ├── ModelError                 a request to a model failed (after retries, where retried)
+    │   ├── ModelConnectionError       server unreachable or connection dropped   (fatal)
+    │   ├── ModelAuthError             key missing or rejected (401/403)          (fatal)
+    │   ├── ModelRateLimitError        429 after every retry
+    │   ├── ModelServerError           5xx after every retry
+    │   ├── ModelTimeoutError          no answer within the request timeout, every try
+    │   ├── ModelRequestError          any other 4xx: the request itself is wrong
+    │   └── ModelResponseError         malformed JSON or no choices
+    │       └── EmptyResponseError         the model answered with no text and no tool call
+    ├── RewardError                a reward function raised
+    ├── EnvironmentHookError        an environment hook (env_response, is_done, ...) raised
+    └── EmbeddedModelError         the embedded llama.cpp server could not be started
+
+Each error that ends up on a rollout has a short stable `kind` used to count errors in
+summaries. A *fatal* error means every other rollout would fail the same way, so the
+runner stops the run (results so far stay on disk) instead of recording thousands of
+copies. OpenAI SDK exceptions are translated into this tree in one place:
+`lmgym.clients.openai.translate_error`.
+"""
+
+from __future__ import annotations
+
+
+class LmgymError(Exception):
+    kind = "error"
+    fatal = False
+
+
+class UsageError(LmgymError):
+    kind = "usage"
+
+
+class EnvironmentNotFoundError(UsageError):
+    kind = "environment_not_found"
+
+
+class DatasetError(UsageError):
+    kind = "dataset"
+
+
+class ResultsFileError(UsageError):
+    kind = "results_file"
+
+
+class ModelError(LmgymError):
+    kind = "model"
+
+
+class ModelConnectionError(ModelError):
+    kind = "connection"
+    fatal = True
+
+
+class ModelAuthError(ModelError):
+    kind = "auth"
+    fatal = True
+
+
+class ModelRateLimitError(ModelError):
+    kind = "rate_limit"
+
+
+class ModelServerError(ModelError):
+    kind = "server"
+
+
+class ModelTimeoutError(ModelError):
+    kind = "timeout"
+
+
+class ModelRequestError(ModelError):
+    kind = "bad_request"
+
+
+class ModelResponseError(ModelError):
+    kind = "bad_response"
+
+
+class EmptyResponseError(ModelResponseError):
+    """Not retried: it is data about the model, recorded on the rollout."""
+
+    kind = "empty_response"
+
+
+class RewardError(LmgymError):
+    kind = "reward"
+
+
+class EnvironmentHookError(LmgymError):
+    kind = "environment"
+
+
+class EmbeddedModelError(LmgymError):
+    kind = "embedded_model"

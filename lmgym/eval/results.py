@@ -1,0 +1,112 @@
+"""results.jsonl and metadata.json: written as we go, so nothing is lost and runs resume.
+
+Each finished rollout is one JSON line, appended and flushed at once. A run killed at any
+point leaves a valid file apart, at worst, from a torn last line, which resuming drops
+(that rollout is simply run again). metadata.json is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import orjson
+
+from lmgym.errors import ResultsFileError
+
+RESULTS_FILE = "results.jsonl"
+METADATA_FILE = "metadata.json"
+_DUMP_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def dumps_line(record: dict[str, Any]) -> bytes:
+    """One JSONL line. Values JSON cannot hold (author state such as objects) become str."""
+    return orjson.dumps(record, option=_DUMP_OPTIONS, default=str)
+
+
+def rollout_key(record: dict[str, Any]) -> tuple[Any, int]:
+    example_id = record["example_id"]
+    return (example_id if isinstance(example_id, (int, str)) else str(example_id), record["rollout"])
+
+
+class ResultsWriter:
+    """Appends records to results.jsonl, one flushed line each."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = open(path, "ab")
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        self._file.write(b"".join(dumps_line(r) for r in records))
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+
+def read_results(path: Path, *, complete_groups_of: int | None = None) -> list[dict[str, Any]]:
+    """Load the records of a results file for resuming, repairing it on disk if needed.
+
+    A torn last line (the run was killed mid-write) is dropped; a bad line elsewhere is an
+    error naming the line, since it means the file was edited. Duplicate rollouts keep
+    their first record. With `complete_groups_of=R` (group reward functions score the R
+    rollouts of an example together), examples with fewer than R records are dropped so
+    they are run again as a whole.
+    """
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    records: dict[tuple[Any, int], dict[str, Any]] = {}
+    dropped = False
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+            key = rollout_key(record)
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            if number == len(lines):  # the torn tail of an interrupted write
+                dropped = True
+                continue
+            raise ResultsFileError(f"{path}:{number}: not a rollout record ({exc}); fix or remove that line") from None
+        if key in records:
+            dropped = True
+            continue
+        records[key] = record
+    kept = list(records.values())
+    if complete_groups_of is not None:
+        counts: dict[Any, int] = {}
+        for example_id, _ in records:
+            counts[example_id] = counts.get(example_id, 0) + 1
+        complete = [r for r in kept if counts[rollout_key(r)[0]] >= complete_groups_of]
+        dropped = dropped or len(complete) != len(kept)
+        kept = complete
+    if dropped:
+        _rewrite(path, kept)
+    return kept
+
+
+def _rewrite(path: Path, records: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_bytes(b"".join(dumps_line(r) for r in records))
+    os.replace(tmp, path)
+
+
+def write_metadata(run_dir: Path, metadata: dict[str, Any]) -> None:
+    tmp = run_dir / (METADATA_FILE + ".tmp")
+    tmp.write_bytes(orjson.dumps(metadata, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str))
+    os.replace(tmp, run_dir / METADATA_FILE)
+
+
+def read_metadata(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / METADATA_FILE
+    try:
+        return orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ResultsFileError(f"{run_dir} is not an lmgym run directory: {METADATA_FILE} is missing") from None
+    except orjson.JSONDecodeError as exc:
+        raise ResultsFileError(f"{path} is not valid JSON: {exc}") from None

@@ -1,0 +1,130 @@
+"""What a run amounts to: reward, metrics, pass@k, errors, tokens, cost and latency.
+
+The summary is accumulated from rollout *records* (the dicts of results.jsonl), so a
+resumed run summarises old and new rollouts alike, and nothing but a few numbers per
+rollout is held in memory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k for one problem with n samples of which c passed (Chen et al. 2021,
+    arXiv 2107.03374): 1 - C(n-c, k) / C(n, k)."""
+    if not 0 < k <= n:
+        raise ValueError(f"pass@k needs 0 < k <= n, got k={k}, n={n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in [0, 1]) of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    position = q * (len(sorted_values) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def _powers_of_two_up_to(n: int) -> list[int]:
+    return [2**i for i in range(n.bit_length()) if 2**i <= n]
+
+
+@dataclass
+class Summary:
+    """Accumulates rollout records. A rollout *passes* when its reward ≥ pass_threshold;
+    errored rollouts count as errors, not as failures of the model, and are left out of
+    the reward mean and of pass@k."""
+
+    pass_threshold: float = 1.0
+    price_input_per_mtok: float | None = None
+    price_output_per_mtok: float | None = None
+    rollouts: int = 0
+    rewards: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+    metric_sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    metric_counts: Counter = field(default_factory=Counter)
+    passes: dict[Any, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.rollouts += 1
+        usage = record.get("usage") or {}
+        self.prompt_tokens += usage.get("prompt_tokens", 0)
+        self.completion_tokens += usage.get("completion_tokens", 0)
+        self.requests += usage.get("requests", 0)
+        if record.get("latency_s") is not None:
+            self.latencies.append(record["latency_s"])
+        if record.get("error"):
+            self.errors[record["error"]["kind"]] += 1
+            return
+        reward = record["reward"]
+        self.rewards.append(reward)
+        for name, value in (record.get("metrics") or {}).items():
+            self.metric_sums[name] += value
+            self.metric_counts[name] += 1
+        tally = self.passes[_hashable(record["example_id"])]
+        tally[0] += 1
+        tally[1] += reward >= self.pass_threshold
+
+    @property
+    def mean_reward(self) -> float:
+        return sum(self.rewards) / len(self.rewards) if self.rewards else float("nan")
+
+    def pass_at(self) -> dict[str, float]:
+        """pass@k for k = 1, 2, 4, ... up to the fewest scored rollouts of any example."""
+        if not self.passes:
+            return {}
+        fewest = min(n for n, _ in self.passes.values())
+        return {
+            str(k): sum(pass_at_k(n, c, k) for n, c in self.passes.values()) / len(self.passes)
+            for k in _powers_of_two_up_to(fewest)
+        }
+
+    def cost_usd(self) -> float | None:
+        if self.price_input_per_mtok is None and self.price_output_per_mtok is None:
+            return None
+        return (
+            self.prompt_tokens * (self.price_input_per_mtok or 0.0)
+            + self.completion_tokens * (self.price_output_per_mtok or 0.0)
+        ) / 1e6
+
+    def to_dict(self) -> dict[str, Any]:
+        n = len(self.rewards)
+        mean = self.mean_reward
+        std = math.sqrt(sum((r - mean) ** 2 for r in self.rewards) / n) if n else float("nan")
+        latencies = sorted(self.latencies)
+        return {
+            "rollouts": self.rollouts,
+            "scored": n,
+            "errors": dict(self.errors),
+            "reward_mean": _finite(mean),
+            "reward_std": _finite(std),
+            "metrics": {k: self.metric_sums[k] / self.metric_counts[k] for k in sorted(self.metric_sums)},
+            "pass_threshold": self.pass_threshold,
+            "pass_at_k": self.pass_at(),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "requests": self.requests,
+            "cost_usd": self.cost_usd(),
+            "latency_p50_s": _finite(percentile(latencies, 0.5)),
+            "latency_p95_s": _finite(percentile(latencies, 0.95)),
+        }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, (int, str, float)) else str(value)

@@ -1,0 +1,5 @@
+from lmgym.parsers.parser import Parser, last_assistant_text
+from lmgym.parsers.think import ThinkParser
+from lmgym.parsers.xml import XMLParser
+
+__all__ = ["Parser", "ThinkParser", "XMLParser", "last_assistant_text"]

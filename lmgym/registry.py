@@ -1,0 +1,96 @@
+"""Find environments by name: installed entry points first, then local folders.
+
+An environment is a module exposing `load_environment(**args) -> Environment`. It is
+found through the entry-point group `lmgym.environments` (so `pip install my-env`
+registers it), or as a folder `environments/NAME/` holding `NAME.py` (dashes in the name
+become underscores), looked up in the current directory and in the bundled
+`environments/` next to the lmgym package.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+from lmgym import errors
+
+ENTRY_POINT_GROUP = "lmgym.environments"
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "environments"
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    name: str
+    source: str  # "entry point" or the folder it was found in
+    load: Callable[[], Callable[..., Any]]  # returns load_environment, importing lazily
+
+
+def search_dirs() -> list[Path]:
+    dirs = [Path.cwd() / "environments", BUNDLED_DIR]
+    return list(dict.fromkeys(d for d in dirs if d.is_dir()))
+
+
+def _module_file(folder: Path) -> Path | None:
+    candidate = folder / f"{folder.name.replace('-', '_')}.py"
+    return candidate if candidate.is_file() else None
+
+
+def _load_from_file(path: Path) -> Callable[..., Any]:
+    module_name = f"lmgym_env_{path.stem}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module: ModuleType = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+    module = sys.modules[module_name]
+    if not hasattr(module, "load_environment"):
+        raise errors.UsageError(f"{path} defines no load_environment() function")
+    return module.load_environment
+
+
+def available_environments() -> dict[str, EnvironmentSpec]:
+    """Every environment lmgym can find, by canonical name (dashes, lower case)."""
+    found: dict[str, EnvironmentSpec] = {}
+    for directory in reversed(search_dirs()):  # the current directory wins
+        for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
+            if path := _module_file(folder):
+                name = folder.name.replace("_", "-").lower()
+                found[name] = EnvironmentSpec(name, str(folder), lambda p=path: _load_from_file(p))
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        name = entry.name.replace("_", "-").lower()
+        found[name] = EnvironmentSpec(name, f"entry point {entry.value}", entry.load)
+    return dict(sorted(found.items()))
+
+
+def describe(spec: EnvironmentSpec) -> str:
+    """The first line of the environment's module docstring, for `lmgym list`."""
+    func = spec.load()
+    module = inspect.getmodule(func)
+    doc = (module.__doc__ if module else None) or func.__doc__ or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def load_environment(name: str, **args: Any):
+    """Build the environment `name` with `args` passed to its `load_environment`."""
+    known = available_environments()
+    key = name.replace("_", "-").lower()
+    if key not in known:
+        listing = ", ".join(known) or "none"
+        raise errors.EnvironmentNotFoundError(f"unknown environment {name!r}; known environments: {listing}")
+    factory = known[key].load()
+    try:
+        inspect.signature(factory).bind(**args)
+    except TypeError as exc:
+        params = ", ".join(inspect.signature(factory).parameters) or "none"
+        raise errors.UsageError(f"environment {name!r}: bad arguments {args}: {exc}; it takes: {params}") from None
+    return factory(**args)

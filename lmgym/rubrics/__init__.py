@@ -1,0 +1,3 @@
+from lmgym.rubrics.rubric import Rubric, group_reward
+
+__all__ = ["Rubric", "group_reward"]

@@ -1,0 +1,221 @@
+"""A scripted OpenAI-compatible server on loopback, for testing environments end to end.
+
+The real `openai` SDK talks real HTTP to it and parses real JSON, so a test exercises the
+same code as a run against OpenAI or vLLM, but the answers are deterministic: a `reply`
+function maps each request to a reply (text, or a message with tool calls). Faults can
+be injected for the next requests: HTTP errors (500, 503, 429 with Retry-After), stalls
+longer than the client's timeout, and malformed JSON bodies.
+
+    with ScriptedServer(reply=lambda request: "<answer>4</answer>") as server:
+        client = OpenAIClient(server.base_url)
+        server.fail_next(503, times=2)
+
+It is a bare ASGI app served by uvicorn (extra `dev`), in a thread for tests or as its own
+process for benchmarks: `python -m lmgym.testing --port 8000 --reply 42`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import orjson
+
+Reply = str | dict[str, Any]
+ReplyFunc = Callable[[dict[str, Any]], Reply]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What to do instead of answering: an HTTP status, a stall, or a malformed body."""
+
+    status: int | None = None
+    retry_after: float | None = None
+    stall_s: float = 0.0
+    malformed: bool = False
+
+
+def tool_call(name: str, arguments: dict[str, Any], call_id: str | None = None) -> dict[str, Any]:
+    """A tool call in the wire format, for scripted replies."""
+    return {
+        "id": call_id or f"call_{name}",
+        "type": "function",
+        "function": {"name": name, "arguments": orjson.dumps(arguments).decode()},
+    }
+
+
+def last_user_text(request: dict[str, Any]) -> str:
+    """The content of the last user message of a chat request (a common reply key)."""
+    for message in reversed(request.get("messages", [])):
+        if message.get("role") == "user":
+            return message.get("content") or ""
+    return ""
+
+
+def _count_tokens(text: str) -> int:
+    return len(text.split())
+
+
+class ScriptedApp:
+    """The ASGI application: `/v1/chat/completions` and `/v1/models`."""
+
+    def __init__(self, reply: ReplyFunc, api_key: str | None = None, model: str = "scripted"):
+        self.reply = reply
+        self.api_key = api_key
+        self.model = model
+        self.faults: deque[Fault] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self._ids = itertools.count()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"].removeprefix("/v1")
+        if self.api_key is not None and not self._authorised(scope):
+            await _send_json(send, 401, {"error": {"message": "Incorrect API key provided"}})
+        elif path == "/models":
+            await _send_json(send, 200, {"object": "list", "data": [{"id": self.model, "object": "model"}]})
+        elif path == "/chat/completions" and scope["method"] == "POST":
+            await self._chat(receive, send)
+        else:
+            await _send_json(send, 404, {"error": {"message": f"no route {scope['path']}"}})
+
+    def _authorised(self, scope) -> bool:
+        headers = dict(scope["headers"])
+        return headers.get(b"authorization", b"").decode() == f"Bearer {self.api_key}"
+
+    async def _chat(self, receive, send) -> None:
+        body = b""
+        while True:
+            event = await receive()
+            body += event.get("body", b"")
+            if not event.get("more_body"):
+                break
+        request = orjson.loads(body)
+        self.requests.append(request)
+        fault = self.faults.popleft() if self.faults else None
+        if fault and fault.stall_s:
+            await asyncio.sleep(fault.stall_s)
+        if fault and fault.status:
+            headers = {"retry-after": f"{fault.retry_after}"} if fault.retry_after is not None else {}
+            await _send_json(send, fault.status, {"error": {"message": f"injected HTTP {fault.status}"}}, headers)
+            return
+        if fault and fault.malformed:
+            await _send_raw(send, 200, b'{"id": "broken", "choices": [', {})
+            return
+        await _send_json(send, 200, self._completion(request))
+
+    def _completion(self, request: dict[str, Any]) -> dict[str, Any]:
+        reply = self.reply(request)
+        message = {"role": "assistant", "content": reply} if isinstance(reply, str) else {"role": "assistant", **reply}
+        prompt_text = " ".join(str(m.get("content") or "") for m in request.get("messages", []))
+        return {
+            "id": f"chatcmpl-{next(self._ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.get("model", self.model),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": _count_tokens(prompt_text),
+                "completion_tokens": _count_tokens(message.get("content") or ""),
+                "total_tokens": 0,
+            },
+        }
+
+
+async def _send_json(send, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    await _send_raw(send, status, orjson.dumps(payload), headers or {})
+
+
+async def _send_raw(send, status: int, body: bytes, headers: dict[str, str]) -> None:
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw_headers += [(k.encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ScriptedServer:
+    """Runs a `ScriptedApp` with uvicorn in a background thread on a free loopback port."""
+
+    def __init__(self, reply: ReplyFunc | str = "OK", *, api_key: str | None = None, port: int = 0):
+        reply_func = reply if callable(reply) else (lambda _request, text=reply: text)
+        self.app = ScriptedApp(reply_func, api_key=api_key)
+        self._port = port
+        self._server = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return self.app.requests
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def port(self) -> int:
+        return self._server.servers[0].sockets[0].getsockname()[1]
+
+    def fail_next(self, status: int, times: int = 1, retry_after: float | None = None) -> None:
+        self.app.faults.extend([Fault(status=status, retry_after=retry_after)] * times)
+
+    def stall_next(self, seconds: float, times: int = 1) -> None:
+        self.app.faults.extend([Fault(stall_s=seconds)] * times)
+
+    def malformed_next(self, times: int = 1) -> None:
+        self.app.faults.extend([Fault(malformed=True)] * times)
+
+    def start(self) -> ScriptedServer:
+        import uvicorn
+
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self._port, log_level="warning",
+            lifespan="off", timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the scripted server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> ScriptedServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve a scripted OpenAI-compatible API on loopback.")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--reply", default="OK", help="the text every chat request gets back")
+    args = parser.parse_args()
+    import uvicorn
+
+    app = ScriptedApp(lambda _request: args.reply)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="off")
+
+
+if __name__ == "__main__":
+    main()
