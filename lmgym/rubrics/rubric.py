@@ -9,7 +9,8 @@ testable in one line without a trainer. Available names: `prompt`, `completion`,
 A *group* reward function sees every rollout of one example at once (for relative
 scores such as "shortest correct answer"). It is declared with the `@group_reward`
 decorator or simply by plural argument names (`prompts`, `completions`, `answers`,
-`states`, `infos`, `tasks`), and returns one float per rollout.
+`states`, `infos`, `tasks`), and returns one float per rollout. Each argument it declares,
+singular or plural, is the list of that value over the group's rollouts.
 
 Every function's value is logged as a metric under its name; the reward is the weighted
 sum. A function that raises marks the rollout as errored: it is never silently scored 0,
@@ -170,9 +171,9 @@ class Rubric:
             rollout.error = _reward_error(scorer.name, exc)
 
     async def _run_group(self, scorer, live, per_rollout, values) -> None:
-        grouped = {
-            plural: [kw[single] for kw in per_rollout] for plural, single in _PLURALS.items()
-        }
+        # every name, singular or plural, maps to the list over the group's rollouts
+        grouped = {name: [kw[name] for kw in per_rollout] for name in per_rollout[0]}
+        grouped.update({plural: grouped[single] for plural, single in _PLURALS.items()})
         grouped["parser"] = self.parser
         try:
             scores = await scorer.call(grouped)

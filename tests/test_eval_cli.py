@@ -1,0 +1,207 @@
+"""`lmgym eval` end to end: the real CLI in a subprocess, the scripted server on loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from lmgym.embedded import free_port
+from lmgym.testing import ScriptedServer, last_user_text
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SECRET = "sk-test-secret-0123456789"
+
+
+def solve(request) -> str:
+    a, b = map(int, re.findall(r"\d+", last_user_text(request)))
+    return f"<answer>{a + b}</answer>"
+
+
+def slow_solve(request) -> str:
+    time.sleep(0.15)
+    return solve(request)
+
+
+def lmgym_eval(*args: str, cwd: Path = FIXTURES, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OPENAI_API_KEY": SECRET, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "lmgym", "eval", *args], cwd=cwd, env=env,
+        capture_output=True, text=True, timeout=120, **kwargs,
+    )
+
+
+def read_records(run_dir: Path) -> list[dict]:
+    return [orjson.loads(line) for line in (run_dir / "results.jsonl").read_bytes().splitlines()]
+
+
+def read_metadata(run_dir: Path) -> dict:
+    return orjson.loads((run_dir / "metadata.json").read_bytes())
+
+
+@pytest.fixture
+def server():
+    with ScriptedServer(reply=solve) as s:
+        yield s
+
+
+def test_eval_streams_results_and_summarises(server, tmp_path):
+    run = tmp_path / "run"
+    result = lmgym_eval("sum-env", "-m", "scripted", "-b", server.base_url, "-n", "4", "-r", "3", "-c", "8", "-o", str(run), "-S", '{"temperature": 0.3}')
+    assert result.returncode == 0, result.stderr
+    records = read_records(run)
+    assert len(records) == 12
+    assert {(r["example_id"], r["rollout"]) for r in records} == {(i, j) for i in range(4) for j in range(3)}
+    assert all(r["reward"] == 1.0 and r["metrics"] == {"correct": 1.0, "format_reward": 1.0} for r in records)
+    assert all(r["error"] is None and r["usage"]["requests"] == 1 for r in records)
+    summary = read_metadata(run)["summary"]
+    assert summary["reward_mean"] == 1.0 and summary["pass_at_k"] == {"1": 1.0, "2": 1.0}
+    assert summary["errors"] == {} and summary["completion_tokens"] == 12
+    assert server.requests[0]["temperature"] == 0.3
+    assert server.requests[0]["messages"][0] == {"role": "system", "content": "Answer in <answer></answer> tags."}
+    assert "Evaluation summary" in result.stdout and "pass@2" in result.stdout
+    for path in run.iterdir():  # the key is never written to disk
+        assert SECRET not in path.read_text()
+
+
+def test_transient_faults_are_retried_and_do_not_fail_rollouts(server, tmp_path):
+    server.fail_next(500, times=2)
+    server.fail_next(429, times=1, retry_after=0.1)
+    server.malformed_next(1)
+    run = tmp_path / "run"
+    result = lmgym_eval("sum-env", "-m", "s", "-b", server.base_url, "-n", "3", "-r", "1", "-c", "1", "-o", str(run))
+    assert result.returncode == 0, result.stderr
+    assert [r["error"] for r in read_records(run)] == [None] * 3
+    assert len(server.requests) == 7
+
+
+def test_persistent_errors_are_recorded_on_rollouts_not_the_run(server, tmp_path):
+    server.fail_next(503, times=2)  # with --max-retries 1 the first rollout fails for good
+    run = tmp_path / "run"
+    result = lmgym_eval("sum-env", "-m", "s", "-b", server.base_url, "-n", "3", "-r", "1", "-c", "1", "--max-retries", "1", "-o", str(run))
+    assert result.returncode == 0, result.stderr
+    records = sorted(read_records(run), key=lambda r: r["example_id"])
+    assert records[0]["error"]["kind"] == "server" and records[0]["reward"] is None
+    assert [r["reward"] for r in records[1:]] == [1.0, 1.0]
+    summary = read_metadata(run)["summary"]
+    assert summary["errors"] == {"server": 1} and summary["scored"] == 2
+
+
+def test_raising_reward_function_marks_the_rollout(server, tmp_path):
+    run = tmp_path / "run"
+    result = lmgym_eval("sum-env", "-a", '{"fail_on": 1}', "-m", "s", "-b", server.base_url, "-n", "2", "-r", "1", "-o", str(run))
+    assert result.returncode == 0, result.stderr
+    failed = next(r for r in read_records(run) if r["example_id"] == 1)
+    assert failed["reward"] is None
+    assert failed["error"]["kind"] == "reward" and "deliberate failure" in failed["error"]["message"]
+
+
+def test_empty_model_content_is_recorded(tmp_path):
+    with ScriptedServer(reply="") as server:
+        run = tmp_path / "run"
+        result = lmgym_eval("sum-env", "-m", "s", "-b", server.base_url, "-n", "2", "-r", "1", "-o", str(run))
+    assert result.returncode == 0, result.stderr
+    assert [r["error"]["kind"] for r in read_records(run)] == ["empty_response"] * 2
+
+
+def test_rejected_key_stops_the_run_with_one_message(tmp_path):
+    with ScriptedServer(reply=solve, api_key="sk-another") as server:
+        run = tmp_path / "run"
+        result = lmgym_eval("sum-env", "-m", "s", "-b", server.base_url, "-n", "4", "-r", "2", "-o", str(run))
+    assert result.returncode == 1
+    assert result.stderr.count("rejected the API key") == 1
+    assert SECRET not in result.stderr + result.stdout
+    assert read_metadata(run)["status"] == "failed"
+
+
+def test_unreachable_server_is_one_clear_message(tmp_path):
+    run = tmp_path / "run"
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    result = lmgym_eval("sum-env", "-m", "s", "-b", url, "-n", "3", "--max-retries", "1", "-o", str(run))
+    assert result.returncode == 1
+    assert result.stderr.count("cannot reach the model server") == 1
+    assert "--resume" in result.stderr
+
+
+def test_ctrl_c_leaves_valid_jsonl_and_resume_completes_it(tmp_path):
+    run = tmp_path / "run"
+    with ScriptedServer(reply=slow_solve) as server:
+        env = {**os.environ, "OPENAI_API_KEY": SECRET}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lmgym", "eval", "sum-env", "-m", "s", "-b", server.base_url,
+             "-n", "8", "-r", "2", "-c", "2", "-o", str(run)],
+            cwd=FIXTURES, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        results = run / "results.jsonl"
+        deadline = time.monotonic() + 60
+        while not (results.exists() and len(results.read_bytes().splitlines()) >= 3):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 130, stderr
+        assert "--resume" in stderr
+        partial = read_records(run)  # every line parses
+        assert 3 <= len(partial) < 16
+        assert read_metadata(run)["status"] == "interrupted"
+
+        result = lmgym_eval("--resume", str(run), "-b", server.base_url)
+    assert result.returncode == 0, result.stderr
+    records = read_records(run)
+    keys = [(r["example_id"], r["rollout"]) for r in records]
+    assert len(keys) == len(set(keys)) == 16
+    assert records[: len(partial)] == partial  # nothing rewritten or lost
+    metadata = read_metadata(run)
+    assert metadata["status"] == "completed" and metadata["summary"]["rollouts"] == 16
+
+
+def test_resume_drops_a_torn_last_line(server, tmp_path):
+    run = tmp_path / "run"
+    assert lmgym_eval("sum-env", "-m", "s", "-b", server.base_url, "-n", "2", "-r", "2", "-o", str(run)).returncode == 0
+    lines = (run / "results.jsonl").read_bytes().splitlines(keepends=True)
+    (run / "results.jsonl").write_bytes(b"".join(lines[:3]) + lines[3][:20])
+    result = lmgym_eval("--resume", str(run))
+    assert result.returncode == 0, result.stderr
+    keys = sorted((r["example_id"], r["rollout"]) for r in read_records(run))
+    assert keys == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def test_resume_refuses_changed_settings(server, tmp_path):
+    run = tmp_path / "run"
+    assert lmgym_eval("sum-env", "-m", "s", "-b", server.base_url, "-n", "1", "-r", "1", "-o", str(run)).returncode == 0
+    result = lmgym_eval("--resume", str(run), "-r", "5")
+    assert result.returncode == 2
+    assert "rollouts_per_example=5" in result.stderr
+
+
+def test_invalid_json_names_the_flag_and_position():
+    result = lmgym_eval("sum-env", "-a", '{"num_examples": 3,}')
+    assert result.returncode == 2
+    assert "-a/--env-args" in result.stderr and "column 20" in result.stderr
+    result = lmgym_eval("sum-env", "-S", "[1, 2]")
+    assert result.returncode == 2 and "-S/--sampling-args must be a JSON object" in result.stderr
+
+
+def test_unknown_environment_lists_the_known_ones():
+    result = lmgym_eval("no-such-env")
+    assert result.returncode == 2
+    assert "unknown environment 'no-such-env'" in result.stderr and "sum-env" in result.stderr
+
+
+def test_bad_environment_arguments_are_named(server):
+    result = lmgym_eval("sum-env", "-a", '{"num_exemples": 3}', "-b", server.base_url)
+    assert result.returncode == 2
+    assert "num_exemples" in result.stderr and "num_examples" in result.stderr
+
+
+def test_list_shows_local_and_bundled_environments():
+    result = subprocess.run([sys.executable, "-m", "lmgym", "list"], cwd=FIXTURES, capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "sum-env" in result.stdout and "Add two numbers" in result.stdout
