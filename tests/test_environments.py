@@ -68,7 +68,7 @@ def test_loads_by_name_with_parser_rubric_and_sampling(name):
         assert isinstance(example.answer, str) and example.answer
     assert isinstance(env.parser, lmgym.XMLParser) and env.rubric.parser is env.parser
     assert env.rubric.names == [ENVS[name], "format_reward"]
-    assert [s.weight for s in env.rubric._scorers] == [1.0, 0.2]
+    assert env.rubric.weights == [1.0, 0.2]
     assert env.sampling_args["temperature"] == 0.7
     assert 32 <= env.sampling_args["max_tokens"] <= 256
     assert env.max_turns == 1

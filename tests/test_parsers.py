@@ -280,3 +280,10 @@ def test_think_format_reward_averaging():
     assert parser.format_reward([user("<think>t</think>A")]) == 0.0
     assert parser.format_reward([assistant(None)]) == 0.0
     assert parser.format_reward("<think>t</think>A") == 1.0
+
+
+def test_xml_format_reward_gives_no_credit_for_empty_fields():
+    parser = XMLParser(["think", "answer"])
+    assert parser.format_reward("<think>\nhm\n</think>\n<answer>\n</answer>") == 0.0
+    assert parser.format_reward("<think> </think><answer>4</answer>") == 0.0
+    assert parser.format_reward("<think>hm</think><answer>4</answer>") == 1.0

@@ -5,8 +5,8 @@ answer is read the way a human would), but the format reward is strict. A lenien
 reward, one that only looks for some opening or closing tags, pays the model for
 `<answer>..</think>`, for unclosed tags and for tags out of order, and RL then teaches the
 model exactly those habits. So a reply earns format credit only when it is the declared
-tags, each opened and closed once, in order, not nested, with nothing but whitespace
-around them.
+tags, each opened and closed once, in order, not nested, none empty, with nothing but
+whitespace around them.
 """
 
 from __future__ import annotations
@@ -118,6 +118,8 @@ class XMLParser(Parser):
                 return False  # a required field was jumped over
             if text[pos : opening.start()].strip():
                 return False  # text outside the tags
+            if not text[opening.end() : closing.start()].strip():
+                return False  # an empty field: no credit for answering nothing
             seen.add(index)
             expected, pos = index + 1, closing.end()
         if text[pos:].strip():

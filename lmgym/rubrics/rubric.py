@@ -139,6 +139,10 @@ class Rubric:
         return [s.name for s in self._scorers]
 
     @property
+    def weights(self) -> list[float]:
+        return [s.weight for s in self._scorers]
+
+    @property
     def has_group_functions(self) -> bool:
         return any(s.is_group for s in self._scorers)
 
