@@ -8,6 +8,9 @@ afterwards.
 from __future__ import annotations
 
 import os
+import signal
+import time
+from pathlib import Path
 import subprocess
 import sys
 
@@ -56,3 +59,33 @@ def test_lmgym_eval_on_the_embedded_model(tmp_path):
     metadata = orjson.loads((run / "metadata.json").read_bytes())
     assert metadata["status"] == "completed" and metadata["config"]["model"] == "smollm2"
     assert "Evaluation summary" in result.stdout
+
+
+def llama_servers() -> set[int]:
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if b"llama_cpp.server" in (proc / "cmdline").read_bytes():
+                    pids.add(int(proc.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_ctrl_c_stops_the_embedded_server(tmp_path):
+    before = llama_servers()
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lmgym", "eval", "arithmetic", "-n", "20", "-r", "1", "-o", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (run / "results.jsonl").exists() or not (run / "results.jsonl").read_bytes():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    assert llama_servers() - before  # the server is running
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert not (llama_servers() - before)

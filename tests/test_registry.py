@@ -1,0 +1,41 @@
+"""Finding environments: installed entry points and local environments/ folders."""
+
+from __future__ import annotations
+
+import pytest
+
+from lmgym import SingleTurnEnv, errors, load_environment
+from lmgym.registry import available_environments, describe
+
+
+def test_bundled_environments_are_found_with_descriptions():
+    found = available_environments()
+    assert {"arithmetic", "reverse-text", "word-problems"} <= set(found)
+    assert describe(found["arithmetic"]).startswith("Procedural integer arithmetic")
+
+
+def test_installed_environment_comes_from_its_entry_point():
+    # `make setup` pip-installs each bundled environment, registering an entry point
+    assert available_environments()["arithmetic"].source.startswith("entry point arithmetic:")
+
+
+def test_local_folder_is_found_from_the_current_directory(tmp_path, monkeypatch):
+    folder = tmp_path / "environments" / "my_env"
+    folder.mkdir(parents=True)
+    (folder / "my_env.py").write_text(
+        '"""My own environment."""\n'
+        "from lmgym import SingleTurnEnv\n"
+        "def load_environment(size: int = 2):\n"
+        "    return SingleTurnEnv(eval_dataset=[{'question': str(i)} for i in range(size)])\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert available_environments()["my-env"].source == str(folder)
+    env = load_environment("my_env", size=3)  # underscores and dashes are the same name
+    assert isinstance(env, SingleTurnEnv) and len(env.eval_dataset) == 3
+    with pytest.raises(errors.UsageError, match="it takes: size"):
+        load_environment("my-env", sise=3)
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(errors.EnvironmentNotFoundError, match="known environments: .*arithmetic"):
+        load_environment("arithmetik")
