@@ -8,14 +8,13 @@ so train and eval never share a question, whatever the seeds and sizes.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
-from typing import Callable
 
 from datasets import Dataset
 
 from lmgym import Rubric, SingleTurnEnv, XMLParser
+from lmgym.envs.procedural import train_and_eval
 
 SYSTEM_PROMPT = (
     "Compute the value of the expression; * is done before + and -. Reply with only the "
@@ -23,25 +22,6 @@ SYSTEM_PROMPT = (
 )
 OPERATORS = "+-*"
 INTEGER = re.compile(r"[+-]?\d+")
-
-
-def split_of(question: str) -> str:
-    """'eval' for about a fifth of all questions, 'train' for the rest (a stable hash)."""
-    return "eval" if hashlib.sha256(question.encode()).digest()[0] < 52 else "train"
-
-
-def generate(make: Callable[[random.Random], dict], n: int, rng: random.Random, split: str) -> list[dict]:
-    """`n` rows from `make(rng)`, keeping only the questions that belong to `split`."""
-    rows: list[dict] = []
-    attempts = 100 * n + 1000
-    while len(rows) < n:
-        if attempts == 0:
-            raise ValueError(f"too few {split} questions for {n} examples: allow larger or more operands")
-        attempts -= 1
-        row = make(rng)
-        if split_of(row["question"]) == split:
-            rows.append(row)
-    return rows
 
 
 def evaluate(values: list[int], ops: list[str]) -> int:
@@ -81,10 +61,6 @@ def load_environment(
     operators: str = OPERATORS,
     seed: int = 0,
 ) -> SingleTurnEnv:
-    if num_examples < 1:
-        raise ValueError(f"num_examples must be at least 1, got {num_examples}")
-    if num_eval_examples < 0:
-        raise ValueError(f"num_eval_examples must be at least 0, got {num_eval_examples}")
     if min_operands < 2:
         raise ValueError(f"min_operands must be at least 2, got {min_operands}")
     if max_operands < min_operands:
@@ -94,11 +70,10 @@ def load_environment(
     if not operators or set(operators) - set(OPERATORS):
         raise ValueError(f"operators must be a non-empty string of {OPERATORS!r}, got {operators!r}")
 
-    def make(rng: random.Random) -> dict:
+    def make(rng: random.Random, _index: int) -> dict:
         return make_question(rng, min_operands, max_operands, max_value, operators)
 
-    train = generate(make, num_examples, random.Random(seed), "train")
-    evals = generate(make, num_eval_examples, random.Random(f"{seed}/eval"), "eval")
+    train, evals = train_and_eval(make, num_examples, num_eval_examples, seed, hint="allow larger or more operands")
     parser = XMLParser(["answer"])
     rubric = Rubric([correct_answer, parser.get_format_reward_func()], weights=[1.0, 0.2], parser=parser)
     return SingleTurnEnv(

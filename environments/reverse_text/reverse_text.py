@@ -8,13 +8,12 @@ its question, so train and eval never share a text, whatever the seeds and sizes
 
 from __future__ import annotations
 
-import hashlib
 import random
-from typing import Callable
 
 from datasets import Dataset
 
 from lmgym import Rubric, SingleTurnEnv, XMLParser
+from lmgym.envs.procedural import train_and_eval
 
 SYSTEM_PROMPT = (
     "Write the given text backwards, character by character. Reply with only the reversed "
@@ -27,25 +26,6 @@ WORDS = (
     "pencil rocket castle dragon violin basket candle jungle marble pepper tiger "
     "little quiet simple purple rabbit"
 ).split()
-
-
-def split_of(question: str) -> str:
-    """'eval' for about a fifth of all questions, 'train' for the rest (a stable hash)."""
-    return "eval" if hashlib.sha256(question.encode()).digest()[0] < 52 else "train"
-
-
-def generate(make: Callable[[random.Random], dict], n: int, rng: random.Random, split: str) -> list[dict]:
-    """`n` rows from `make(rng)`, keeping only the questions that belong to `split`."""
-    rows: list[dict] = []
-    attempts = 100 * n + 1000
-    while len(rows) < n:
-        if attempts == 0:
-            raise ValueError(f"too few {split} texts for {n} examples: allow more words")
-        attempts -= 1
-        row = make(rng)
-        if split_of(row["question"]) == split:
-            rows.append(row)
-    return rows
 
 
 def lcs_length(a: str, b: str) -> int:
@@ -83,12 +63,11 @@ def load_environment(
     if max_words < min_words:
         raise ValueError(f"max_words ({max_words}) must be at least min_words ({min_words})")
 
-    def make(rng: random.Random) -> dict:
+    def make(rng: random.Random, _index: int) -> dict:
         text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(min_words, max_words)))
         return {"question": QUESTION + text, "answer": text[::-1]}
 
-    train = generate(make, num_examples, random.Random(seed), "train")
-    evals = generate(make, num_eval_examples, random.Random(f"{seed}/eval"), "eval")
+    train, evals = train_and_eval(make, num_examples, num_eval_examples, seed, hint="allow more words")
     parser = XMLParser(["answer"])
     rubric = Rubric([lcs_ratio, parser.get_format_reward_func()], weights=[1.0, 0.2], parser=parser)
     return SingleTurnEnv(

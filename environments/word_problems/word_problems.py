@@ -10,7 +10,6 @@ A problem's split is fixed by a hash of its text, so train and eval never overla
 
 from __future__ import annotations
 
-import hashlib
 import random
 from decimal import Decimal
 from fractions import Fraction
@@ -19,6 +18,7 @@ from typing import Callable
 from datasets import Dataset
 
 from lmgym import Rubric, SingleTurnEnv, XMLParser
+from lmgym.envs.procedural import train_and_eval
 from lmgym.rubrics.math import math_equal
 
 SYSTEM_PROMPT = (
@@ -96,20 +96,11 @@ TEMPLATES: tuple[Callable[[random.Random, str], tuple[str, Fraction]], ...] = (
 )
 
 
-def split_of(question: str) -> str:
-    """'eval' for about a fifth of all questions, 'train' for the rest (a stable hash)."""
-    return "eval" if hashlib.sha256(question.encode()).digest()[0] < 52 else "train"
-
-
-def generate(n: int, rng: random.Random, split: str) -> list[dict]:
-    """`n` problems, cycling through the templates, that belong to `split`."""
-    rows: list[dict] = []
-    while len(rows) < n:
-        template = TEMPLATES[len(rows) % len(TEMPLATES)]
-        question, value = template(rng, rng.choice(NAMES))
-        if split_of(question) == split:
-            rows.append({"question": question, "answer": exact(value), "template": template.__name__})
-    return rows
+def make_problem(rng: random.Random, index: int) -> dict:
+    """The next problem, cycling through the templates."""
+    template = TEMPLATES[index % len(TEMPLATES)]
+    question, value = template(rng, rng.choice(NAMES))
+    return {"question": question, "answer": exact(value), "template": template.__name__}
 
 
 def correct_answer(completion, answer: str, parser) -> float:
@@ -118,12 +109,7 @@ def correct_answer(completion, answer: str, parser) -> float:
 
 
 def load_environment(num_examples: int = 200, num_eval_examples: int = 100, seed: int = 0) -> SingleTurnEnv:
-    if num_examples < 1:
-        raise ValueError(f"num_examples must be at least 1, got {num_examples}")
-    if num_eval_examples < 0:
-        raise ValueError(f"num_eval_examples must be at least 0, got {num_eval_examples}")
-    train = generate(num_examples, random.Random(seed), "train")
-    evals = generate(num_eval_examples, random.Random(f"{seed}/eval"), "eval")
+    train, evals = train_and_eval(make_problem, num_examples, num_eval_examples, seed)
     parser = XMLParser(["answer"])
     rubric = Rubric([correct_answer, parser.get_format_reward_func()], weights=[1.0, 0.2], parser=parser)
     return SingleTurnEnv(
