@@ -75,8 +75,9 @@ class ModelResponse:
     finish_reason: str | None
     usage: Usage
     latency_s: float
-    token_ids: list[int] | None = None
-    logprobs: list[float] | None = None
+    token_ids: list[int] | None = None  # the completion as sampled (local engines only)
+    logprobs: list[float] | None = None  # the sampler's logprob of each completion token
+    prompt_token_ids: list[int] | None = None  # the exact prompt the completion followed
 
 
 @dataclass
@@ -88,6 +89,7 @@ class Turn:
     finish_reason: str | None = None
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
+    prompt_token_ids: list[int] | None = None
 
 
 @dataclass

@@ -9,6 +9,7 @@ import typer
 
 from lmgym.cli.eval import eval_command
 from lmgym.cli.list import list_command
+from lmgym.cli.train import OVERRIDES, sft_command, train_command
 
 app = typer.Typer(
     name="lmgym",
@@ -19,6 +20,8 @@ app = typer.Typer(
 )
 app.command("eval")(eval_command)
 app.command("list")(list_command)
+app.command("train", context_settings=OVERRIDES)(train_command)
+app.command("sft", context_settings=OVERRIDES)(sft_command)
 
 
 def main() -> None:

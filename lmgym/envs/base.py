@@ -156,6 +156,7 @@ class Environment:
                     finish_reason=response.finish_reason,
                     token_ids=response.token_ids,
                     logprobs=response.logprobs,
+                    prompt_token_ids=response.prompt_token_ids,
                 )
                 rollout.turns.append(turn)
                 messages.append(response.message)

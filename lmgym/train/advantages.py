@@ -115,5 +115,7 @@ def overlong_mask(truncated: Tensor) -> Tensor:
     if truncated.dtype != torch.bool:
         raise ValueError(f"truncated must be a bool tensor, got {truncated.dtype}")
     if truncated.ndim != 2:
-        raise ValueError(f"truncated must have shape (G, N) (groups, group size), got {tuple(truncated.shape)}")
+        raise ValueError(
+            f"truncated must have shape (G, N) (groups, group size), got {tuple(truncated.shape)}"
+        )
     return (~truncated).to(torch.get_default_dtype())

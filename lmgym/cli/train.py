@@ -1,0 +1,78 @@
+"""`lmgym train` and `lmgym sft`: GRPO and supervised fine-tuning from a TOML config.
+
+Both take dotted overrides after the config, e.g. `--trainer.lr 1e-5 --algorithm.loss dapo`.
+Torch is imported only when one of these commands runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from lmgym import errors
+
+console = Console(stderr=True)
+OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _load(config_path: Optional[Path], overrides: list[str], resume: Optional[Path]):
+    from lmgym.train.config import load_config
+    from lmgym.train.session import CONFIG_FILE
+
+    if resume is not None:
+        stored = resume / CONFIG_FILE
+        if not stored.exists():
+            raise errors.UsageError(f"--resume {resume}: no {CONFIG_FILE} there; is it a training run directory?")
+        return load_config(config_path or stored, overrides)
+    if config_path is None:
+        raise errors.UsageError("give a config file (see configs/), or --resume RUN_DIR")
+    return load_config(config_path, overrides)
+
+
+def train_command(
+    ctx: typer.Context,
+    config: Annotated[Optional[Path], typer.Argument(help="TOML config (see configs/). Optional with --resume.")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue this run directory from its last checkpoint.")] = None,
+) -> None:
+    """Train a policy with GRPO-family RL on an environment (one CPU or one GPU).
+
+    Extra options are dotted config overrides: --trainer.lr 1e-5 --algorithm.group_size 4
+    """
+    try:
+        cfg = _load(config, list(ctx.args), resume)
+        from lmgym.train.session import default_run_dir, train
+
+        run_dir = resume or default_run_dir(cfg, "train")
+        console.print(f"run directory: {run_dir}")
+        train(cfg, run_dir, resume=resume is not None)
+        console.print(f"[green]done.[/] policy saved to {run_dir / 'final'}")
+    except errors.LmgymError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2 if isinstance(exc, errors.UsageError) else 1) from None
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted.[/] continue from the last checkpoint with: lmgym train --resume {run_dir}")
+        raise typer.Exit(130) from None
+
+
+def sft_command(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Argument(help="TOML config; its [sft] section says what data and how long.")],
+) -> None:
+    """Supervised fine-tuning on chat messages (a warm start before RL, or distillation).
+
+    Extra options are dotted config overrides: --sft.lr 1e-4 --sft.data traces.jsonl
+    """
+    try:
+        cfg = _load(config, list(ctx.args), None)
+        from lmgym.train.session import default_run_dir, sft
+
+        run_dir = default_run_dir(cfg, "sft")
+        console.print(f"run directory: {run_dir}")
+        sft(cfg, run_dir)
+        console.print(f"[green]done.[/] model saved to {run_dir / 'final'}")
+    except errors.LmgymError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2 if isinstance(exc, errors.UsageError) else 1) from None

@@ -1,0 +1,419 @@
+"""Training configuration: one TOML file, dotted overrides on the command line.
+
+    [model]        which policy to train, and its LoRA adapter
+    [env]          which environment supplies prompts and rewards
+    [sampling]     how rollouts are sampled from the policy
+    [algorithm]    the GRPO-family objective (`lmgym.train.losses`, `lmgym.train.advantages`)
+    [trainer]      optimiser, schedule, batch shapes, seed
+    [eval]         periodic greedy evaluation on held-out examples
+    [checkpoint]   how often to save, how many to keep
+    [logging]      where metrics go
+    [sft]          the supervised warm start run by `lmgym sft`
+
+Every key has a default, so an empty file (or no file) is a valid config:
+
+    config = load_config("configs/reverse-digits.toml", ["--trainer.lr", "1e-4", "eval.every=0"])
+    (run_dir / "config.toml").write_text(dump_config(config))
+
+Every mistake (missing file, bad TOML, unknown key, bad value) is raised as one
+`UsageError` whose message names the dotted key and says what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+
+from lmgym.errors import UsageError
+
+Loss = Literal["grpo", "dr_grpo", "dapo", "gspo", "cispo"]
+RewardScale = Literal["group", "batch", "none"]
+LrSchedule = Literal["constant", "linear", "cosine"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------------------- sections
+
+
+class LoraConfig(_Section):
+    enabled: bool = Field(False, description="Train a LoRA adapter instead of every weight.")
+    r: int = Field(8, gt=0, description="LoRA rank.")
+    alpha: int = Field(16, gt=0, description="LoRA scaling numerator: the update is scaled by alpha / r.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1,
+        description="Names of the linear layers that get an adapter.",
+    )
+
+
+class ModelConfig(_Section):
+    name: str = Field(
+        "tiny-llama",
+        min_length=1,
+        description='"tiny-llama" (a small randomly initialised model), "smollm2", or a local model directory.',
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter settings.")
+
+
+class EnvConfig(_Section):
+    name: str = Field("reverse-digits", min_length=1, description="Environment name, as in `lmgym list`.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the environment's loader.")
+
+
+class SamplingConfig(_Section):
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature of training rollouts.")
+    top_p: float = Field(
+        1.0, gt=0.0, le=1.0, description="Nucleus sampling: keep the smallest token set with this much mass."
+    )
+    max_tokens: int = Field(16, gt=0, description="Most tokens generated per completion; longer ones are truncated.")
+    stop: list[str] = Field(default_factory=list, description="Strings that end a completion.")
+
+
+class AlgorithmConfig(_Section):
+    loss: Loss = Field("grpo", description="Policy loss variant (see `lmgym.train.losses`).")
+    group_size: int = Field(8, description="Completions sampled per prompt; advantages compare within a group.")
+    prompts_per_step: int = Field(
+        8, gt=0, description="Prompts per step; a step has prompts_per_step * group_size rollouts."
+    )
+    eps_low: float | None = Field(None, ge=0.0, description="Lower clip range; unset = the loss's default.")
+    eps_high: float | None = Field(None, ge=0.0, description="Upper clip range; unset = the loss's default.")
+    beta: float = Field(0.0, ge=0.0, description="KL coefficient towards the initial policy; 0 = no reference model.")
+    scale_rewards: RewardScale = Field(
+        "group", description="Divide centred rewards by the group's std, the batch's std, or nothing."
+    )
+    dynamic_sampling: bool = Field(False, description="Drop groups whose rewards are all equal (DAPO).")
+    mask_truncated: bool = Field(False, description="Exclude completions cut off at max_tokens from the loss (DAPO).")
+    num_iterations: int = Field(
+        1, ge=1, description="Optimiser passes over each batch, against the stored old logprobs (GRPO's mu)."
+    )
+
+    @field_validator("group_size")
+    @classmethod
+    def _group_of_two(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError("group_size must be at least 2 (advantages compare completions of one prompt)")
+        return value
+
+    @property
+    def rollouts_per_step(self) -> int:
+        return self.prompts_per_step * self.group_size
+
+
+class TrainerConfig(_Section):
+    lr: float = Field(1e-5, gt=0.0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    warmup_steps: int = Field(0, ge=0, description="Steps of linear warm-up from 0 to lr.")
+    lr_schedule: LrSchedule = Field("constant", description="Learning rate after warm-up, until max_steps.")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Clip the global gradient norm to this.")
+    micro_batch_size: int = Field(
+        8, gt=0, description="Rollouts per forward/backward pass; gradients accumulate over a step."
+    )
+    max_steps: int = Field(100, gt=0, description="Optimiser steps (one batch of rollouts each).")
+    max_seq_len: int = Field(512, gt=0, description="Most tokens of prompt plus completion.")
+    seed: int = Field(0, description="Seed for sampling, data order and initialisation.")
+
+
+class EvalConfig(_Section):
+    every: int = Field(10, ge=0, description="Evaluate every this many steps; 0 = never.")
+    num_examples: int = Field(100, gt=0, description="Held-out examples per evaluation.")
+    temperature: float = Field(0.0, ge=0.0, description="Sampling temperature of evaluation; 0 = greedy.")
+
+
+class CheckpointConfig(_Section):
+    every: int = Field(50, ge=0, description="Save a checkpoint every this many steps; 0 = never.")
+    keep: int = Field(2, ge=1, description="Most recent checkpoints kept on disk.")
+
+
+class LoggingConfig(_Section):
+    output_dir: str | None = Field(None, description="Run directory (config, metrics, checkpoints); unset = a new one.")
+    jsonl: bool = Field(True, description="Append one JSON line of metrics per step to metrics.jsonl.")
+    tensorboard: bool = Field(False, description="Also write TensorBoard scalars (needs `tensorboard`).")
+    wandb: bool = Field(False, description="Also log to Weights & Biases (needs `wandb`).")
+    wandb_project: str = Field("lmgym", description="Weights & Biases project name.")
+    console_every: int = Field(1, ge=0, description="Print a one-line summary every this many steps; 0 = never.")
+
+
+class SFTConfig(_Section):
+    warm_start: bool = Field(False, description="`lmgym train` runs this SFT first, then RL from its result.")
+    data: str | None = Field(
+        None,
+        description=(
+            'A .jsonl of {"prompt": messages, "completion": messages} or {"messages": [...]} rows; '
+            "unset = the environment's sft_examples()."
+        ),
+    )
+    epochs: int = Field(1, gt=0, description="Passes over the SFT data.")
+    lr: float = Field(1e-3, gt=0.0, description="SFT learning rate.")
+    batch_size: int = Field(32, gt=0, description="Examples per SFT step.")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many SFT steps; unset = run every epoch.")
+
+
+class TrainConfig(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The policy.")
+    env: EnvConfig = Field(default_factory=EnvConfig, description="The environment.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Rollout sampling.")
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig, description="The RL objective.")
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig, description="Optimisation.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Metrics sinks.")
+    sft: SFTConfig = Field(default_factory=SFTConfig, description="Supervised warm start.")
+
+    @model_validator(mode="after")
+    def _micro_batches_tile_a_step(self) -> TrainConfig:
+        rollouts = self.algorithm.rollouts_per_step
+        micro = self.trainer.micro_batch_size
+        if rollouts % micro:
+            raise ValueError(
+                f"the rollouts of a step, algorithm.prompts_per_step * algorithm.group_size = "
+                f"{self.algorithm.prompts_per_step} * {self.algorithm.group_size} = {rollouts}, "
+                f"must be divisible by trainer.micro_batch_size = {micro}"
+            )
+        return self
+
+
+# ------------------------------------------------------------------------- loading, dumping
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a TOML config (None = all defaults), apply dotted overrides, validate.
+
+    Overrides come as `"--trainer.lr", "1e-5"` pairs or as `"trainer.lr=1e-5"` (a leading
+    `--` is optional in both). Values are read as TOML values where they parse (`1e-5`,
+    `true`, `[1, 2]`, `{max_value = 20}`, `"quoted"`) and as plain strings otherwise;
+    `none` unsets a key whose default is unset.
+    """
+    data = _read_toml(Path(path)) if path is not None else {}
+    from_cli: set[str] = set()
+    for key, text in parse_overrides(overrides):
+        _set_dotted(data, key, _parse_value(key, text))
+        from_cli.add(key)
+    return config_from_dict(data, source=str(path) if path is not None else None, from_cli=from_cli)
+
+
+def dump_config(config: TrainConfig) -> str:
+    """The config as TOML, unset (None) values left out; `load_config` reads it back equal."""
+    return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
+
+
+def config_from_dict(
+    data: dict[str, Any], source: str | None = None, from_cli: set[str] | frozenset[str] = frozenset()
+) -> TrainConfig:
+    """Validate nested plain data into a TrainConfig, or raise one readable UsageError.
+
+    `source` (the file) and `from_cli` (dotted keys set on the command line) only say, in
+    messages, where a bad key came from.
+    """
+    unknown = _first_unknown_key(data, TrainConfig, ())
+    if unknown:
+        raise UsageError(_where(unknown, source, from_cli) + _unknown_key_message(unknown))
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+    lines = [_error_line(err) for err in errors]
+    if len(lines) == 1:
+        raise UsageError(_where(errors[0]["loc"], source, from_cli) + "bad config: " + lines[0])
+    listed = "\n".join(f"  - {_where(err['loc'], None, from_cli)}{line}" for err, line in zip(errors, lines))
+    raise UsageError(f"{source + ': ' if source else ''}{len(lines)} config errors:\n{listed}")
+
+
+def parse_overrides(args: Sequence[str]) -> list[tuple[str, str]]:
+    """`["--a.b", "1", "c.d=x"]` -> `[("a.b", "1"), ("c.d", "x")]`, raw value text."""
+    pairs: list[tuple[str, str]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        body = arg.removeprefix("--")
+        if "=" in body:
+            key, text = body.split("=", 1)
+            i += 1
+        elif arg.startswith("--"):
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise UsageError(f"override {arg} has no value: write `{arg} VALUE` or `{body}=VALUE`")
+            key, text = body, args[i + 1]
+            i += 2
+        else:
+            raise UsageError(f"override {arg!r} is not `section.key=VALUE` or `--section.key VALUE`")
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise UsageError(f"override {arg!r}: bad key {key!r}; write it like trainer.lr")
+        pairs.append((key, text))
+    return pairs
+
+
+# ------------------------------------------------------------------------------ internals
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"config path is a directory, not a TOML file: {path}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        found = re.search(r"\(at line (\d+), column (\d+)\)", message)
+        if found:
+            line, column = found.groups()
+            reason = message[: found.start()].strip()
+            raise UsageError(f"{path}:{line}: invalid TOML at line {line}, column {column}: {reason}") from None
+        raise UsageError(f"{path}: invalid TOML: {message}") from None
+
+
+def _parse_value(key: str, text: str) -> Any:
+    """TOML value if `text` parses as one, else the text itself; str fields always get text."""
+    field = _field_at(key.split("."))
+    if field is not None and _allows_none(field.annotation) and text.strip().lower() in ("none", "null"):
+        return None
+    try:
+        value = tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+    if field is not None and _is_plain_str(field.annotation) and not isinstance(value, str):
+        return text  # model.name=123 means the string "123"
+    return value
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = data
+    for depth, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            prefix = ".".join(parents[: depth + 1])
+            raise UsageError(f"override {key}: {prefix} is a value ({child!r}), not a section")
+        node = child
+    node[last] = value
+
+
+def _field_at(path: Sequence[str]) -> FieldInfo | None:
+    """The pydantic field a dotted path names, or None (unknown, or inside a free-form dict)."""
+    model: type[BaseModel] | None = TrainConfig
+    field = None
+    for part in path:
+        if model is None or part not in model.model_fields:
+            return None
+        field = model.model_fields[part]
+        model = _model_of(field.annotation)
+    return field
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _allows_none(annotation: Any) -> bool:
+    return _is_union(annotation) and type(None) in typing.get_args(annotation)
+
+
+def _is_plain_str(annotation: Any) -> bool:
+    if _is_union(annotation):
+        return set(typing.get_args(annotation)) <= {str, type(None)}
+    return annotation is str
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def _first_unknown_key(data: Any, model: type[BaseModel], prefix: tuple[str, ...]) -> tuple[str, ...] | None:
+    if not isinstance(data, dict):
+        return None  # not a table: pydantic reports the type error
+    for key, value in data.items():
+        if key not in model.model_fields:
+            return (*prefix, key)
+        sub = _model_of(model.model_fields[key].annotation)
+        if sub is not None:
+            found = _first_unknown_key(value, sub, (*prefix, key))
+            if found:
+                return found
+    return None
+
+
+def _section_model(path: Sequence[str]) -> type[BaseModel] | None:
+    if not path:
+        return TrainConfig
+    field = _field_at(path)
+    return _model_of(field.annotation) if field is not None else None
+
+
+def _unknown_key_message(path: Sequence[str]) -> str:
+    *section, name = path
+    model = _section_model(section)
+    allowed = list(model.model_fields) if model is not None else []
+    where = f"[{'.'.join(section)}]" if section else "the top-level table"
+    message = f"unknown key {'.'.join(path)!r}"
+    close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.5) or difflib.get_close_matches(
+        name.lower().replace("-", "_"), allowed, n=1, cutoff=0.5
+    )
+    if close:
+        message += f"; did you mean {'.'.join([*section, close[0]])!r}?"
+    return f"{message} (allowed keys in {where}: {', '.join(allowed)})"
+
+
+def _where(loc: Sequence[Any], source: str | None, from_cli: set[str] | frozenset[str]) -> str:
+    """Message prefix: "command line: " for keys set there, else "FILE: " (or nothing)."""
+    key = ".".join(str(part) for part in loc)
+    if key and any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in from_cli):
+        return "command line: "
+    return f"{source}: " if source else ""
+
+
+def _error_line(err: Any) -> str:
+    loc = [str(part) for part in err["loc"]]
+    key = ".".join(loc)
+    kind = err["type"]
+    value = err.get("input")
+    shown = f"{key} = {_show(value)}" if key else ""
+    if kind == "extra_forbidden":
+        return _unknown_key_message(loc)
+    if kind == "literal_error":
+        field = _field_at(loc)
+        options = typing.get_args(field.annotation) if field is not None else ()
+        allowed = ", ".join(_show(o) for o in options) if options else err.get("ctx", {}).get("expected", "?")
+        return f"{shown}: not one of the allowed values: {allowed}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{shown}: must be a table, e.g. [{key}] with key = value lines"
+    message = err["msg"]
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    else:
+        message = message[:1].lower() + message[1:]
+    return f"{shown}: {message}" if shown else message
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, BaseModel):
+        return value.__class__.__name__
+    return repr(value)

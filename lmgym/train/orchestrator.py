@@ -1,0 +1,159 @@
+"""From environment to training batch: sample groups, score them, compute advantages.
+
+The orchestrator runs the same `Environment.rollout` loop as `lmgym eval`, through a
+`LocalClient`, for `prompts_per_step` examples × `group_size` rollouts, scores each
+group with the environment's rubric (group reward functions see the whole group), and
+turns the result into token-exact samples with one advantage each.
+
+A group containing a failed rollout is dropped whole: scoring the others relative to a
+missing member would bias the advantages, and a failure must never become a reward of 0
+that trains the model. Such drops are counted in the step's metrics.
+
+This is the synchronous orchestrator: generation and training alternate on one device.
+Bounded-staleness asynchronous generation is a later step (see the issues).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from lmgym.clients.local import LocalClient
+from lmgym.envs.base import Environment
+from lmgym.train.advantages import dynamic_sampling_mask, group_advantages
+from lmgym.train.config import AlgorithmConfig, SamplingConfig
+from lmgym.train.tokens import TokenSample, rollout_samples
+from lmgym.types import Example, Rollout
+
+MODEL_NAME = "local"  # what environments see as the model name in training
+
+
+@dataclass
+class DataStream:
+    """Endless examples in a fresh seeded order each epoch; `position` makes resume exact."""
+
+    examples: Sequence[Example]
+    seed: int
+    epoch: int = 0
+    index: int = 0
+
+    def _order(self) -> list[int]:
+        order = list(range(len(self.examples)))
+        random.Random(f"{self.seed}/{self.epoch}").shuffle(order)
+        return order
+
+    def take(self, n: int) -> list[Example]:
+        taken = []
+        order = self._order()
+        while len(taken) < n:
+            if self.index == len(order):
+                self.epoch, self.index = self.epoch + 1, 0
+                order = self._order()
+            taken.append(self.examples[order[self.index]])
+            self.index += 1
+        return taken
+
+    @property
+    def position(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def seek(self, position: dict[str, int]) -> None:
+        self.epoch, self.index = position["epoch"], position["index"]
+
+
+@dataclass
+class Batch:
+    samples: list[TokenSample]
+    advantages: list[float]  # one per sample
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def sampling_args(config: SamplingConfig, temperature: float | None = None) -> dict[str, Any]:
+    args = {"temperature": config.temperature if temperature is None else temperature, "top_p": config.top_p, "max_tokens": config.max_tokens}
+    if config.stop:
+        args["stop"] = list(config.stop)
+    return args
+
+
+async def run_groups(env: Environment, client: LocalClient, examples: Sequence[Example], group_size: int, sampling: dict[str, Any]) -> list[list[Rollout]]:
+    """`group_size` rollouts of each example, all concurrently (the client batches them), scored."""
+    groups = await asyncio.gather(*(
+        asyncio.gather(*(env.rollout(client, MODEL_NAME, example, index=i, sampling_args=sampling) for i in range(group_size)))
+        for example in examples
+    ))
+    for group in groups:
+        await env.score_group(group)
+    return [list(group) for group in groups]
+
+
+def rubric_metrics(rollouts: Sequence[Rollout], prefix: str = "") -> dict[str, float]:
+    """Mean reward and mean of every rubric metric over the rollouts that were scored."""
+    scored = [r for r in rollouts if r.error is None]
+    metrics: dict[str, float] = {f"{prefix}errors": float(len(rollouts) - len(scored))}
+    if scored:
+        metrics[f"{prefix}reward"] = sum(r.reward for r in scored) / len(scored)
+        for name in scored[0].metrics:
+            metrics[f"{prefix}{name}"] = sum(r.metrics.get(name, 0.0) for r in scored) / len(scored)
+    return metrics
+
+
+def build_batch(groups: list[list[Rollout]], algorithm: AlgorithmConfig, max_seq_len: int) -> Batch:
+    """Advantages and token samples from scored groups (see the module docstring)."""
+    all_rollouts = [r for group in groups for r in group]
+    metrics = rubric_metrics(all_rollouts)
+    complete = [g for g in groups if all(r.error is None for r in g)]
+    metrics["groups_dropped_errors"] = float(len(groups) - len(complete))
+    if not complete:
+        return Batch([], [], metrics)
+    rewards = torch.tensor([[r.reward for r in g] for g in complete], dtype=torch.float32)  # (G, N)
+    metrics["reward_std"] = float(rewards.std(unbiased=False))
+    keep = dynamic_sampling_mask(rewards) if algorithm.dynamic_sampling else torch.ones(len(complete), dtype=torch.bool)
+    metrics["groups_dropped_zero_variance"] = float((~keep).sum())
+    advantages = group_advantages(rewards, algorithm.scale_rewards)  # (G, N)
+    samples, sample_advantages, split, truncated = [], [], 0, 0
+    for g, group in enumerate(complete):
+        if not keep[g]:
+            continue
+        for n, rollout in enumerate(group):
+            rollout_tokens, was_split = rollout_samples(rollout, max_seq_len)
+            split += was_split
+            for sample in rollout_tokens:
+                truncated += sample.truncated
+                if sample.truncated and algorithm.mask_truncated:
+                    sample.loss_mask = [0] * len(sample.loss_mask)  # overlong filtering (DAPO)
+                samples.append(sample)
+                sample_advantages.append(float(advantages[g, n]))
+    metrics["rollouts_split_per_turn"] = float(split)
+    metrics["truncated_fraction"] = truncated / max(len(samples), 1)
+    metrics["completion_tokens"] = float(sum(s.num_completion_tokens for s in samples))
+    return Batch(samples, sample_advantages, metrics)
+
+
+class Orchestrator:
+    """Produces one training batch per call, synchronously, from the current weights."""
+
+    def __init__(self, env: Environment, client: LocalClient, data: DataStream, algorithm: AlgorithmConfig, sampling: SamplingConfig, max_seq_len: int):
+        self.env, self.client, self.data = env, client, data
+        self.algorithm, self.sampling, self.max_seq_len = algorithm, sampling, max_seq_len
+
+    def next_batch(self) -> Batch:
+        examples = self.data.take(self.algorithm.prompts_per_step)
+        started = time.perf_counter()
+        groups = asyncio.run(run_groups(self.env, self.client, examples, self.algorithm.group_size, sampling_args(self.sampling)))
+        elapsed = time.perf_counter() - started
+        self.client.reset()
+        batch = build_batch(groups, self.algorithm, self.max_seq_len)
+        batch.metrics["generation_s"] = elapsed
+        batch.metrics["generation_tokens_per_s"] = sum(len(t.token_ids or []) for g in groups for r in g for t in r.turns) / max(elapsed, 1e-9)
+        return batch
+
+    def evaluate(self, examples: Sequence[Example], temperature: float) -> dict[str, float]:
+        """Held-out evaluation through the same loop: one rollout per example."""
+        groups = asyncio.run(run_groups(self.env, self.client, examples, 1, sampling_args(self.sampling, temperature)))
+        self.client.reset()
+        return rubric_metrics([g[0] for g in groups], prefix="eval/")

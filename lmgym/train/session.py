@@ -1,0 +1,114 @@
+"""Wiring a training run from its config: model, environment, engine, trainer, run dir.
+
+    RUN_DIR/config.toml      the full config (CLI overrides applied), reloaded by --resume
+    RUN_DIR/metrics.jsonl    one line per step
+    RUN_DIR/sft_model/       the policy after the SFT warm start (resume starts from it)
+    RUN_DIR/checkpoints/     see lmgym.train.checkpoint
+    RUN_DIR/final/           the trained policy, a transformers folder
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmgym.clients.local import LocalClient
+from lmgym.registry import load_environment
+from lmgym.train import checkpoint as ckpt
+from lmgym.train.config import TrainConfig, dump_config
+from lmgym.train.engine import LocalEngine
+from lmgym.train.metrics import MetricsSink, make_sink
+from lmgym.train.models import load_model, save_model
+from lmgym.train.orchestrator import DataStream, Orchestrator
+from lmgym.train.sft import run_sft, sft_rows
+from lmgym.train.trainer import GRPOTrainer, apply_lora
+
+CONFIG_FILE = "config.toml"
+SFT_MODEL = "sft_model"
+FINAL_MODEL = "final"
+
+
+def default_run_dir(config: TrainConfig, kind: str) -> Path:
+    if config.logging.output_dir:
+        return Path(config.logging.output_dir)
+    model = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(config.model.name).name)
+    return Path("runs") / kind / f"{config.env.name}--{model}--{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def write_config(run_dir: Path, config: TrainConfig) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(dump_config(config))
+
+
+def warm_start(config: TrainConfig, model: Any, tokenizer: Any, env: Any, sink: MetricsSink) -> dict[str, float]:
+    rows = sft_rows(config.sft.data, env, config.trainer.seed)
+    return run_sft(
+        model, tokenizer, rows, lr=config.sft.lr, batch_size=config.sft.batch_size, epochs=config.sft.epochs,
+        max_seq_len=config.trainer.max_seq_len, max_steps=config.sft.max_steps, seed=config.trainer.seed,
+        sink=sink, source=config.sft.data or f"{config.env.name} sft_examples",
+    )
+
+
+def build_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, *, resume: bool = False) -> GRPOTrainer:
+    """Everything a GRPO run needs, SFT warm start included (or reloaded when resuming)."""
+    seed_everything(config.trainer.seed)
+    env = load_environment(config.env.name, **config.env.args)
+    sft_dir = run_dir / SFT_MODEL
+    if resume and sft_dir.exists():
+        model, tokenizer = load_model(str(sft_dir))
+    else:
+        model, tokenizer = load_model(config.model.name)
+        if config.sft.warm_start:
+            warm_start(config, model, tokenizer, env, sink)
+            save_model(model, tokenizer, sft_dir)
+    if config.model.lora.enabled:
+        model = apply_lora(model, config.model.lora)
+    engine = LocalEngine(model, tokenizer, seed=config.trainer.seed)
+    data = DataStream(env.dataset or env.eval_dataset, seed=config.trainer.seed)
+    orchestrator = Orchestrator(env, LocalClient(engine), data, config.algorithm, config.sampling, config.trainer.max_seq_len)
+    eval_examples = env.get_eval_examples(config.eval.num_examples) if config.eval.every else []
+    trainer = GRPOTrainer(config, model, tokenizer, orchestrator, run_dir, sink, eval_examples)
+    if resume:
+        checkpoint = ckpt.latest_checkpoint(run_dir)
+        if checkpoint is not None:
+            trainer.resume(checkpoint)
+    return trainer
+
+
+def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, sink: MetricsSink | None = None) -> dict[str, float]:
+    """Run GRPO to `max_steps`, then save the policy to RUN_DIR/final."""
+    write_config(run_dir, config)
+    sink = sink or make_sink(config.logging, run_dir, config.model_dump())
+    try:
+        trainer = build_trainer(config, run_dir, sink, resume=resume)
+        metrics = trainer.train()
+        policy = trainer.model.merge_and_unload() if config.model.lora.enabled else trainer.model
+        save_model(policy, trainer.tokenizer, run_dir / FINAL_MODEL)
+        return metrics
+    finally:
+        sink.close()
+
+
+def sft(config: TrainConfig, run_dir: Path, sink: MetricsSink | None = None) -> dict[str, float]:
+    """Supervised fine-tuning only; the model is saved to RUN_DIR/final."""
+    write_config(run_dir, config)
+    sink = sink or make_sink(config.logging, run_dir, config.model_dump())
+    try:
+        seed_everything(config.trainer.seed)
+        env = load_environment(config.env.name, **config.env.args)
+        model, tokenizer = load_model(config.model.name)
+        metrics = warm_start(config, model, tokenizer, env, sink)
+        save_model(model, tokenizer, run_dir / FINAL_MODEL)
+        return metrics
+    finally:
+        sink.close()

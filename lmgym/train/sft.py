@@ -1,0 +1,117 @@
+"""Supervised fine-tuning on chat conversations: the warm start before RL, and distillation.
+
+Rows are `{"prompt": messages, "completion": messages}` or `{"messages": messages}` (then
+the completion is the last assistant message). The loss is the mean negative
+log-likelihood of the completion tokens only; the prompt is rendered with the chat
+template exactly as at sampling time, so SFT and RL see the same token layout.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import orjson
+import torch
+
+from lmgym.errors import DatasetError
+from lmgym.train.metrics import MetricsSink, NullSink
+from lmgym.train.tokens import TokenSample, encode, pad_batch, render
+
+
+def split_row(row: Mapping[str, Any], where: str) -> tuple[list, list]:
+    """(prompt messages, completion messages) of one SFT row."""
+    if "prompt" in row and "completion" in row:
+        return list(row["prompt"]), list(row["completion"])
+    if "messages" in row:
+        messages = list(row["messages"])
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+        if last is None:
+            raise DatasetError(f"{where}: `messages` has no assistant message to learn")
+        return messages[:last], messages[last : last + 1]
+    raise DatasetError(f"{where}: expected `prompt` and `completion`, or `messages`; found {sorted(row)}")
+
+
+def sft_sample(tokenizer: Any, prompt: list, completion: list, max_seq_len: int) -> TokenSample:
+    """Prompt ids (mask 0) then the completion's ids as the template renders them (mask 1)."""
+    prompt_text = render(tokenizer, prompt, add_generation_prompt=True)
+    full_text = render(tokenizer, [*prompt, *completion], add_generation_prompt=False)
+    if not full_text.startswith(prompt_text):
+        raise DatasetError("the chat template does not render the completion after the generation prompt")
+    prompt_ids, completion_ids = encode(tokenizer, prompt_text), encode(tokenizer, full_text[len(prompt_text):])
+    ids = (prompt_ids + completion_ids)[:max_seq_len]
+    mask = ([0] * len(prompt_ids) + [1] * len(completion_ids))[:max_seq_len]
+    return TokenSample(ids, mask, [0.0] * len(ids), truncated=len(prompt_ids) + len(completion_ids) > max_seq_len)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(Path(path).read_bytes().splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise DatasetError(f"{path}:{number}: not valid JSON ({exc})") from None
+    return rows
+
+
+def nll_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean negative log-likelihood over the completion tokens of the batch."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    targets = batch["input_ids"][:, 1:]
+    mask = batch["loss_mask"][:, 1:]  # (B, T-1)
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+    return (nll * mask).sum() / mask.sum().clamp(min=1)
+
+
+def run_sft(
+    model: Any,
+    tokenizer: Any,
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    lr: float,
+    batch_size: int,
+    epochs: int,
+    max_seq_len: int,
+    max_steps: int | None = None,
+    seed: int = 0,
+    sink: MetricsSink | None = None,
+    source: str = "SFT data",
+) -> dict[str, float]:
+    """Fine-tune `model` in place; logs `sft/loss` per step and returns the last metrics."""
+    sink = sink or NullSink()
+    samples = [sft_sample(tokenizer, *split_row(row, f"{source} row {i}"), max_seq_len) for i, row in enumerate(rows)]
+    if not samples:
+        raise DatasetError(f"{source} is empty")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    rng = random.Random(seed)
+    model.train()
+    step, metrics = 0, {}
+    for epoch in range(epochs):
+        order = list(range(len(samples)))
+        rng.shuffle(order)
+        for start in range(0, len(order), batch_size):
+            batch = pad_batch([samples[i] for i in order[start : start + batch_size]], pad_id)
+            loss = nll_loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            metrics = {"sft/loss": loss.item(), "sft/epoch": float(epoch)}
+            sink.log(step, metrics)
+            if max_steps is not None and step >= max_steps:
+                return metrics
+    return metrics
+
+
+def sft_rows(data: str | None, env: Any, seed: int) -> Sequence[Mapping[str, Any]]:
+    """Rows from a .jsonl file, or the environment's own `sft_examples(seed=...)`."""
+    if data is not None:
+        return read_jsonl(data)
+    module_rows = getattr(env, "sft_examples", None)
+    if module_rows is None:
+        raise DatasetError("no SFT data: set sft.data to a .jsonl file (this environment generates none)")
+    return module_rows(seed=seed)

@@ -1,0 +1,157 @@
+"""Token-exact trajectories: what the trainer sees is what the sampler produced.
+
+A multi-turn rollout becomes one token sequence:
+
+    prompt ids | completion 1 (as sampled) | env delta 1 | completion 2 | env delta 2 | ...
+    mask 0       mask 1, sampler logprobs    mask 0        mask 1         mask 0
+
+Earlier turns are never re-tokenised: decoding and re-encoding sampled text can give
+other ids (tokenisers are not bijective), and then the trainer would score a sequence
+the model never produced. Only the environment's messages are tokenised, as the
+difference between two renderings of the chat template (`continuation_ids`).
+
+Some templates do not extend the previous prefix: Qwen3-style templates strip `<think>`
+from earlier assistant turns. Then the rendering of the longer conversation does not
+start with the rendering of the shorter one, `continuation_ids` raises
+`TemplateMismatch`, the client renders that turn's prompt afresh, and `rollout_samples`
+splits the rollout into one sample per turn (each still token-exact) instead of crashing
+(verifiers #115 and prime-rl #947 crashed). The trainer counts such rollouts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from lmgym.types import Messages, Rollout
+
+
+class TemplateMismatch(ValueError):
+    """The chat template re-renders earlier turns differently: no token-exact extension."""
+
+
+def render(tokenizer: Any, messages: Messages, *, add_generation_prompt: bool, tools: Any = None) -> str:
+    kwargs = {"tools": tools} if tools else {}
+    return tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
+    )
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def prompt_ids(tokenizer: Any, messages: Messages, tools: Any = None) -> list[int]:
+    """The first prompt of a conversation, rendered with the generation prompt."""
+    return encode(tokenizer, render(tokenizer, messages, add_generation_prompt=True, tools=tools))
+
+
+def continuation_ids(
+    tokenizer: Any, messages: Messages, n_before: int, sampled_text: str, tools: Any = None
+) -> list[int]:
+    """Ids to append after the sampled tokens of `messages[n_before - 1]` (an assistant
+    reply whose decoded sampled tokens are `sampled_text`) so the sequence continues as
+    the template renders `messages` with a generation prompt.
+
+    That is the template's closing text of the assistant turn not already sampled (e.g.
+    the "\\n" after a sampled `<|im_end|>`), then the environment messages, then the next
+    generation prompt. Raises TemplateMismatch when the template does not extend."""
+    head = render(tokenizer, messages[: n_before - 1], add_generation_prompt=True, tools=tools)
+    before = render(tokenizer, messages[:n_before], add_generation_prompt=False, tools=tools)
+    after = render(tokenizer, messages, add_generation_prompt=True, tools=tools)
+    if not after.startswith(before):
+        raise TemplateMismatch("the chat template renders earlier turns differently once more follow")
+    content = messages[n_before - 1].get("content") or ""
+    reply = before[len(head):] if before.startswith(head) else ""  # content + closing text
+    if not reply.startswith(content) or not sampled_text.startswith(content):
+        raise TemplateMismatch("the assistant reply is not rendered verbatim by the chat template")
+    closing, sampled_closing = reply[len(content):], sampled_text[len(content):]
+    bridge = closing[len(sampled_closing):] if closing.startswith(sampled_closing) else closing
+    return encode(tokenizer, bridge + after[len(before):])
+
+
+@dataclass
+class TokenSample:
+    """One training sequence: ids, a loss mask (1 = sampled by the policy) and the
+    sampler's logprobs (0.0 where the mask is 0)."""
+
+    input_ids: list[int]
+    loss_mask: list[int]
+    sampler_logprobs: list[float]
+    truncated: bool = False
+    rollout_index: int = 0  # which rollout of the batch it came from (for its advantage)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_completion_tokens(self) -> int:
+        return sum(self.loss_mask)
+
+
+def _turn_parts(rollout: Rollout) -> list[tuple[list[int], list[int], list[float]]]:
+    parts = []
+    for number, turn in enumerate(rollout.turns, start=1):
+        if turn.prompt_token_ids is None or turn.token_ids is None or turn.logprobs is None:
+            raise ValueError(
+                f"turn {number} of rollout {rollout.index} has no token ids: train through LocalClient"
+            )
+        parts.append((turn.prompt_token_ids, turn.token_ids, turn.logprobs))
+    return parts
+
+
+def _single_sequence(parts, max_seq_len: int) -> TokenSample | None:
+    """Concatenate the turns if each prompt extends the previous sequence, else None."""
+    first_prompt = parts[0][0]
+    ids, mask, logprobs = list(first_prompt), [0] * len(first_prompt), [0.0] * len(first_prompt)
+    for k, (prompt, completion, completion_logprobs) in enumerate(parts):
+        if k > 0:
+            if prompt[: len(ids)] != ids:
+                return None
+            delta = prompt[len(ids):]
+            ids += delta
+            mask += [0] * len(delta)
+            logprobs += [0.0] * len(delta)
+        ids += completion
+        mask += [1] * len(completion)
+        logprobs += list(completion_logprobs)
+    return _truncate(TokenSample(ids, mask, logprobs), max_seq_len)
+
+
+def _truncate(sample: TokenSample, max_seq_len: int) -> TokenSample:
+    if len(sample.input_ids) <= max_seq_len:
+        return sample
+    return TokenSample(
+        sample.input_ids[:max_seq_len], sample.loss_mask[:max_seq_len], sample.sampler_logprobs[:max_seq_len], True
+    )
+
+
+def rollout_samples(rollout: Rollout, max_seq_len: int) -> tuple[list[TokenSample], bool]:
+    """The training samples of one rollout and whether it had to be split per turn.
+
+    A rollout whose last completion stopped on length (`finish_reason == "length"`) or
+    that was cut at `max_seq_len` is marked truncated (for overlong filtering)."""
+    parts = _turn_parts(rollout)
+    cut_short = bool(rollout.turns) and rollout.turns[-1].finish_reason == "length"
+    whole = _single_sequence(parts, max_seq_len)
+    if whole is not None:
+        whole.truncated = whole.truncated or cut_short
+        return [whole], False
+    samples = [
+        _truncate(TokenSample(list(p) + list(c), [0] * len(p) + [1] * len(c), [0.0] * len(p) + list(lp)), max_seq_len)
+        for p, c, lp in parts
+    ]
+    samples[-1].truncated = samples[-1].truncated or cut_short
+    return samples, True
+
+
+def pad_batch(samples: Sequence[TokenSample], pad_id: int):
+    """Right-padded tensors (B, T): input_ids, attention_mask, loss_mask, sampler_logprobs."""
+    import torch
+
+    width = max(len(s.input_ids) for s in samples)
+    pad = lambda values, fill: values + [fill] * (width - len(values))  # noqa: E731
+    return {
+        "input_ids": torch.tensor([pad(s.input_ids, pad_id) for s in samples], dtype=torch.long),
+        "attention_mask": torch.tensor([pad([1] * len(s.input_ids), 0) for s in samples], dtype=torch.long),
+        "loss_mask": torch.tensor([pad(s.loss_mask, 0) for s in samples], dtype=torch.float32),
+        "sampler_logprobs": torch.tensor([pad(s.sampler_logprobs, 0.0) for s in samples], dtype=torch.float32),
+    }

@@ -1,0 +1,197 @@
+"""The GRPO trainer for one machine (one CPU or one GPU): no second device needed.
+
+Each step: the orchestrator samples a batch of groups with the current weights (through
+the in-process engine, which shares the weights, so publishing them is free), then the
+trainer computes the chosen loss (`lmgym.train.losses`, picked by name once) over
+micro-batches with gradient accumulation, clips the gradient and steps AdamW.
+`num_iterations` (GRPO's μ) > 1 reuses the batch with stored old logprobs.
+
+Micro-batches are weighted by their share of the loss's averaging units (completions or
+tokens, `losses.micro_batch_weight`), so accumulation gives the gradient of the whole
+batch's loss. A NaN loss stops the run, naming the step and the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmgym.errors import LmgymError
+from lmgym.train import checkpoint as ckpt
+from lmgym.train.config import TrainConfig
+from lmgym.train.losses import LOSSES, micro_batch_weight
+from lmgym.train.metrics import MetricsSink, NullSink
+from lmgym.train.orchestrator import Batch, Orchestrator
+from lmgym.train.tokens import pad_batch
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingError(LmgymError):
+    kind = "training"
+
+
+def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Logprob of each next token (B, T-1) under logits / temperature, as the sampler drew it."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()  # (B, T-1, V)
+    if temperature > 0:
+        logits = logits / temperature
+    return torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the peak LR at optimiser step `step` (0-based)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    shapes = {"constant": 1.0, "linear": 1.0 - progress, "cosine": 0.5 * (1 + math.cos(math.pi * progress))}
+    return max(0.0, shapes[schedule])
+
+
+def apply_lora(model: Any, lora: Any) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+class GRPOTrainer:
+    def __init__(self, config: TrainConfig, model: Any, tokenizer: Any, orchestrator: Orchestrator, run_dir: Path, sink: MetricsSink | None = None, eval_examples=None):
+        self.config, self.model, self.tokenizer = config, model, tokenizer
+        self.orchestrator, self.run_dir = orchestrator, run_dir
+        self.sink = sink or NullSink()
+        self.eval_examples = eval_examples or []
+        self.loss_name = config.algorithm.loss
+        self.loss_fn = LOSSES[self.loss_name]
+        self.loss_kwargs = {k: v for k, v in {"eps_low": config.algorithm.eps_low, "eps_high": config.algorithm.eps_high}.items() if v is not None}
+        trainer = config.trainer
+        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=trainer.lr, weight_decay=trainer.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, trainer.warmup_steps, trainer.max_steps, trainer.lr_schedule)
+        )
+        self.reference = self._reference_model() if config.algorithm.beta > 0 else None
+        self.step = 0
+        self.last_checkpoint: Path | None = None
+
+    def _reference_model(self) -> Any:
+        """With LoRA the reference is the base with the adapter disabled; else a frozen copy."""
+        if self.config.model.lora.enabled:
+            return None
+        reference = copy.deepcopy(self.model).eval()
+        for p in reference.parameters():
+            p.requires_grad_(False)
+        return reference
+
+    def _reference_logprobs(self, ids, attention) -> torch.Tensor:
+        temperature = self.config.sampling.temperature
+        with torch.no_grad():
+            if self.reference is not None:
+                return token_logprobs(self.reference, ids, attention, temperature)
+            with self.model.disable_adapter():
+                return token_logprobs(self.model, ids, attention, temperature)
+
+    # -- one step ------------------------------------------------------------------------
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        metrics = dict(batch.metrics)
+        if not batch.samples:
+            metrics["skipped"] = 1.0
+            self.scheduler.step()
+            return metrics
+        tensors = pad_batch(batch.samples, self.orchestrator.client.engine.pad_id)
+        ids, attention = tensors["input_ids"], tensors["attention_mask"]
+        mask = tensors["loss_mask"][:, 1:]  # (B, T-1): predicting token t+1
+        sampler = tensors["sampler_logprobs"][:, 1:]
+        advantages = torch.tensor(batch.advantages, dtype=torch.float32)  # (B,)
+        reference = self._reference_logprobs(ids, attention) if self.config.algorithm.beta > 0 else None
+        old = self._old_logprobs(ids, attention) if self.config.algorithm.num_iterations > 1 else None
+        micro = self.config.trainer.micro_batch_size
+        stats: dict[str, float] = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0, "ratio_mean": 0.0, "sampler_mismatch": 0.0}
+        for _ in range(self.config.algorithm.num_iterations):
+            self.optimizer.zero_grad(set_to_none=True)
+            for start in range(0, len(batch.samples), micro):
+                part = slice(start, start + micro)
+                weight = micro_batch_weight(self.loss_name, mask[part], mask)
+                if weight == 0:
+                    continue
+                logprobs = token_logprobs(self.model, ids[part], attention[part], self.config.sampling.temperature)
+                out = self.loss_fn(
+                    logprobs, old[part] if old is not None else logprobs.detach(), advantages[part], mask[part],
+                    ref_logprobs=reference[part] if reference is not None else None, beta=self.config.algorithm.beta, **self.loss_kwargs,
+                )
+                if not torch.isfinite(out.loss):
+                    where = self.last_checkpoint or "none saved yet"
+                    raise TrainingError(f"the loss is {out.loss.item()} at step {self.step + 1}; last checkpoint: {where}")
+                (out.loss * weight).backward()
+                for key, value in (("loss", out.loss.item()), ("clip_fraction", out.clip_fraction), ("kl", out.kl), ("ratio_mean", out.ratio_mean)):
+                    stats[key] += weight * value / self.config.algorithm.num_iterations
+                with torch.no_grad():
+                    m = mask[part]
+                    gap = ((logprobs.detach() - sampler[part]).abs() * m).sum() / m.sum().clamp(min=1)
+                    stats["sampler_mismatch"] += weight * float(gap) / self.config.algorithm.num_iterations
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.trainer.max_grad_norm)
+            self.optimizer.step()
+        self.scheduler.step()
+        metrics.update(stats, grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0])
+        return metrics
+
+    def _old_logprobs(self, ids, attention) -> torch.Tensor:
+        micro = self.config.trainer.micro_batch_size
+        with torch.no_grad():
+            return torch.cat([
+                token_logprobs(self.model, ids[s : s + micro], attention[s : s + micro], self.config.sampling.temperature)
+                for s in range(0, ids.shape[0], micro)
+            ])
+
+    # -- the loop ------------------------------------------------------------------------
+    def train(self) -> dict[str, float]:
+        config = self.config
+        last: dict[str, float] = {}
+        if self.step == 0 and config.eval.every and self.eval_examples:
+            self.sink.log(0, self.evaluate())
+        while self.step < config.trainer.max_steps:
+            started = time.perf_counter()
+            batch = self.orchestrator.next_batch()
+            metrics = self.train_step(batch)
+            self.step += 1
+            elapsed = time.perf_counter() - started
+            metrics["step_s"] = elapsed
+            metrics["tokens_per_s"] = metrics.get("completion_tokens", 0.0) / elapsed
+            if config.eval.every and self.eval_examples and self.step % config.eval.every == 0:
+                metrics.update(self.evaluate())
+            if config.checkpoint.every and self.step % config.checkpoint.every == 0:
+                self.save()
+            self.sink.log(self.step, metrics)
+            last = metrics
+        return last
+
+    def evaluate(self) -> dict[str, float]:
+        return self.orchestrator.evaluate(self.eval_examples, self.config.eval.temperature)
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def save(self) -> Path:
+        state = {
+            "step": self.step,
+            "weights": ckpt.trainable_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": ckpt.rng_state(self.orchestrator.client.engine.generator),
+            "data": self.orchestrator.data.position,
+        }
+        self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, self.step, state, self.model, self.tokenizer, self.config.checkpoint.keep)
+        return self.last_checkpoint
+
+    def resume(self, checkpoint: Path) -> None:
+        state = ckpt.load_state(checkpoint)
+        ckpt.load_trainable(self.model, state["weights"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        ckpt.restore_rng(state["rng"], self.orchestrator.client.engine.generator)
+        self.orchestrator.data.seek(state["data"])
+        self.step = state["step"]
+        self.last_checkpoint = checkpoint
