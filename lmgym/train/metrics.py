@@ -87,6 +87,7 @@ CONSOLE_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("tokens_per_s", "tok/s", "{:7,.0f}"),
     ("lr", "lr", "{:8.2e}"),
     ("eval/reward", "eval/reward", "{:6.3f}"),
+    ("sft/loss", "sft loss", "{:7.4f}"),
 )
 
 

@@ -215,9 +215,10 @@ def require_chat_template(tokenizer: Any, name: str) -> None:
         raise UsageError(f"the tokenizer of model {name!r} has no chat template; training needs one to render prompts")
 
 
-def _check_kwargs(name: str, builder: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+def _check_kwargs(name: str, builder: Callable[..., Any], kwargs: dict[str, Any], *args: Any) -> None:
+    """A UsageError listing what `builder` takes, rather than a TypeError from deep inside."""
     try:
-        inspect.signature(builder).bind_partial(**kwargs)
+        inspect.signature(builder).bind(*args, **kwargs)
     except TypeError:
         params = ", ".join(p for p in inspect.signature(builder).parameters if p != "tokenizer") or "none"
         raise UsageError(f"model {name!r}: bad arguments {kwargs}; it takes: {params}") from None
@@ -228,8 +229,8 @@ def load_model(name: str, **kwargs: Any) -> Model:
 
     `kwargs` go to `tiny_llama`, `load_smollm2` or `from_pretrained` respectively."""
     if name == "tiny-llama":
-        _check_kwargs(name, tiny_llama, kwargs)
         tokenizer = char_tokenizer()
+        _check_kwargs(name, tiny_llama, kwargs, tokenizer)
         return tiny_llama(tokenizer, **kwargs), tokenizer
     if name == "smollm2":
         _check_kwargs(name, load_smollm2, kwargs)

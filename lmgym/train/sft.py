@@ -108,7 +108,8 @@ def run_sft(
 
 
 def sft_rows(data: str | None, env: Any, seed: int) -> Sequence[Mapping[str, Any]]:
-    """Rows from a .jsonl file, or the environment's own `sft_examples(seed=...)`."""
+    """Rows from a .jsonl file, or the environment's own warm-start data: an environment
+    may offer it with a method `sft_examples(seed=...)` (see `reverse-digits`)."""
     if data is not None:
         return read_jsonl(data)
     module_rows = getattr(env, "sft_examples", None)
