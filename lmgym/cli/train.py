@@ -41,8 +41,12 @@ def train_command(
 
     Extra options are dotted config overrides: --trainer.lr 1e-5 --algorithm.group_size 4
     """
+    overrides = list(ctx.args)
+    if config is not None and str(config).startswith("-"):  # `--resume RUN --a.b 1`: no config given
+        config, overrides = None, [str(config), *overrides]
+    run_dir = resume
     try:
-        cfg = _load(config, list(ctx.args), resume)
+        cfg = _load(config, overrides, resume)
         from lmgym.train.session import default_run_dir, train
 
         run_dir = resume or default_run_dir(cfg, "train")
