@@ -90,9 +90,9 @@ def test_shipped_config_values():
     assert (rd.sampling.temperature, rd.sampling.max_tokens) == (1.0, 8)
     assert (rd.algorithm.loss, rd.algorithm.group_size, rd.algorithm.prompts_per_step) == ("grpo", 8, 16)
     t = rd.trainer
-    assert (t.lr, t.max_steps, t.micro_batch_size, t.warmup_steps, t.seed) == (3e-3, 60, 64, 5, 0)
+    assert (t.lr, t.max_steps, t.micro_batch_size, t.warmup_steps, t.seed) == (3e-4, 60, 64, 5, 0)
     assert (rd.eval.every, rd.eval.num_examples, rd.checkpoint.every) == (10, 200, 20)
-    assert (rd.sft.data, rd.sft.epochs, rd.sft.lr, rd.sft.batch_size) == (None, 3, 3e-3, 64)
+    assert (rd.sft.warm_start, rd.sft.data, rd.sft.epochs, rd.sft.lr, rd.sft.batch_size) == (True, None, 3, 3e-3, 64)
 
     ar = load_config(CONFIGS / "arithmetic-smollm2.toml")
     lora = ar.model.lora
