@@ -132,6 +132,7 @@ class TrainerConfig(_Section):
     max_steps: int = Field(100, gt=0, description="Optimiser steps (one batch of rollouts each).")
     max_seq_len: int = Field(512, gt=0, description="Most tokens of prompt plus completion.")
     seed: int = Field(0, description="Seed for sampling, data order and initialisation.")
+    device: str = Field("auto", description='Where to train and sample: "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1".')
 
 
 class EvalConfig(_Section):

@@ -78,7 +78,7 @@ class LocalEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
         self.stop_ids = end_of_turn_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -108,10 +108,11 @@ class LocalEngine:
             out = self.model(input_ids=step_ids, attention_mask=attention, position_ids=positions, past_key_values=past, use_cache=True)
             past = out.past_key_values
             ids, lps = sample_next(out.logits[:, -1, :], params, self.generator)
+            id_list, lp_list = ids.tolist(), lps.tolist()  # one device sync per step
             for row in torch.nonzero(active).flatten().tolist():
-                token = int(ids[row])
+                token = id_list[row]
                 tokens[row].append(token)
-                logprobs[row].append(float(lps[row]))
+                logprobs[row].append(lp_list[row])
                 if token in self.stop_ids or self._hit_stop_string(tokens[row], params.stop):
                     finish[row], active[row] = "stop", False
             if not active.any():

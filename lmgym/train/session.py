@@ -40,6 +40,13 @@ def default_run_dir(config: TrainConfig, kind: str) -> Path:
     return Path("runs") / kind / f"{config.env.name}--{model}--{datetime.now():%Y%m%d-%H%M%S}"
 
 
+def resolve_device(name: str) -> torch.device:
+    """"auto" is the first GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -64,10 +71,13 @@ def build_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, *, resu
     seed_everything(config.trainer.seed)
     env = load_environment(config.env.name, **config.env.args)
     sft_dir = run_dir / SFT_MODEL
+    device = resolve_device(config.trainer.device)
     if resume and sft_dir.exists():
         model, tokenizer = load_model(str(sft_dir))
+        model.to(device)
     else:
         model, tokenizer = load_model(config.model.name)
+        model.to(device)
         if config.sft.warm_start:
             warm_start(config, model, tokenizer, env, sink)
             save_model(model, tokenizer, sft_dir)
@@ -107,6 +117,7 @@ def sft(config: TrainConfig, run_dir: Path, sink: MetricsSink | None = None) -> 
         seed_everything(config.trainer.seed)
         env = load_environment(config.env.name, **config.env.args)
         model, tokenizer = load_model(config.model.name)
+        model.to(resolve_device(config.trainer.device))
         metrics = warm_start(config, model, tokenizer, env, sink)
         save_model(model, tokenizer, run_dir / FINAL_MODEL)
         return metrics

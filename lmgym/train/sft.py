@@ -87,13 +87,14 @@ def run_sft(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     rng = random.Random(seed)
+    device = next(model.parameters()).device
     model.train()
     step, metrics = 0, {}
     for epoch in range(epochs):
         order = list(range(len(samples)))
         rng.shuffle(order)
         for start in range(0, len(order), batch_size):
-            batch = pad_batch([samples[i] for i in order[start : start + batch_size]], pad_id)
+            batch = pad_batch([samples[i] for i in order[start : start + batch_size]], pad_id, device)
             loss = nll_loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -143,15 +143,15 @@ def rollout_samples(rollout: Rollout, max_seq_len: int) -> tuple[list[TokenSampl
     return samples, True
 
 
-def pad_batch(samples: Sequence[TokenSample], pad_id: int):
+def pad_batch(samples: Sequence[TokenSample], pad_id: int, device: Any = "cpu"):
     """Right-padded tensors (B, T): input_ids, attention_mask, loss_mask, sampler_logprobs."""
     import torch
 
     width = max(len(s.input_ids) for s in samples)
     pad = lambda values, fill: values + [fill] * (width - len(values))  # noqa: E731
     return {
-        "input_ids": torch.tensor([pad(s.input_ids, pad_id) for s in samples], dtype=torch.long),
-        "attention_mask": torch.tensor([pad([1] * len(s.input_ids), 0) for s in samples], dtype=torch.long),
-        "loss_mask": torch.tensor([pad(s.loss_mask, 0) for s in samples], dtype=torch.float32),
-        "sampler_logprobs": torch.tensor([pad(s.sampler_logprobs, 0.0) for s in samples], dtype=torch.float32),
+        "input_ids": torch.tensor([pad(s.input_ids, pad_id) for s in samples], dtype=torch.long, device=device),
+        "attention_mask": torch.tensor([pad([1] * len(s.input_ids), 0) for s in samples], dtype=torch.long, device=device),
+        "loss_mask": torch.tensor([pad(s.loss_mask, 0) for s in samples], dtype=torch.float32, device=device),
+        "sampler_logprobs": torch.tensor([pad(s.sampler_logprobs, 0.0) for s in samples], dtype=torch.float32, device=device),
     }

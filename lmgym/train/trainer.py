@@ -103,11 +103,12 @@ class GRPOTrainer:
             metrics["skipped"] = 1.0
             self.scheduler.step()
             return metrics
-        tensors = pad_batch(batch.samples, self.orchestrator.client.engine.pad_id)
+        device = next(self.model.parameters()).device
+        tensors = pad_batch(batch.samples, self.orchestrator.client.engine.pad_id, device)
         ids, attention = tensors["input_ids"], tensors["attention_mask"]
         mask = tensors["loss_mask"][:, 1:]  # (B, T-1): predicting token t+1
         sampler = tensors["sampler_logprobs"][:, 1:]
-        advantages = torch.tensor(batch.advantages, dtype=torch.float32)  # (B,)
+        advantages = torch.tensor(batch.advantages, dtype=torch.float32, device=device)  # (B,)
         reference = self._reference_logprobs(ids, attention) if self.config.algorithm.beta > 0 else None
         old = self._old_logprobs(ids, attention) if self.config.algorithm.num_iterations > 1 else None
         micro = self.config.trainer.micro_batch_size
