@@ -10,7 +10,8 @@ mean), rewards scaled by the group std, lr 1e-5 constant, grad-norm clip 1.0, on
 optimizer step per batch (μ = 1), no gradient checkpointing, seed 0.
 
   * lmgym: `lmgym.train.session.train` from a config of dotted overrides; per-step
-    `step_s`, `generation_s` and `completion_tokens` are read from RUN_DIR/metrics.jsonl.
+    `step_s`, `generation_s` (the rollout loop through the in-process engine, rubric
+    scoring included) and `completion_tokens` are read from RUN_DIR/metrics.jsonl.
   * TRL: `GRPOTrainer` on a `datasets.Dataset` whose `prompt` column holds the very chat
     messages of the environment's examples (system prompt + question) and whose reward
     function scores each completion with the environment's own rubric (correct integer in
@@ -28,8 +29,12 @@ Each trainer runs in its own fresh subprocess of this script (TRL first, then lm
 neither inherits the other's memory, caches or allocator state; the peak RSS of each
 process is reported too. torch's thread count is left at its default (the same in both
 processes) and printed. Seconds per step: the median over steps 2..N (step 1 is warm-up)
-and the mean over all N. Completion tokens/s: tokens sampled in steps 2..N over the time
-of those steps. Target: TRL s/step ÷ lmgym s/step ≥ 2.
+and the mean over all N; "rest" is a step minus its generation (logprobs, loss, backward,
+optimizer step and bookkeeping). Completion tokens/s: tokens sampled in steps 2..N over
+the time of those steps. Target: TRL s/step ÷ lmgym s/step ≥ 2. Run it on an idle
+machine: with 2 cores, one other busy process makes torch's threads contend and can slow
+either trainer several-fold, so the share of the CPU that other processes used during
+each run is printed (from /proc/stat), with a warning above 5%. Takes about 7 minutes on 2 cores.
 
     HF_HUB_OFFLINE=1 python benchmarks/grpo_vs_trl.py [--steps 8]
 """
@@ -39,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -60,6 +66,7 @@ TEMPERATURE = 1.0
 LR = 1e-5
 SEED = 0
 RESULT_PREFIX = "GRPO_VS_TRL_RESULT "
+WARNING = re.compile(r"\w*Warning: |^WARNING\b")
 
 
 def peak_rss_mb() -> float:
@@ -117,8 +124,9 @@ def run_lmgym(steps: int) -> dict:
         "completion_tokens": [r["completion_tokens"] for r in rows],
         "reward": [r.get("reward", float("nan")) for r in rows],
         "total_s": total,
+        "total_label": "session.train() (env and model load, steps, final save)",
         "peak_rss_mb": peak_rss_mb(),
-        "notes": [],
+        "notes": ["LocalEngine samples with a KV cache; optimizer torch.optim.AdamW (default implementation)"],
     }
 
 
@@ -175,6 +183,17 @@ def run_trl(steps: int) -> dict:
             if logs:
                 self.logs.append(dict(logs))
 
+    # The reward is the environment's: a right tagged answer scores 1.0 + 0.2, prose 0.
+    probe = env.dataset[0]
+    right, prose = f"<answer>{probe.answer}</answer>", f"It is {probe.answer}."
+    scores = arithmetic_reward(
+        [probe.prompt] * 2, [[{"role": "assistant", "content": c}] for c in (right, prose)], [[0], [0]],
+        [probe.answer] * 2, [probe.id] * 2,
+    )
+    assert [round(x, 6) for x in scores] == [1.2, 0.0], scores
+    tokens_per_call.clear()
+    rewards_per_call.clear()
+
     model, tokenizer = load_model(MODEL)
     batch = PROMPTS_PER_STEP * GROUP_SIZE
     with tempfile.TemporaryDirectory() as output_dir:
@@ -219,23 +238,35 @@ def run_trl(steps: int) -> dict:
         )
         generation_s: list[float] = []
         generate = trainer._generate_single_turn
+        widths: list[list[int]] = []  # per generation: tokens fed to the backbone by each forward call
+
+        def record_width(_module, _args, kwargs):
+            if kwargs.get("input_ids") is not None:
+                widths[-1].append(kwargs["input_ids"].shape[1])
 
         def timed_generate(*a, **kw):
+            widths.append([])
+            hook = trainer.model.get_decoder().register_forward_pre_hook(record_width, with_kwargs=True)
             started = time.perf_counter()
             try:
                 return generate(*a, **kw)
             finally:
                 generation_s.append(time.perf_counter() - started)
+                hook.remove()
 
         trainer._generate_single_turn = timed_generate
-        notes = [
-            f"TRL generation_config.use_cache={trainer.generation_config.use_cache}, "
-            f"optimizer={args.optim}, grad checkpointing={args.gradient_checkpointing}, "
-            f"generation_batch_size={args.generation_batch_size}",
-        ]
         started = time.perf_counter()
         trainer.train()
         total = time.perf_counter() - started
+    decode = [w for call in widths for w in call[1:]]
+    cached = "a KV cache was used" if decode and max(decode) == 1 else "NO KV cache"
+    notes = [
+        (f"generate: {sum(map(len, widths))} forward calls in {len(widths)} generations; after each prefill "
+         f"({min(c[0] for c in widths)}..{max(c[0] for c in widths)} tokens wide) every call fed "
+         f"{min(decode, default=0)}..{max(decode, default=0)} token(s), so {cached}"),
+        (f"optimizer {args.optim.value}, gradient checkpointing {args.gradient_checkpointing}, "
+         f"generation_batch_size {args.generation_batch_size}, loss_type {args.loss_type}"),
+    ]
     step_logs = [log for log in timer.logs if "reward" in log]
     return {
         "torch_threads": torch.get_num_threads(),
@@ -245,6 +276,7 @@ def run_trl(steps: int) -> dict:
         "reward": rewards_per_call,
         "logged_mean_length": [log.get("completions/mean_length") for log in step_logs],
         "total_s": total,
+        "total_label": "trainer.train() (steps, setup inside train())",
         "peak_rss_mb": peak_rss_mb(),
         "notes": notes,
     }
@@ -258,12 +290,29 @@ def child(which: str, steps: int) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
+def cpu_seconds() -> tuple[float, float] | None:
+    """(busy, busy + idle) CPU seconds of the whole machine since boot, from /proc/stat (Linux)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = user + nice + system + irq + softirq + steal
+    return busy / tick, (busy + idle + iowait) / tick
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_child(which: str, steps: int, console) -> dict:
     console.print(f"[bold]{which}[/]: {steps} steps in a fresh process...")
+    machine_before, ours_before = cpu_seconds(), children_cpu_seconds()
     started = time.perf_counter()
     process = subprocess.run(
-        [sys.executable, __file__, "--child", which, "--steps", str(steps)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, __file__, "--child", which, "--steps", str(steps)], capture_output=True, text=True, check=False,
     )
     lines = process.stdout.splitlines()
     found = [line[len(RESULT_PREFIX):] for line in lines if line.startswith(RESULT_PREFIX)]
@@ -272,20 +321,27 @@ def run_child(which: str, steps: int, console) -> dict:
         console.print(process.stderr[-8000:], markup=False)
         raise SystemExit(f"the {which} run failed (exit status {process.returncode})")
     result = json.loads(found[-1])
-    warnings = sorted({line.strip() for line in process.stderr.splitlines() if "warn" in line.lower()})
-    result["warnings"] = warnings
-    console.print(f"  done in {time.perf_counter() - started:.0f}s (process wall time)")
+    result["warnings"] = sorted({line.strip() for line in process.stderr.splitlines() if WARNING.search(line)})
+    machine_after, ours_after = cpu_seconds(), children_cpu_seconds()
+    result["others_cpu_share"] = float("nan")
+    if machine_before and machine_after:  # the share of the machine's CPU time that other processes used
+        busy = machine_after[0] - machine_before[0]
+        capacity = machine_after[1] - machine_before[1]
+        result["others_cpu_share"] = max(0.0, busy - (ours_after - ours_before)) / max(capacity, 1e-9)
+    console.print(f"  done in {time.perf_counter() - started:.0f}s (process wall time); other processes used "
+                  f"{result['others_cpu_share']:.0%} of the machine's CPU meanwhile")
     return result
 
 
 def summarise(result: dict) -> dict:
     steps, tokens, generation = result["step_s"], result["completion_tokens"], result["generation_s"]
     later = slice(1, None) if len(steps) > 1 else slice(None)
+    rest = [s - g for s, g in zip(steps, generation)]
     return {
         "median": statistics.median(steps[later]),
         "mean": statistics.fmean(steps),
-        "generation": statistics.median(generation[later]) if generation else float("nan"),
-        "tokens_per_step": statistics.fmean(tokens),
+        "generation": statistics.median(generation[later]),
+        "rest": statistics.median(rest[later]),
         "tokens_per_s": sum(tokens[later]) / sum(steps[later]),
         "reward": statistics.fmean(result["reward"]),
     }
@@ -310,45 +366,52 @@ def main() -> None:
 
     console = Console()
     results = {which: run_child(which, args.steps, console) for which in ("trl", "lmgym")}
-    threads = {r["torch_threads"] for r in results.values()}
     stats = {which: summarise(r) for which, r in results.items()}
+    threads = sorted({r["torch_threads"] for r in results.values()})
 
     for which, result in results.items():
-        console.print(f"{which} per-step s: " + " ".join(f"{s:.2f}" for s in result["step_s"]))
-        console.print(f"{which} per-step generation s: " + " ".join(f"{s:.2f}" for s in result["generation_s"]))
-        console.print(f"{which} per-step completion tokens: " + " ".join(f"{t:.0f}" for t in result["completion_tokens"]))
+        console.print(f"{which}: step s      " + " ".join(f"{x:6.2f}" for x in result["step_s"]))
+        console.print(f"{which}: generation s" + " ".join(f"{x:6.2f}" for x in result["generation_s"]))
+        console.print(f"{which}: tokens      " + " ".join(f"{x:6.0f}" for x in result["completion_tokens"]))
+        console.print(f"{which}: mean reward {stats[which]['reward']:.3f}; "
+                      f"{result['total_label']}: {result['total_s']:.0f}s", markup=False)
         for note in result["notes"]:
-            console.print(f"{which} note: {note}", markup=False)
+            console.print(f"{which}: {note}", markup=False)
         for warning in result["warnings"][:10]:
-            console.print(f"{which} warning: {warning[:300]}", markup=False)
+            console.print(f"{which} warned: {warning[:300]}", markup=False)
+    busy = max(r["others_cpu_share"] for r in results.values())
+    if busy > 0.05:
+        console.print(f"[yellow]warning: other processes used up to {busy:.0%} of the CPU during a run; "
+                      f"they compete with torch's threads and the timings are not reliable[/]")
 
     later = f"steps 2..{args.steps}" if args.steps > 1 else "step 1"
-    table = Table(title=(
-        f"GRPO, lmgym vs TRL {trl.__version__}: SmolLM2-135M-Instruct (float32, full fine-tuning), "
-        f"arithmetic a+b (max 50), {PROMPTS_PER_STEP} prompts × {GROUP_SIZE} completions/step, "
-        f"≤{MAX_TOKENS} new tokens, T={TEMPERATURE}, beta 0, lr {LR:g}, μ=1, {args.steps} steps, seed {SEED}; "
-        f"CPU, torch {torch.__version__} threads {'/'.join(map(str, sorted(threads)))}, "
-        f"transformers {transformers.__version__}; each trainer in a fresh process"
-    ))
+    console.print(
+        f"SmolLM2-135M-Instruct, float32, full fine-tuning; arithmetic a+b (operands 0..50); "
+        f"{PROMPTS_PER_STEP} prompts × {GROUP_SIZE} completions per step, ≤ {MAX_TOKENS} new tokens, "
+        f"temperature {TEMPERATURE}, beta 0, lr {LR:g} constant, μ = 1, {args.steps} steps, seed {SEED}; "
+        f"CPU, torch {torch.__version__} with {'/'.join(map(str, threads))} threads, "
+        f"transformers {transformers.__version__}, trl {trl.__version__}; each trainer in a fresh process. "
+        f"Medians over {later} (mean: all steps); gen. = generation, rest = the step minus generation; "
+        f"tokens/s = completion tokens sampled per second of step time ({later}).",
+        markup=False,
+    )
+    table = Table(title=f"GRPO on CPU, synchronous: lmgym vs TRL GRPOTrainer, {args.steps} steps")
     table.add_column("trainer")
-    table.add_column(f"s/step (median {later})", justify="right")
-    table.add_column("s/step (mean, all)", justify="right")
-    table.add_column(f"generation s/step (median {later})", justify="right")
-    table.add_column("completion tokens/step", justify="right")
-    table.add_column(f"completion tokens/s ({later})", justify="right")
-    table.add_column("mean reward", justify="right")
-    table.add_column("peak RSS (MB)", justify="right")
-    names = {"trl": f"TRL GRPOTrainer (transformers generate)", "lmgym": "lmgym train (LocalEngine)"}
+    for column in ("s/step median", "s/step mean", "gen. s/step", "rest s/step", "tokens/s", "peak RSS MB"):
+        table.add_column(column, justify="right")
+    names = {"trl": f"TRL {trl.__version__}", "lmgym": "lmgym"}
     for which in ("trl", "lmgym"):
         s = stats[which]
         table.add_row(
-            names[which], f"{s['median']:.2f}", f"{s['mean']:.2f}", f"{s['generation']:.2f}",
-            f"{s['tokens_per_step']:.0f}", f"{s['tokens_per_s']:.0f}", f"{s['reward']:.3f}",
-            f"{results[which]['peak_rss_mb']:.0f}",
+            names[which], f"{s['median']:.2f}", f"{s['mean']:.2f}", f"{s['generation']:.2f}", f"{s['rest']:.2f}",
+            f"{s['tokens_per_s']:.1f}", f"{results[which]['peak_rss_mb']:,.0f}",
         )
-    ratio = stats["trl"]["median"] / stats["lmgym"]["median"]
-    mean_ratio = stats["trl"]["mean"] / stats["lmgym"]["mean"]
-    table.add_row("ratio TRL / lmgym s/step (target ≥ 2.0)", f"{ratio:.2f}", f"{mean_ratio:.2f}", "", "", "", "", "")
+    trl_s, ours = stats["trl"], stats["lmgym"]
+    table.add_row(
+        "TRL ÷ lmgym (target ≥ 2)", f"{trl_s['median'] / ours['median']:.2f}",
+        f"{trl_s['mean'] / ours['mean']:.2f}", f"{trl_s['generation'] / ours['generation']:.2f}",
+        f"{trl_s['rest'] / ours['rest']:.2f}", "", "",
+    )
     console.print(table)
 
 

@@ -384,3 +384,17 @@ async def test_end_to_end_wrong_model_scores_format_only():
     await env.score_group(rollouts)
     assert [r.reward for r in rollouts] == pytest.approx([0.2] * 3)
     assert not any(math_equal("-1", r.example.answer) for r in rollouts)
+
+
+def test_arithmetic_offers_exact_warm_start_data_from_the_train_split():
+    env = lmgym.load_environment("arithmetic", num_examples=20, num_eval_examples=20)
+    rows = env.sft_examples(seed=3)
+    assert len(rows) == 20
+    eval_questions = {e.prompt[-1]["content"] for e in env.eval_dataset}
+    for row in rows:
+        question = row["prompt"][-1]["content"]
+        assert question not in eval_questions
+        reply = row["completion"][0]["content"]
+        assert env.parser.format_reward(reply) == 1.0
+        expression = question.removeprefix("What is ").removesuffix("?")
+        assert int(env.parser.parse_answer(reply)) == eval(expression)  # Python's precedence

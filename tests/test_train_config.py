@@ -97,13 +97,14 @@ def test_shipped_config_values():
     ar = load_config(CONFIGS / "arithmetic-smollm2.toml")
     lora = ar.model.lora
     assert ar.model.name == "smollm2" and (lora.enabled, lora.r, lora.alpha) == (True, 16, 32)
-    assert ar.env.name == "arithmetic" and ar.env.args == {"max_value": 20}
-    assert (ar.sampling.temperature, ar.sampling.max_tokens) == (1.0, 32)
+    assert ar.env.name == "arithmetic" and ar.env.args == {"max_value": 20, "operators": "+-"}
+    assert (ar.sampling.temperature, ar.sampling.max_tokens) == (1.0, 24)
     a = ar.algorithm
-    assert (a.loss, a.group_size, a.prompts_per_step, a.scale_rewards) == ("dr_grpo", 8, 4, "none")
+    assert (a.loss, a.group_size, a.prompts_per_step, a.scale_rewards) == ("dr_grpo", 8, 2, "none")
     t = ar.trainer
-    assert (t.lr, t.max_steps, t.micro_batch_size, t.max_seq_len) == (1e-4, 50, 8, 256)
+    assert (t.lr, t.max_steps, t.micro_batch_size, t.max_seq_len) == (1e-4, 30, 8, 256)
     assert (ar.eval.every, ar.eval.num_examples, ar.checkpoint.every) == (10, 50, 10)
+    assert (ar.sft.warm_start, ar.sft.lr, ar.sft.batch_size, ar.sft.max_steps) == (True, 5e-5, 8, 10)
 
 
 # -------------------------------------------------------------------------------- overrides

@@ -75,6 +75,18 @@ def load_environment(
 
     train, evals = train_and_eval(make, num_examples, num_eval_examples, seed, hint="allow larger or more operands")
     parser = XMLParser(["answer"])
+
+    def exact_teacher(seed: int = 0) -> list[dict]:
+        """Warm-start rows: training questions answered exactly, in the expected format."""
+        rows = train_and_eval(make, num_examples, 0, seed, hint="allow larger or more operands")[0]
+        return [
+            {
+                "prompt": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": row["question"]}],
+                "completion": [{"role": "assistant", "content": parser.format(answer=row["answer"])}],
+            }
+            for row in rows
+        ]
+
     rubric = Rubric([correct_answer, parser.get_format_reward_func()], weights=[1.0, 0.2], parser=parser)
     return SingleTurnEnv(
         Dataset.from_list(train),
@@ -83,4 +95,5 @@ def load_environment(
         parser=parser,
         rubric=rubric,
         sampling_args={"temperature": 0.7, "max_tokens": 64},
+        sft_examples=exact_teacher,
     )

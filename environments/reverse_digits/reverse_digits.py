@@ -92,33 +92,24 @@ def sft_examples(
     return examples
 
 
-class ReverseDigitsEnv(SingleTurnEnv):
-    """Also offers its noisy-teacher warm-start data (`lmgym train` with sft.warm_start)."""
-
-    def __init__(self, *args, min_digits: int, max_digits: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.digit_range = (min_digits, max_digits)
-
-    def sft_examples(self, seed: int = 0, num_examples: int = 2000, noise: float = 0.3) -> list[dict]:
-        return sft_examples(num_examples, noise, seed, *self.digit_range)
-
-
 def load_environment(
     num_examples: int = 2000,
     num_eval_examples: int = 1000,
     min_digits: int = 3,
     max_digits: int = 5,
     seed: int = 0,
-) -> ReverseDigitsEnv:
+) -> SingleTurnEnv:
     check_sizes(min_digits, max_digits)
     make = question_maker(min_digits, max_digits)
     train, evals = train_and_eval(make, num_examples, num_eval_examples, seed, hint=HINT)
     rubric = Rubric([exact_match, digit_accuracy], weights=[1.0, 0.5])
-    return ReverseDigitsEnv(
+    def noisy_teacher(seed: int = 0, num_examples: int = 2000, noise: float = 0.3) -> list[dict]:
+        return sft_examples(num_examples, noise, seed, min_digits, max_digits)
+
+    return SingleTurnEnv(
         Dataset.from_list(train),
         Dataset.from_list(evals) if evals else None,
         rubric=rubric,
         sampling_args={"temperature": 1.0, "max_tokens": 8},
-        min_digits=min_digits,
-        max_digits=max_digits,
+        sft_examples=noisy_teacher,
     )

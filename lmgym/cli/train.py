@@ -18,6 +18,13 @@ console = Console(stderr=True)
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
+def _quiet_transformers() -> None:
+    """The per-step console line is the progress report; transformers' bars only add noise."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _load(config_path: Optional[Path], overrides: list[str], resume: Optional[Path]):
     from lmgym.train.config import load_config
     from lmgym.train.session import CONFIG_FILE
@@ -49,6 +56,7 @@ def train_command(
         cfg = _load(config, overrides, resume)
         from lmgym.train.session import default_run_dir, train
 
+        _quiet_transformers()
         run_dir = resume or default_run_dir(cfg, "train")
         console.print(f"run directory: {run_dir}")
         train(cfg, run_dir, resume=resume is not None)
@@ -73,6 +81,7 @@ def sft_command(
         cfg = _load(config, list(ctx.args), None)
         from lmgym.train.session import default_run_dir, sft
 
+        _quiet_transformers()
         run_dir = default_run_dir(cfg, "sft")
         console.print(f"run directory: {run_dir}")
         sft(cfg, run_dir)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from lmgym import errors
 from lmgym.clients.base import ModelClient
@@ -89,7 +89,11 @@ class Environment:
         sampling_args: Mapping[str, Any] | None = None,
         max_turns: int = 10,
         tools: list[dict[str, Any]] | None = None,
+        sft_examples: Callable[..., list[dict[str, Any]]] | None = None,
     ):
+        """`sft_examples(seed=...)`, when given, returns warm-start rows
+        `{"prompt": messages, "completion": messages}` from a teacher the environment
+        knows (an exact solver, a noisy one): `lmgym train` with `sft.warm_start` uses it."""
         if dataset is None and eval_dataset is None:
             raise errors.DatasetError(f"{type(self).__name__} needs a dataset or an eval_dataset")
         if max_turns < 1:
@@ -99,6 +103,7 @@ class Environment:
         self.sampling_args = dict(sampling_args or {})
         self.max_turns = max_turns
         self.tools = tools
+        self.sft_examples = sft_examples
         name = type(self).__name__
         kwargs = {"system_prompt": system_prompt, "few_shot": few_shot}
         self.dataset = to_examples(dataset, name=f"{name} dataset", **kwargs) if dataset is not None else None

@@ -109,11 +109,10 @@ def run_sft(
 
 
 def sft_rows(data: str | None, env: Any, seed: int) -> Sequence[Mapping[str, Any]]:
-    """Rows from a .jsonl file, or the environment's own warm-start data: an environment
-    may offer it with a method `sft_examples(seed=...)` (see `reverse-digits`)."""
+    """Rows from a .jsonl file, or the environment's own warm-start data
+    (`Environment(sft_examples=...)`, e.g. `reverse-digits`' noisy teacher)."""
     if data is not None:
         return read_jsonl(data)
-    module_rows = getattr(env, "sft_examples", None)
-    if module_rows is None:
+    if env.sft_examples is None:
         raise DatasetError("no SFT data: set sft.data to a .jsonl file (this environment generates none)")
-    return module_rows(seed=seed)
+    return env.sft_examples(seed=seed)
