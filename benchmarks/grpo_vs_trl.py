@@ -34,7 +34,8 @@ optimizer step and bookkeeping). Completion tokens/s: tokens sampled in steps 2.
 the time of those steps. Target: TRL s/step ÷ lmgym s/step ≥ 2. Run it on an idle
 machine: with 2 cores, one other busy process makes torch's threads contend and can slow
 either trainer several-fold, so the share of the CPU that other processes used during
-each run is printed (from /proc/stat), with a warning above 5%. Takes about 7 minutes on 2 cores.
+each run is printed (from /proc/stat), with a warning above 5%. Takes about 7 minutes
+on 2 cores.
 
     HF_HUB_OFFLINE=1 python benchmarks/grpo_vs_trl.py [--steps 8]
 """
@@ -268,13 +269,16 @@ def run_trl(steps: int) -> dict:
          f"generation_batch_size {args.generation_batch_size}, loss_type {args.loss_type}"),
     ]
     step_logs = [log for log in timer.logs if "reward" in log]
+    logged = [log.get("completions/mean_length", float("nan")) * batch for log in step_logs]
+    agree = len(logged) == len(tokens_per_call) and all(abs(a - b) < 0.5 for a, b in zip(logged, tokens_per_call))
+    notes.append(f"tokens counted in the reward function {'match' if agree else 'DO NOT match'} "
+                 f"TRL's logged completions/mean_length × {batch}")
     return {
         "torch_threads": torch.get_num_threads(),
         "step_s": timer.step_s,
         "generation_s": generation_s,
         "completion_tokens": [float(t) for t in tokens_per_call],
         "reward": rewards_per_call,
-        "logged_mean_length": [log.get("completions/mean_length") for log in step_logs],
         "total_s": total,
         "total_label": "trainer.train() (steps, setup inside train())",
         "peak_rss_mb": peak_rss_mb(),
@@ -382,7 +386,7 @@ def main() -> None:
     busy = max(r["others_cpu_share"] for r in results.values())
     if busy > 0.05:
         console.print(f"[yellow]warning: other processes used up to {busy:.0%} of the CPU during a run; "
-                      f"they compete with torch's threads and the timings are not reliable[/]")
+                      f"they compete with torch's threads and may inflate the timings[/]")
 
     later = f"steps 2..{args.steps}" if args.steps > 1 else "step 1"
     console.print(
