@@ -100,3 +100,29 @@ def test_learning_reverse_digits(tmp_path):
     assert (evals[0]["step"], evals[-1]["step"]) == (0, 60)
     assert before < 0.8 and after >= before + 0.15 and after >= 0.8, (before, after)
     assert (tmp_path / "final" / "config.json").exists()
+
+
+@pytest.mark.parametrize("loss", ["grpo", "dapo", "gspo", "cispo"])
+def test_micro_batches_windows_and_skipped_samples_keep_the_full_batch_gradient(tmp_path, loss):
+    """The trainer's savings (logit window, zero-advantage skipping, micro-batches) must
+    give the gradient of the plain loss over the whole batch."""
+    from lmgym.train.losses import LOSSES
+    from lmgym.train.tokens import pad_batch
+    from lmgym.train.trainer import token_logprobs
+
+    config = small_config(tmp_path, f"algorithm.loss={loss}", "trainer.micro_batch_size=4", "trainer.max_grad_norm=1e9")
+    trainer = build_trainer(config, tmp_path, NullSink())
+    batch = trainer.orchestrator.next_batch()
+    batch.advantages = [a if i % 3 else 0.0 for i, a in enumerate(batch.advantages)]  # some skippable
+    batch.advantages[1] = 0.75
+    t = pad_batch(batch.samples, trainer.orchestrator.client.engine.pad_id)
+    logprobs = token_logprobs(trainer.model, t["input_ids"], t["attention_mask"], config.sampling.temperature)
+    mask = t["loss_mask"][:, 1:]
+    LOSSES[loss](logprobs, logprobs.detach(), torch.tensor(batch.advantages), mask).loss.backward()
+    expected = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
+    trainer.model.zero_grad(set_to_none=True)
+    trainer.optimizer.step = lambda: None  # keep the gradient for inspection
+    metrics = trainer.train_step(batch)
+    assert metrics["samples_skipped_zero_advantage"] > 0
+    for name, p in trainer.model.named_parameters():
+        assert torch.allclose(p.grad, expected[name], atol=1e-6, rtol=1e-4), name

@@ -105,7 +105,10 @@ class LocalEngine:
         step_ids = input_ids
         for _ in range(params.max_tokens):
             positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1]:]
-            out = self.model(input_ids=step_ids, attention_mask=attention, position_ids=positions, past_key_values=past, use_cache=True)
+            out = self.model(
+                input_ids=step_ids, attention_mask=attention, position_ids=positions,
+                past_key_values=past, use_cache=True, logits_to_keep=1,  # only the next token's logits
+            )
             past = out.past_key_values
             ids, lps = sample_next(out.logits[:, -1, :], params, self.generator)
             id_list, lp_list = ids.tolist(), lps.tolist()  # one device sync per step
