@@ -14,8 +14,9 @@ optimizer step per batch (μ = 1), no gradient checkpointing, seed 0.
     scoring included) and `completion_tokens` are read from RUN_DIR/metrics.jsonl.
   * TRL: `GRPOTrainer` on a `datasets.Dataset` whose `prompt` column holds the very chat
     messages of the environment's examples (system prompt + question) and whose reward
-    function scores each completion with the environment's own rubric (correct integer in
-    <answer> tags: 1.0, plus 0.2 for the format). The step time is the wall clock from
+    function scores each completion with the environment's own rubric (`answer_format=
+    "last-number"`: 1.0 when the reply's last integer is the sum; with <answer> tags
+    SmolLM2-135M scores 0 everywhere, so every advantage would be 0 and nothing learnt). The step time is the wall clock from
     `on_step_begin` to `on_step_end` of a `TrainerCallback`; the generation time wraps
     TRL's `_generate_single_turn`; completion tokens are counted from the `completion_ids`
     the reward function receives (up to and including the first end-of-turn token, as
@@ -59,7 +60,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 MODEL = "smollm2"
 ENV_NAME = "arithmetic"
-ENV_ARGS = {"operators": "+", "max_value": 50}
+ENV_ARGS = {"operators": "+", "max_value": 50, "answer_format": "last-number"}
 PROMPTS_PER_STEP = 2
 GROUP_SIZE = 8
 MAX_TOKENS = 32
@@ -88,7 +89,7 @@ def run_lmgym(steps: int) -> dict:
         config = load_config(None, [
             f"model.name={MODEL}",
             f"env.name={ENV_NAME}",
-            'env.args={operators = "+", max_value = 50}',
+            'env.args={operators = "+", max_value = 50, answer_format = "last-number"}',
             f"sampling.max_tokens={MAX_TOKENS}",
             f"sampling.temperature={TEMPERATURE}",
             "sampling.top_p=1.0",
@@ -127,7 +128,11 @@ def run_lmgym(steps: int) -> dict:
         "total_s": total,
         "total_label": "session.train() (env and model load, steps, final save)",
         "peak_rss_mb": peak_rss_mb(),
-        "notes": ["LocalEngine samples with a KV cache; optimizer torch.optim.AdamW (default implementation)"],
+        "notes": [
+            "LocalEngine samples with a KV cache; optimizer torch.optim.AdamW(fused=True)",
+            "samples skipped (zero advantage, exact) per step: "
+            + " ".join(f"{r.get('samples_skipped_zero_advantage', 0):.0f}" for r in rows),
+        ],
     }
 
 
@@ -184,14 +189,14 @@ def run_trl(steps: int) -> dict:
             if logs:
                 self.logs.append(dict(logs))
 
-    # The reward is the environment's: a right tagged answer scores 1.0 + 0.2, prose 0.
+    # The reward is the environment's: the right number at the end scores 1.0, prose 0.
     probe = env.dataset[0]
-    right, prose = f"<answer>{probe.answer}</answer>", f"It is {probe.answer}."
+    right, prose = f"It is {probe.answer}", "I cannot tell."
     scores = arithmetic_reward(
         [probe.prompt] * 2, [[{"role": "assistant", "content": c}] for c in (right, prose)], [[0], [0]],
         [probe.answer] * 2, [probe.id] * 2,
     )
-    assert [round(x, 6) for x in scores] == [1.2, 0.0], scores
+    assert [round(x, 6) for x in scores] == [1.0, 0.0], scores
     tokens_per_call.clear()
     rewards_per_call.clear()
 

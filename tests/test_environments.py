@@ -398,3 +398,20 @@ def test_arithmetic_offers_exact_warm_start_data_from_the_train_split():
         assert env.parser.format_reward(reply) == 1.0
         expression = question.removeprefix("What is ").removesuffix("?")
         assert int(env.parser.parse_answer(reply)) == eval(expression)  # Python's precedence
+
+
+async def test_arithmetic_last_number_format_reads_the_last_integer():
+    env = lmgym.load_environment("arithmetic", num_examples=5, answer_format="last-number")
+    example = env.dataset[0]
+    assert "End your reply with the integer result" in example.prompt[0]["content"]
+    expression = example.prompt[-1]["content"].removeprefix("What is ").removesuffix("?")
+    value = eval(expression)
+    rollouts = []
+    for reply in (f"{expression} = {value}", f"It is {value}. Check: {value + 1}", "no idea", f"{value:,} ", f"<answer>{value}</answer>"):
+        rollout = lmgym.Rollout(example=example, turns=[lmgym.Turn({"role": "assistant", "content": reply})])
+        rollouts.append(rollout)
+    await env.rubric.score_group(rollouts)
+    assert [r.reward for r in rollouts] == [1.0, 0.0, 0.0, 1.0, 1.0]
+    assert env.rubric.names == ["correct_answer"]
+    with pytest.raises(ValueError, match="answer_format must be one of"):
+        lmgym.load_environment("arithmetic", answer_format="json")
