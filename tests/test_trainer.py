@@ -34,14 +34,15 @@ def test_lr_schedule_hand_values():
     assert lr_factor(10, 2, 10, "cosine") == pytest.approx(0.0)
 
 
-def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path):
-    straight = small_config(tmp_path / "a", "trainer.max_steps=4", "checkpoint.every=2")
+@pytest.mark.parametrize("variant", [[], ["model.lora.enabled=true", "sft.warm_start=true", "sft.max_steps=3"]], ids=["full", "lora+sft"])
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path, variant):
+    straight = small_config(tmp_path / "a", "trainer.max_steps=4", "checkpoint.every=2", *variant)
     train(straight, tmp_path / "a", sink=NullSink())
     expected = params(build_trainer(straight, tmp_path / "a", NullSink(), resume=True).model)
 
-    first = small_config(tmp_path / "b", "trainer.max_steps=2", "checkpoint.every=2")
+    first = small_config(tmp_path / "b", "trainer.max_steps=2", "checkpoint.every=2", *variant)
     train(first, tmp_path / "b", sink=NullSink())
-    resumed = small_config(tmp_path / "b", "trainer.max_steps=4", "checkpoint.every=2")
+    resumed = small_config(tmp_path / "b", "trainer.max_steps=4", "checkpoint.every=2", *variant)
     trainer = build_trainer(resumed, tmp_path / "b", NullSink(), resume=True)
     assert trainer.step == 2
     trainer.train()
@@ -49,7 +50,7 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path):
     assert got.keys() == expected.keys()
     assert all(torch.equal(got[n], expected[n]) for n in got)
     # and training changed the weights at all (the test could otherwise pass vacuously)
-    fresh = params(build_trainer(small_config(tmp_path / "c"), tmp_path / "c", NullSink()).model)
+    fresh = params(build_trainer(small_config(tmp_path / "c", *variant), tmp_path / "c", NullSink()).model)
     assert any(not torch.equal(got[n], fresh[n]) for n in got)
 
 

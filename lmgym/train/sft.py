@@ -86,26 +86,31 @@ def run_sft(
         raise DatasetError(f"{source} is empty")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    rng = random.Random(seed)
     device = next(model.parameters()).device
     model.train()
-    step, metrics = 0, {}
+    metrics: dict[str, float] = {}
+    for step, (epoch, chunk) in enumerate(shuffled_batches(samples, batch_size, epochs, seed), start=1):
+        loss = nll_loss(model, pad_batch(chunk, pad_id, device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        metrics = {"sft/loss": loss.item(), "sft/epoch": float(epoch)}
+        sink.log(step, metrics)
+        if max_steps is not None and step >= max_steps:
+            break
+    model.zero_grad(set_to_none=True)  # no stale gradients for whatever trains next
+    return metrics
+
+
+def shuffled_batches(samples: Sequence[TokenSample], batch_size: int, epochs: int, seed: int):
+    """(epoch, batch) pairs: each epoch a new seeded order."""
+    rng = random.Random(seed)
     for epoch in range(epochs):
         order = list(range(len(samples)))
         rng.shuffle(order)
         for start in range(0, len(order), batch_size):
-            batch = pad_batch([samples[i] for i in order[start : start + batch_size]], pad_id, device)
-            loss = nll_loss(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            step += 1
-            metrics = {"sft/loss": loss.item(), "sft/epoch": float(epoch)}
-            sink.log(step, metrics)
-            if max_steps is not None and step >= max_steps:
-                return metrics
-    return metrics
+            yield epoch, [samples[i] for i in order[start : start + batch_size]]
 
 
 def sft_rows(data: str | None, env: Any, seed: int) -> Sequence[Mapping[str, Any]]:

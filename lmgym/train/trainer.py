@@ -95,8 +95,9 @@ class GRPOTrainer:
         self.loss_fn = LOSSES[self.loss_name]
         self.loss_kwargs = {k: v for k, v in {"eps_low": config.algorithm.eps_low, "eps_high": config.algorithm.eps_high}.items() if v is not None}
         trainer = config.trainer
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=trainer.lr, weight_decay=trainer.weight_decay,
+            self.trainable, lr=trainer.lr, weight_decay=trainer.weight_decay,
             fused=True,  # one kernel per step: several times faster than the loop on a CPU
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -170,10 +171,11 @@ class GRPOTrainer:
                     m = mask[part]
                     gap = ((logprobs.detach() - sampler[part]).abs() * m).sum() / m.sum().clamp(min=1)
                     stats["sampler_mismatch"] += weight * float(gap) / iterations
-            for p in self.model.parameters():  # a zero gradient is still a step (Adam's momentum moves)
-                if p.requires_grad and p.grad is None:
+            for p in self.trainable:  # a zero gradient is still a step (Adam's momentum moves)
+                if p.grad is None:
                     p.grad = torch.zeros_like(p)
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.trainer.max_grad_norm)
+            # only what is trained: frozen weights (LoRA's base) must not weigh in the clip
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.trainer.max_grad_norm)
             self.optimizer.step()
         self.scheduler.step()
         metrics.update(stats, grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0])
