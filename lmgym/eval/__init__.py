@@ -1,0 +1,1 @@
+"""Evaluation: run rollouts concurrently, stream results, summarise."""
