@@ -119,3 +119,13 @@ def test_eval_examples_take_n_and_shuffle_with_seed():
     shuffled = [e.id for e in env.get_eval_examples(5, seed=1)]
     assert shuffled == [e.id for e in env.get_eval_examples(5, seed=1)] and shuffled != [0, 1, 2, 3, 4]
     assert len(env.get_eval_examples(-1)) == 20
+
+
+def test_a_rows_own_system_message_wins_and_few_shot_follows_it():
+    shots = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}]
+    rows = [{"prompt": [{"role": "system", "content": "Own."}, {"role": "user", "content": "q"}]}, {"question": "q"}]
+    own, plain = to_examples(rows, system_prompt="Env.", few_shot=shots)
+    assert own.prompt == [{"role": "system", "content": "Own."}, *shots, {"role": "user", "content": "q"}]
+    assert plain.prompt == [{"role": "system", "content": "Env."}, *shots, {"role": "user", "content": "q"}]
+    [bare] = to_examples([{"question": "q"}], few_shot=shots)
+    assert bare.prompt == [*shots, {"role": "user", "content": "q"}]

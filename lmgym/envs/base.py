@@ -30,6 +30,15 @@ DatasetLike = Iterable[Mapping[str, Any]]  # a datasets.Dataset or a list of dic
 RESERVED_COLUMNS = {"prompt", "question", "answer", "info", "task", "id"}
 
 
+def with_system_and_shots(prompt: Messages, system_prompt: str | None, few_shot: Sequence[Message]) -> Messages:
+    """System message first (the row's own wins over the environment's), then few-shot."""
+    if prompt and prompt[0].get("role") == "system":
+        system, rest = prompt[:1], prompt[1:]
+    else:
+        system, rest = ([{"role": "system", "content": system_prompt}] if system_prompt else []), prompt
+    return [*system, *few_shot, *rest]
+
+
 def to_examples(
     dataset: DatasetLike,
     *,
@@ -56,10 +65,7 @@ def to_examples(
                 f"{name} has neither a `prompt` column (chat messages) nor a `question` column; "
                 f"its columns are: {', '.join(map(str, columns or row))}"
             )
-        if system_prompt and not (prompt and prompt[0].get("role") == "system"):
-            prompt = [{"role": "system", "content": system_prompt}, *few_shot, *prompt]
-        elif few_shot:
-            prompt = [*prompt[:1], *few_shot, *prompt[1:]] if prompt[0].get("role") == "system" else [*few_shot, *prompt]
+        prompt = with_system_and_shots(prompt, system_prompt, few_shot)
         info = dict(row.get("info") or {})
         info.update({k: v for k, v in row.items() if k not in RESERVED_COLUMNS})
         examples.append(
