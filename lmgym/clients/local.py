@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from lmgym.train import tokens  # pure Python; torch is imported only by the engine
 from lmgym.types import Message, Messages, ModelResponse, Usage
 
 
@@ -30,10 +31,7 @@ class _Prefix:
 
 class LocalClient:
     def __init__(self, engine: Any):
-        from lmgym.train import tokens  # torch-side code, imported only when training
-
         self.engine = engine
-        self._tokens = tokens
         self._pending: list[tuple[Messages, Any, Any, asyncio.Future]] = []
         self._prefixes: dict[int, _Prefix] = {}
         self.template_mismatches = 0
@@ -50,8 +48,9 @@ class LocalClient:
         self._pending.append((messages, params, tools, future))
         return await future
 
-    def _sampling_params(self, sampling):
-        from lmgym.train.engine import SamplingParams
+    @staticmethod
+    def _sampling_params(sampling):
+        from lmgym.train.engine import SamplingParams  # imports torch
 
         return SamplingParams.from_request(sampling)
 
@@ -62,11 +61,11 @@ class LocalClient:
             prefix = self._prefixes.get(id(messages[n_before - 1]))
             if prefix is not None and prefix.message is messages[n_before - 1]:
                 try:
-                    return prefix.ids + self._tokens.continuation_ids(tokenizer, messages, n_before, prefix.text, tools)
-                except self._tokens.TemplateMismatch:
+                    return prefix.ids + tokens.continuation_ids(tokenizer, messages, n_before, prefix.text, tools)
+                except tokens.TemplateMismatch:
                     self.template_mismatches += 1
                     break
-        return self._tokens.prompt_ids(tokenizer, messages, tools)
+        return tokens.prompt_ids(tokenizer, messages, tools)
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
