@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from lmgym.train.metrics import NullSink  # noqa: E402
 from lmgym.train.session import build_trainer, train  # noqa: E402
 from lmgym.train.trainer import TrainingError, lr_factor  # noqa: E402
 
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "reverse-digits.toml"
 SMALL = [
     "env.args={num_examples=200, num_eval_examples=50}", "algorithm.prompts_per_step=4", "algorithm.group_size=4",
     "trainer.micro_batch_size=8", "eval.every=0", "logging.console_every=0", "sft.warm_start=false",
@@ -20,7 +22,7 @@ SMALL = [
 
 
 def small_config(tmp_path, *extra: str):
-    return load_config("configs/reverse-digits.toml", [*SMALL, f"logging.output_dir={tmp_path}", *extra])
+    return load_config(CONFIG, [*SMALL, f"logging.output_dir={tmp_path}", *extra])
 
 
 def params(model) -> dict[str, torch.Tensor]:
@@ -90,7 +92,7 @@ def test_every_loss_variant_runs_a_step(tmp_path, loss):
 
 def test_learning_reverse_digits(tmp_path):
     """SFT warm start to a modest accuracy, then GRPO raises held-out exact match clearly."""
-    config = load_config("configs/reverse-digits.toml", [
+    config = load_config(CONFIG, [
         f"logging.output_dir={tmp_path}", "logging.console_every=0", "trainer.max_steps=60",
         "eval.every=60", "eval.num_examples=200", "checkpoint.every=0",
     ])
