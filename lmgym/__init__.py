@@ -5,7 +5,7 @@ never imports torch.
 """
 
 from lmgym.clients import ModelClient, OpenAIClient
-from lmgym.envs import Environment, MultiTurnEnv, SingleTurnEnv
+from lmgym.envs import Environment, MultiTurnEnv, SingleTurnEnv, ToolEnv
 from lmgym.errors import LmgymError
 from lmgym.parsers import Parser, ThinkParser, XMLParser
 from lmgym.registry import load_environment
@@ -30,6 +30,7 @@ __all__ = [
     "SingleTurnEnv",
     "ThinkParser",
     "ToolCall",
+    "ToolEnv",
     "Turn",
     "Usage",
     "XMLParser",

@@ -287,3 +287,14 @@ def test_xml_format_reward_gives_no_credit_for_empty_fields():
     assert parser.format_reward("<think>\nhm\n</think>\n<answer>\n</answer>") == 0.0
     assert parser.format_reward("<think> </think><answer>4</answer>") == 0.0
     assert parser.format_reward("<think>hm</think><answer>4</answer>") == 1.0
+
+
+def test_format_reward_does_not_judge_replies_that_are_only_tool_calls():
+    parser = XMLParser(["answer"])
+    completion = [
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "content": "4", "tool_call_id": "c"},
+        {"role": "assistant", "content": "<answer>4</answer>"},
+    ]
+    assert parser.format_reward(completion) == 1.0
+    assert parser.format_reward([{"role": "assistant", "content": None}]) == 0.0  # no text at all is still bad

@@ -10,7 +10,7 @@ def test_exported_names():
     assert sorted(lmgym.__all__) == sorted([
         "Environment", "Example", "LmgymError", "Message", "ModelClient", "ModelResponse",
         "MultiTurnEnv", "OpenAIClient", "Parser", "Rollout", "RolloutError", "Rubric",
-        "SingleTurnEnv", "ThinkParser", "ToolCall", "Turn", "Usage", "XMLParser",
+        "SingleTurnEnv", "ThinkParser", "ToolCall", "ToolEnv", "Turn", "Usage", "XMLParser",
         "group_reward", "load_environment",
     ])
     assert all(hasattr(lmgym, name) for name in lmgym.__all__)

@@ -22,10 +22,11 @@ Field = str | tuple[str, ...]
 
 
 def assistant_contents(completion: str | Messages) -> list[str | None]:
-    """The content of every assistant reply in order; a bare string counts as one reply."""
+    """The text of every assistant reply in order; a bare string counts as one reply."""
     if isinstance(completion, str):
         return [completion]
-    return [m.get("content") for m in completion if m.get("role") == "assistant"]
+    # a reply that is only tool calls has no text to format: it is not judged
+    return [m.get("content") for m in completion if m.get("role") == "assistant" and (m.get("content") or not m.get("tool_calls"))]
 
 
 def mean_reward(completion: str | Messages, score: Callable[[str], float]) -> float:

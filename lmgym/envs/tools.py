@@ -1,0 +1,198 @@
+"""`ToolEnv`: plain Python functions become tools the model calls over many turns.
+
+Each function's schema comes from its signature and docstring: type hints through
+pydantic (`Literal` → enum, `Optional`, lists, pydantic models), argument descriptions
+from a Google-style `Args:` or NumPy-style `Parameters` section. The episode ends when
+the model answers without a tool call, or at `max_turns`.
+
+The model's mistakes are data, not crashes: invalid JSON, an unknown tool, missing or
+mistyped arguments, a tool that raises or outlasts `tool_timeout`, too many calls in one
+turn: each comes back to the model as a tool message naming the problem, and is counted
+in the metrics `tool_errors` and `tool_calls` (and `calls_<tool>` per tool). The calls
+of one turn run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Callable, Sequence
+
+import pydantic
+
+from lmgym.envs.multi_turn import MultiTurnEnv
+from lmgym.rubrics.rubric import Rubric
+from lmgym.types import Message, Messages, ToolCall
+
+MAX_CALLS_PER_TURN = 16
+
+
+def _doc_sections(doc: str) -> tuple[str, dict[str, str]]:
+    """(description, {argument: description}) from a Google- or NumPy-style docstring."""
+    lines = inspect.cleandoc(doc or "").splitlines()
+    summary: list[str] = []
+    described: dict[str, str] = {}
+    mode, current, arg_indent, i = "summary", None, None, 0
+    while i < len(lines):
+        line, text = lines[i], lines[i].strip()
+        underlined = i + 1 < len(lines) and bool(text) and set(lines[i + 1].strip()) == {"-"}  # NumPy header
+        if text in ("Args:", "Arguments:", "Parameters:") or (underlined and text == "Parameters"):
+            mode, current, arg_indent = "args", None, None
+        elif underlined or re.fullmatch(r"[A-Z][A-Za-z ]*:", text):
+            mode = "other"
+        elif mode == "summary" and text:
+            summary.append(text)
+        elif mode == "args" and text:
+            indent = len(line) - len(line.lstrip())
+            entry = re.match(r"^(\w+)(\s*\([^)]*\))?(\s*):\s*(.*)$", text)
+            if entry and (arg_indent is None or indent <= arg_indent):
+                arg_indent, current = indent, entry.group(1)
+                # "name : type" (NumPy) has its text on the next lines; "name: text" (Google) here
+                described[current] = "" if entry.group(3) else entry.group(4)
+            elif current:
+                described[current] = f"{described[current]} {text}".strip()
+        i += 2 if underlined else 1
+    return " ".join(summary), described
+
+
+class BadToolCall(ValueError):
+    """The model's call cannot be run as made (unknown tool, bad arguments, ...)."""
+
+
+@dataclass
+class Tool:
+    """A Python function with the schema the model sees and a validator for its arguments."""
+
+    func: Callable[..., Any]
+
+    @cached_property
+    def name(self) -> str:
+        return self.func.__name__
+
+    @cached_property
+    def parameters(self) -> dict[str, inspect.Parameter]:
+        return dict(inspect.signature(self.func).parameters)
+
+    @cached_property
+    def adapters(self) -> dict[str, pydantic.TypeAdapter]:
+        hints = inspect.get_annotations(self.func, eval_str=True)
+        return {name: pydantic.TypeAdapter(hints.get(name, Any)) for name in self.parameters}
+
+    @cached_property
+    def schema(self) -> dict[str, Any]:
+        description, arg_docs = _doc_sections(self.func.__doc__ or "")
+        properties, required = {}, []
+        for name, param in self.parameters.items():
+            prop = self.adapters[name].json_schema()
+            if arg_docs.get(name):
+                prop["description"] = arg_docs[name]
+            properties[name] = prop
+            if param.default is inspect.Parameter.empty:
+                required.append(name)
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": description,
+                "parameters": {"type": "object", "properties": properties, "required": required},
+            },
+        }
+
+    def validate(self, arguments: Any) -> dict[str, Any]:
+        """Checked, converted keyword arguments, or BadToolCall saying what is wrong."""
+        if not isinstance(arguments, dict):
+            raise BadToolCall(f"arguments must be a JSON object, got {type(arguments).__name__}")
+        unknown = sorted(set(arguments) - set(self.parameters))
+        if unknown:
+            raise BadToolCall(f"unknown argument(s) {unknown}; {self.name} takes {list(self.parameters)}")
+        missing = [n for n, p in self.parameters.items() if p.default is inspect.Parameter.empty and n not in arguments]
+        if missing:
+            raise BadToolCall(f"missing required argument(s) {missing}")
+        checked = {}
+        for name, value in arguments.items():
+            try:
+                checked[name] = self.adapters[name].validate_python(value)
+            except pydantic.ValidationError as exc:
+                problem = exc.errors()[0]["msg"]
+                raise BadToolCall(f"argument {name!r}={value!r}: {problem}") from None
+        return checked
+
+    async def call(self, arguments: dict[str, Any], timeout: float) -> str:
+        if inspect.iscoroutinefunction(self.func):
+            result = await asyncio.wait_for(self.func(**arguments), timeout)
+        else:
+            result = await asyncio.wait_for(asyncio.to_thread(self.func, **arguments), timeout)
+        return result if isinstance(result, str) else json.dumps(result, default=str)
+
+
+def _counter(name: str, key: str) -> Callable[..., float]:
+    def count(state) -> float:
+        return float(state.get(key, {}).get(name, 0) if key == "calls" else state.get(key, 0))
+
+    count.__name__ = name if key != "calls" else f"calls_{name}"
+    return count
+
+
+class ToolEnv(MultiTurnEnv):
+    def __init__(
+        self,
+        *args: Any,
+        tools: Sequence[Callable[..., Any]],
+        tool_timeout: float = 30.0,
+        max_calls_per_turn: int = MAX_CALLS_PER_TURN,
+        rubric: Rubric | None = None,
+        **kwargs: Any,
+    ):
+        self.toolbox = {t.name: t for t in map(Tool, tools)}
+        if len(self.toolbox) != len(tools):
+            raise ValueError("two tools share a name")
+        self.tool_timeout = tool_timeout
+        self.max_calls_per_turn = max_calls_per_turn
+        rubric = rubric or Rubric(parser=kwargs.get("parser"))
+        for name in ("tool_calls", "tool_errors"):  # weight 0: metrics, not reward
+            rubric.add(_counter(name, name), weight=0.0)
+        for name in self.toolbox:
+            rubric.add(_counter(name, "calls"), weight=0.0)
+        super().__init__(*args, rubric=rubric, tools=[t.schema for t in self.toolbox.values()], **kwargs)
+
+    async def is_done(self, messages: Messages, state: dict[str, Any]) -> bool:
+        last = messages[-1]
+        return last["role"] == "assistant" and not last.get("tool_calls")
+
+    async def env_response(self, messages: Messages, state: dict[str, Any]) -> Messages:
+        calls = messages[-1].get("tool_calls") or []
+        replies = await asyncio.gather(*(self._run(call, i, state) for i, call in enumerate(calls)))
+        return list(replies)
+
+    async def _run(self, call: ToolCall, position: int, state: dict[str, Any]) -> Message:
+        function = call.get("function") or {}
+        name = function.get("name", "")
+        state["tool_calls"] = state.get("tool_calls", 0) + 1
+        try:
+            if position >= self.max_calls_per_turn:
+                raise BadToolCall(f"too many tool calls in one turn: at most {self.max_calls_per_turn} are run")
+            tool = self.toolbox.get(name)
+            if tool is None:
+                raise BadToolCall(f"unknown tool {name!r}; available: {sorted(self.toolbox)}")
+            state.setdefault("calls", {})[name] = state.get("calls", {}).get(name, 0) + 1
+            try:
+                arguments = json.loads(function.get("arguments") or "{}")
+            except json.JSONDecodeError as exc:
+                raise BadToolCall(f"arguments are not valid JSON ({exc.msg} at character {exc.pos})") from None
+            content = await tool.call(tool.validate(arguments), self.tool_timeout)
+        except asyncio.TimeoutError:
+            content = self._error(state, f"{name} did not return within {self.tool_timeout:g}s")
+        except BadToolCall as exc:
+            content = self._error(state, str(exc))
+        except Exception as exc:  # the tool itself failed: the model sees why
+            content = self._error(state, f"{name} raised {type(exc).__name__}: {exc}")
+        return {"role": "tool", "tool_call_id": call.get("id", ""), "content": content}
+
+    @staticmethod
+    def _error(state: dict[str, Any], text: str) -> str:
+        state["tool_errors"] = state.get("tool_errors", 0) + 1
+        return f"Error: {text}"

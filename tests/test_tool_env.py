@@ -1,0 +1,171 @@
+"""ToolEnv: schemas from functions, every kind of bad call answered, real HTTP end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from typing import Literal, Optional
+
+import pydantic
+import pytest
+
+import lmgym
+from lmgym import OpenAIClient
+from lmgym.envs.tools import Tool, ToolEnv
+from lmgym.testing import ScriptedServer, tool_call
+
+
+class Point(pydantic.BaseModel):
+    x: int
+    y: int
+
+
+def google(a: int, unit: Literal["cm", "m"] = "m", tags: Optional[list[str]] = None) -> str:
+    """Measure something.
+
+    Longer explanation here.
+
+    Args:
+        a: how many,
+            over two lines.
+        unit (str): the unit.
+        tags: labels.
+
+    Returns:
+        A string.
+    """
+    return f"{a}{unit}"
+
+
+def numpy(point: Point, scale: float = 1.0) -> dict:
+    """Scale a point.
+
+    Parameters
+    ----------
+    point : Point
+        The point to scale.
+    scale : float
+        The factor.
+
+    Returns
+    -------
+    dict
+    """
+    return {"x": point.x * scale, "y": point.y * scale}
+
+
+def test_schema_from_google_docstring_and_hints():
+    fn = Tool(google).schema["function"]
+    assert fn["name"] == "google" and fn["description"] == "Measure something. Longer explanation here."
+    props = fn["parameters"]["properties"]
+    assert props["a"] == {"type": "integer", "description": "how many, over two lines."}
+    assert props["unit"]["enum"] == ["cm", "m"] and props["unit"]["description"] == "the unit."
+    assert props["tags"]["anyOf"][0] == {"items": {"type": "string"}, "type": "array"}
+    assert fn["parameters"]["required"] == ["a"]
+
+
+def test_schema_from_numpy_docstring_and_pydantic_model():
+    fn = Tool(numpy).schema["function"]
+    assert fn["description"] == "Scale a point."
+    props = fn["parameters"]["properties"]
+    assert props["point"]["description"] == "The point to scale."
+    assert set(props["point"]["properties"]) == {"x", "y"}
+    assert props["scale"] == {"type": "number", "description": "The factor."}
+
+
+def call(name, arguments, call_id="c1"):
+    raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": raw}}
+
+
+async def respond(env, calls):
+    state: dict = {}
+    messages = [{"role": "assistant", "content": None, "tool_calls": calls}]
+    return await env.env_response(messages, state), state
+
+
+def boom(x: int) -> str:
+    """Always fails."""
+    raise RuntimeError("disk on fire")
+
+
+async def slow(seconds: float) -> str:
+    """Sleeps."""
+    await asyncio.sleep(seconds)
+    return "slept"
+
+
+def env_with(*tools, **kwargs):
+    return ToolEnv(eval_dataset=[{"question": "q"}], tools=list(tools), **kwargs)
+
+
+async def test_bad_calls_come_back_as_precise_tool_messages():
+    env = env_with(google, numpy, boom, slow, tool_timeout=0.2)
+    cases = {
+        "not json": (call("google", "{a: 1"), "not valid JSON"),
+        "unknown tool": (call("nope", {}), "unknown tool 'nope'; available: ['boom', 'google', 'numpy', 'slow']"),
+        "missing": (call("google", {}), "missing required argument(s) ['a']"),
+        "unknown arg": (call("google", {"a": 1, "b": 2}), "unknown argument(s) ['b']"),
+        "wrong type": (call("google", {"a": "many"}), "argument 'a'='many'"),
+        "bad enum": (call("google", {"a": 1, "unit": "km"}), "argument 'unit'='km'"),
+        "raises": (call("boom", {"x": 1}), "boom raised RuntimeError: disk on fire"),
+        "never returns": (call("slow", {"seconds": 5}), "slow did not return within 0.2s"),
+        "array args": (call("google", "[1]"), "arguments must be a JSON object"),
+    }
+    for label, (bad, expected) in cases.items():
+        [reply], state = await respond(env, [bad])
+        assert reply["role"] == "tool" and reply["tool_call_id"] == "c1", label
+        assert reply["content"].startswith("Error: ") and expected in reply["content"], (label, reply["content"])
+        assert state["tool_errors"] == 1 and state["tool_calls"] == 1, label
+
+
+async def test_good_calls_convert_arguments_and_results():
+    env = env_with(google, numpy)
+    replies, state = await respond(env, [call("google", {"a": "3", "unit": "cm"}, "a"), call("numpy", {"point": {"x": 1, "y": 2}, "scale": 2}, "b")])
+    assert [r["content"] for r in replies] == ["3cm", '{"x": 2.0, "y": 4.0}']  # non-strings become JSON
+    assert [r["tool_call_id"] for r in replies] == ["a", "b"]
+    assert state.get("tool_errors", 0) == 0 and state["calls"] == {"google": 1, "numpy": 1}
+
+
+async def test_calls_of_one_turn_run_concurrently_and_are_capped():
+    env = env_with(slow, max_calls_per_turn=4)
+    started = time.perf_counter()
+    replies, state = await respond(env, [call("slow", {"seconds": 0.3}, f"c{i}") for i in range(100)])
+    assert time.perf_counter() - started < 1.0  # 4 calls of 0.3 s each, at once
+    assert [r["content"] for r in replies[:4]] == ["slept"] * 4
+    assert all("too many tool calls in one turn" in r["content"] for r in replies[4:])
+    assert len(replies) == 100 and state["tool_errors"] == 96
+
+
+def calculator_reply(request) -> dict | str:
+    """Calls the calculator on the question, then answers with the tool's result."""
+    messages = request["messages"]
+    if messages[-1]["role"] == "tool":
+        return f"<answer>{messages[-1]['content']}</answer>"
+    a, b, c = re.findall(r"\d+", messages[-1]["content"])
+    return {"content": None, "tool_calls": [tool_call("calculate", {"expression": f"{a} * {b} + {c}"})]}
+
+
+async def test_calculator_end_to_end_over_http():
+    env = lmgym.load_environment("calculator", num_examples=3, num_eval_examples=3)
+    assert env.tools[0]["function"]["name"] == "calculate"
+    with ScriptedServer(reply=calculator_reply) as server:
+        client = OpenAIClient(server.base_url)
+        rollout = await env.rollout(client, "scripted", env.eval_dataset[0])
+        await client.aclose()
+    await env.score_group([rollout])
+    assert rollout.error is None and len(rollout.turns) == 2
+    assert server.requests[0]["tools"][0]["function"]["parameters"]["required"] == ["expression"]
+    assert rollout.reward == pytest.approx(1.2)
+    assert rollout.metrics["tool_calls"] == 1 and rollout.metrics["calls_calculate"] == 1 and rollout.metrics["tool_errors"] == 0
+    assert rollout.state["stop_reason"] == "done"
+
+
+def test_calculator_refuses_what_is_not_arithmetic():
+    calculate = lmgym.load_environment("calculator", num_examples=1, num_eval_examples=1).toolbox["calculate"].func
+    assert calculate("(12 + 3) * 4") == "60" and calculate("7 / 2") == "3.5"
+    for bad in ("__import__('os')", "2 ** 1000", "x + 1"):
+        with pytest.raises(ValueError):
+            calculate(bad)
