@@ -62,8 +62,12 @@ class EmbeddedServer:
     per rollout, so results are the same as with any server, only slower.
     """
 
-    def __init__(self, model_path: Path | None = None, *, n_ctx: int = 2048, startup_timeout: float = 120.0):
+    def __init__(
+        self, model_path: Path | None = None, *, n_ctx: int = 2048, startup_timeout: float = 120.0,
+        chat_format: str | None = None,
+    ):
         self.model_path = model_path
+        self.chat_format = chat_format  # e.g. "chatml-function-calling": the default returns no tool calls
         self.n_ctx = n_ctx
         self.startup_timeout = startup_timeout
         self.port: int | None = None
@@ -85,6 +89,7 @@ class EmbeddedServer:
             "--model", str(model_path), "--model_alias", DEFAULT_MODEL,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--n_ctx", str(self.n_ctx), "--interrupt_requests", "False",
+            *(["--chat_format", self.chat_format] if self.chat_format else []),
         ]
         logger.info("starting the embedded model: %s", " ".join(command))
         self._process = subprocess.Popen(

@@ -89,3 +89,27 @@ def test_ctrl_c_stops_the_embedded_server(tmp_path):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert not (llama_servers() - before)
+
+
+async def test_tool_calls_end_to_end_on_the_embedded_model():
+    """Mechanics of real tool calling: llama.cpp's function-calling format, a forced call
+    to `calculate`, its result sent back, the next turn accepted (an assistant turn with
+    no text must not be rejected)."""
+    import lmgym
+    from lmgym import OpenAIClient
+
+    env = lmgym.load_environment("calculator", num_examples=1, num_eval_examples=2, max_turns=2)
+    forced = {"max_tokens": 48, "tool_choice": {"type": "function", "function": {"name": "calculate"}}}
+    with EmbeddedServer(chat_format="chatml-function-calling") as server:
+        client = OpenAIClient(server.base_url, max_retries=0)
+        rollout = await env.rollout(client, "smollm2", env.eval_dataset[0], sampling_args=forced)
+        await client.aclose()
+    await env.score_group([rollout])
+    assert rollout.error is None, rollout.error
+    assert len(rollout.turns) == 2 and rollout.state["stop_reason"] == "max_turns"
+    for turn in rollout.turns:
+        [call] = turn.assistant["tool_calls"]
+        assert call["function"]["name"] == "calculate"
+        [reply] = turn.env_messages
+        assert reply["role"] == "tool" and reply["tool_call_id"] == call["id"] and reply["content"]
+    assert rollout.metrics["tool_calls"] == 2 and rollout.metrics["calls_calculate"] == 2

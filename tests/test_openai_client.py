@@ -158,3 +158,13 @@ def test_parse_retry_after_forms():
     assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480.0) == 10.0
     assert parse_retry_after({"retry-after": "soon"}) is None
     assert parse_retry_after({}) is None
+
+
+def test_null_content_is_sent_as_empty_text():
+    from lmgym.clients.openai import wire_messages
+
+    plain = [{"role": "user", "content": "hi"}]
+    assert wire_messages(plain) is plain  # nothing copied on the hot path
+    calls = [{"role": "assistant", "content": None, "tool_calls": []}]
+    assert wire_messages(calls) == [{"role": "assistant", "content": "", "tool_calls": []}]
+    assert calls[0]["content"] is None  # the rollout's own record is untouched

@@ -80,8 +80,8 @@ def backoff_delay(
 def translate_error(exc: BaseException, secret: str | None = None) -> errors.ModelError:
     """Map an SDK or decoding exception onto lmgym's error tree, scrubbing the key."""
 
-    def scrub(text: str) -> str:
-        return text.replace(secret, "***") if secret else text
+    def scrub(text: str) -> str:  # placeholder keys like "x" or "EMPTY" are not secrets
+        return text.replace(secret, "***") if secret and len(secret) >= 8 else text
 
     if isinstance(exc, errors.ModelError):
         return exc
@@ -150,6 +150,14 @@ def parse_chat_response(data: dict[str, Any], latency_s: float) -> ModelResponse
     return ModelResponse(message, choice.get("finish_reason"), usage, latency_s, logprobs=logprobs)
 
 
+def wire_messages(messages: list[Message]) -> list[Message]:
+    """Messages as sent: a null `content` (an assistant turn that only calls tools) becomes
+    "", which every server reads the same way; llama.cpp's server rejects null there."""
+    if all(m.get("content") is not None for m in messages):
+        return messages
+    return [{**m, "content": ""} if m.get("content") is None else m for m in messages]
+
+
 class OpenAIClient:
     """A `ModelClient` for any OpenAI-compatible `/chat/completions` endpoint."""
 
@@ -194,7 +202,7 @@ class OpenAIClient:
         sampling: dict[str, Any] | None = None,
         tools: list[dict[str, Any]] | None = None,
     ) -> ModelResponse:
-        body: dict[str, Any] = {"model": model, "messages": messages, **(sampling or {})}
+        body: dict[str, Any] = {"model": model, "messages": wire_messages(messages), **(sampling or {})}
         if tools:
             body["tools"] = tools
         for attempt in range(self.max_retries + 1):
