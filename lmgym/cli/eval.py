@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,14 +18,15 @@ from rich.table import Table
 
 import lmgym
 from lmgym import errors
+from lmgym.cli.common import console, exit_on_error
 from lmgym.clients.openai import OpenAIClient
 from lmgym.embedded import DEFAULT_MODEL, EmbeddedServer
 from lmgym.eval.results import RESULTS_FILE, read_metadata, write_metadata
 from lmgym.eval.runner import EvalPlan, run_eval
 from lmgym.eval.summary import Summary
 from lmgym.registry import load_environment
+from lmgym.rundir import new_run_dir
 
-console = Console(stderr=True)
 
 DEFAULTS: dict[str, Any] = {
     "model": DEFAULT_MODEL,
@@ -60,12 +60,6 @@ def parse_json_object(text: str, flag: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise errors.UsageError(f"{flag} must be a JSON object like '{{\"key\": 1}}', got {text!r}")
     return value
-
-
-def default_run_dir(env_name: str, model: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", model)
-    return Path("runs") / "eval" / f"{env_name}--{safe_model}--{stamp}"
 
 
 def resolve_config(given: dict[str, Any], resume: Optional[Path]) -> dict[str, Any]:
@@ -110,7 +104,7 @@ def eval_command(
     Results stream to RUN_DIR/results.jsonl (one line per rollout, flushed at once);
     RUN_DIR/metadata.json holds the config and the summary.
     """
-    try:
+    with exit_on_error():
         given = {
             "env": env, "model": model, "base_url": base_url, "api_key_var": api_key_var,
             "num_examples": num_examples, "rollouts_per_example": rollouts_per_example,
@@ -122,11 +116,8 @@ def eval_command(
         if env is None and resume is None:
             raise errors.UsageError("name an environment (see `lmgym list`) or give --resume RUN_DIR")
         config = resolve_config(given, resume)
-        run_dir = resume or output_dir or default_run_dir(config["env"], config["model"])
+        run_dir = resume or output_dir or new_run_dir("eval", config["env"], config["model"])
         exit_code = evaluate(config, run_dir)
-    except errors.LmgymError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2 if isinstance(exc, errors.UsageError) else 1) from None
     raise typer.Exit(exit_code)
 
 

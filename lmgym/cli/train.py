@@ -10,11 +10,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-
 from lmgym import errors
-
-console = Console(stderr=True)
+from lmgym.cli.common import console, exit_on_error
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
@@ -53,17 +50,15 @@ def train_command(
         config, overrides = None, [str(config), *overrides]
     run_dir = resume
     try:
-        cfg = _load(config, overrides, resume)
-        from lmgym.train.session import default_run_dir, train
+        with exit_on_error():
+            cfg = _load(config, overrides, resume)
+            from lmgym.train.session import default_run_dir, train
 
-        _quiet_transformers()
-        run_dir = resume or default_run_dir(cfg, "train")
-        console.print(f"run directory: {run_dir}")
-        train(cfg, run_dir, resume=resume is not None)
-        console.print(f"[green]done.[/] policy saved to {run_dir / 'final'}")
-    except errors.LmgymError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2 if isinstance(exc, errors.UsageError) else 1) from None
+            _quiet_transformers()
+            run_dir = resume or default_run_dir(cfg, "train")
+            console.print(f"run directory: {run_dir}")
+            train(cfg, run_dir, resume=resume is not None)
+            console.print(f"[green]done.[/] policy saved to {run_dir / 'final'}")
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted.[/] continue from the last checkpoint with: lmgym train --resume {run_dir}")
         raise typer.Exit(130) from None
@@ -77,7 +72,7 @@ def sft_command(
 
     Extra options are dotted config overrides: --sft.lr 1e-4 --sft.data traces.jsonl
     """
-    try:
+    with exit_on_error():
         cfg = _load(config, list(ctx.args), None)
         from lmgym.train.session import default_run_dir, sft
 
@@ -86,6 +81,3 @@ def sft_command(
         console.print(f"run directory: {run_dir}")
         sft(cfg, run_dir)
         console.print(f"[green]done.[/] model saved to {run_dir / 'final'}")
-    except errors.LmgymError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2 if isinstance(exc, errors.UsageError) else 1) from None

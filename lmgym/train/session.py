@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import random
-import re
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import torch
 
 from lmgym.clients.local import LocalClient
 from lmgym.registry import load_environment
+from lmgym.rundir import new_run_dir
 from lmgym.train import checkpoint as ckpt
 from lmgym.train.config import TrainConfig, dump_config
 from lmgym.train.engine import LocalEngine
@@ -36,8 +35,7 @@ FINAL_MODEL = "final"
 def default_run_dir(config: TrainConfig, kind: str) -> Path:
     if config.logging.output_dir:
         return Path(config.logging.output_dir)
-    model = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(config.model.name).name)
-    return Path("runs") / kind / f"{config.env.name}--{model}--{datetime.now():%Y%m%d-%H%M%S}"
+    return new_run_dir(kind, config.env.name, Path(config.model.name).name)
 
 
 def resolve_device(name: str) -> torch.device:

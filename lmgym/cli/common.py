@@ -1,0 +1,22 @@
+"""What every command does with lmgym's errors: one line, and exit 2 for bad input, else 1."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import typer
+from rich.console import Console
+
+from lmgym import errors
+
+console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def exit_on_error() -> Iterator[None]:
+    try:
+        yield
+    except errors.LmgymError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2 if isinstance(exc, errors.UsageError) else 1) from None
