@@ -129,12 +129,24 @@ class Tool:
         return result if isinstance(result, str) else json.dumps(result, default=str)
 
 
-def _counter(name: str, key: str) -> Callable[..., float]:
-    def count(state) -> float:
-        return float(state.get(key, {}).get(name, 0) if key == "calls" else state.get(key, 0))
+def _total(key: str) -> Callable[..., float]:
+    """A weight-0 rubric function logging `state[key]` (a metric, not a reward)."""
 
-    count.__name__ = name if key != "calls" else f"calls_{name}"
-    return count
+    def total(state) -> float:
+        return float(state.get(key, 0))
+
+    total.__name__ = key
+    return total
+
+
+def _calls_of(tool: str) -> Callable[..., float]:
+    """A weight-0 rubric function logging how often `tool` was called."""
+
+    def calls(state) -> float:
+        return float(state.get("calls", {}).get(tool, 0))
+
+    calls.__name__ = f"calls_{tool}"
+    return calls
 
 
 class ToolEnv(MultiTurnEnv):
@@ -153,10 +165,8 @@ class ToolEnv(MultiTurnEnv):
         self.tool_timeout = tool_timeout
         self.max_calls_per_turn = max_calls_per_turn
         rubric = rubric or Rubric(parser=kwargs.get("parser"))
-        for name in ("tool_calls", "tool_errors"):  # weight 0: metrics, not reward
-            rubric.add(_counter(name, name), weight=0.0)
-        for name in self.toolbox:
-            rubric.add(_counter(name, "calls"), weight=0.0)
+        for metric in [_total("tool_calls"), _total("tool_errors"), *map(_calls_of, self.toolbox)]:
+            rubric.add(metric, weight=0.0)
         super().__init__(*args, rubric=rubric, tools=[t.schema for t in self.toolbox.values()], **kwargs)
 
     async def is_done(self, messages: Messages, state: dict[str, Any]) -> bool:
