@@ -13,7 +13,7 @@ import pytest
 
 import lmgym
 from lmgym import OpenAIClient
-from lmgym.envs.tools import Tool, ToolEnv
+from lmgym.envs.tools import StatefulToolEnv, Tool, ToolEnv
 from lmgym.testing import ScriptedServer, tool_call
 
 
@@ -169,3 +169,97 @@ def test_calculator_refuses_what_is_not_arithmetic():
     for bad in ("__import__('os')", "2 ** 1000", "x + 1"):
         with pytest.raises(ValueError):
             calculate(bad)
+
+
+class Ledger:
+    """A per-rollout resource: what a StatefulToolEnv injects and tears down."""
+
+    def __init__(self):
+        self.entries: list[int] = []
+        self.closed = False
+
+
+def deposit(amount: int, ledger: Ledger) -> str:
+    """Add money to the account.
+
+    Args:
+        amount: how much to add.
+    """
+    ledger.entries.append(amount)
+    return f"balance {sum(ledger.entries)}"
+
+
+class LedgerEnv(StatefulToolEnv):
+    def __init__(self, **kwargs):
+        super().__init__(eval_dataset=[{"question": "q"}], tools=[deposit], hidden_args=["ledger"], **kwargs)
+        self.torn_down: list[Ledger] = []
+        self.events: list[str] = []
+
+    async def setup_state(self, state, example):
+        state["ledger"] = Ledger()
+
+    async def teardown_state(self, state):
+        state["ledger"].closed = True
+        self.torn_down.append(state["ledger"])
+
+    async def start(self):
+        self.events.append("start")
+
+    async def stop(self):
+        self.events.append("stop")
+
+
+def test_hidden_arguments_are_not_in_the_schema():
+    function = LedgerEnv().tools[0]["function"]
+    assert list(function["parameters"]["properties"]) == ["amount"]
+    assert function["parameters"]["required"] == ["amount"]
+
+
+async def test_hidden_arguments_come_from_state_and_cannot_be_forged():
+    env = LedgerEnv()
+    state = {"ledger": Ledger()}
+    messages = [{"role": "assistant", "content": None, "tool_calls": [call("deposit", {"amount": 5}), call("deposit", {"amount": 1, "ledger": "x"}, "c2")]}]
+    good, forged = await env.env_response(messages, state)
+    assert good["content"] == "balance 5" and state["ledger"].entries == [5]
+    assert forged["content"].startswith("Error: unknown argument(s) ['ledger']")
+
+
+async def test_missing_state_is_the_environments_error_not_the_models():
+    env = LedgerEnv()
+    env.setup_state = lambda state, example: asyncio.sleep(0)  # forgets to open the ledger
+    with ScriptedServer(reply=lambda request: {"content": None, "tool_calls": [tool_call("deposit", {"amount": 1})]}) as server:
+        client = OpenAIClient(server.base_url)
+        rollout = await env.rollout(client, "scripted", env.eval_dataset[0])
+        await client.aclose()
+    assert rollout.error is not None and "state has no 'ledger'" in rollout.error.message
+
+
+def deposit_then_answer(request) -> dict | str:
+    if request["messages"][-1]["role"] == "tool":
+        return "done"
+    return {"content": None, "tool_calls": [tool_call("deposit", {"amount": 7})]}
+
+
+async def test_stateful_rollouts_get_their_own_resource_torn_down_however_they_end(tmp_path):
+    env = LedgerEnv()
+    with ScriptedServer(reply=deposit_then_answer) as server:
+        client = OpenAIClient(server.base_url, max_retries=0)
+        rollouts = await asyncio.gather(*(env.rollout(client, "scripted", env.eval_dataset[0], index=i) for i in range(3)))
+        server.fail_next(400)  # a non-retried model error ends the fourth rollout early
+        failed = await env.rollout(client, "scripted", env.eval_dataset[0], index=3)
+        await client.aclose()
+    assert all(r.error is None for r in rollouts) and failed.error is not None
+    assert [ledger.entries for ledger in env.torn_down] == [[7], [7], [7], []]
+    assert all(ledger.closed for ledger in env.torn_down)
+
+
+async def test_eval_runner_starts_and_stops_the_environment_once(tmp_path):
+    from lmgym.eval.runner import run_eval
+
+    env = LedgerEnv()
+    with ScriptedServer(reply=deposit_then_answer) as server:
+        client = OpenAIClient(server.base_url)
+        summary = await run_eval(env, client, model="scripted", examples=env.eval_dataset, rollouts_per_example=4, concurrency=2, run_dir=tmp_path)
+        await client.aclose()
+    assert env.events == ["start", "stop"] and len(env.torn_down) == 4
+    assert summary.rollouts == 4 and summary.rewards == [0.0] * 4

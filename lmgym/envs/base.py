@@ -13,10 +13,12 @@ Rollout dataclass.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
 
 from lmgym import errors
 from lmgym.clients.base import ModelClient
@@ -128,8 +130,27 @@ class Environment:
         return examples if n < 0 else examples[:n]
 
     # -- hooks -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open what all rollouts share (MCP servers, a database) before the first one."""
+
+    async def stop(self) -> None:
+        """Close what `start` opened: after the last rollout, also on error or Ctrl-C."""
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Environment]:
+        """`start` and `stop` around a block, in one task (MCP's anyio scopes require it)."""
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
+
     async def setup_state(self, state: dict[str, Any], example: Example) -> None:
         """Prepare per-rollout state (open a sandbox, seed a game, ...)."""
+
+    async def teardown_state(self, state: dict[str, Any]) -> None:
+        """Release what `setup_state` opened. Runs once per rollout however it ended
+        (finished, errored, cancelled); an exception here is logged, never raised."""
 
     async def is_done(self, messages: Messages, state: dict[str, Any]) -> bool:
         """True when the episode is over after the latest assistant message."""
@@ -190,8 +211,15 @@ class Environment:
         except errors.EnvironmentHookError as exc:
             rollout.error = RolloutError(exc.kind, str(exc))
         finally:
+            await self._teardown(state)
             rollout.latency_s = time.perf_counter() - started
         return rollout
+
+    async def _teardown(self, state: dict[str, Any]) -> None:
+        try:
+            await asyncio.shield(self.teardown_state(state))
+        except Exception:
+            logger.exception("%s.teardown_state failed", type(self).__name__)
 
     @staticmethod
     async def _hook(hook, messages: Messages, state: dict[str, Any]):

@@ -10,6 +10,9 @@ mistyped arguments, a tool that raises or outlasts `tool_timeout`, too many call
 turn: each comes back to the model as a tool message naming the problem, and is counted
 in the metrics `tool_errors` and `tool_calls` (and `calls_<tool>` per tool). The calls
 of one turn run concurrently.
+
+`StatefulToolEnv` adds arguments the model never sees (a sandbox, a database handle),
+filled from the rollout's state at call time.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 import pydantic
 
+from lmgym import errors
 from lmgym.envs.multi_turn import MultiTurnEnv
 from lmgym.rubrics.rubric import Rubric
 from lmgym.types import Message, Messages, ToolCall
@@ -65,9 +69,13 @@ class BadToolCall(ValueError):
 
 @dataclass
 class Tool:
-    """A Python function with the schema the model sees and a validator for its arguments."""
+    """A Python function with the schema the model sees and a validator for its arguments.
+
+    `hidden` parameters are the environment's to fill (a sandbox, a database handle):
+    they are left out of the schema, and the model may not pass them."""
 
     func: Callable[..., Any]
+    hidden: frozenset[str] = frozenset()
 
     @cached_property
     def name(self) -> str:
@@ -75,7 +83,14 @@ class Tool:
 
     @cached_property
     def parameters(self) -> dict[str, inspect.Parameter]:
-        return dict(inspect.signature(self.func).parameters)
+        """The parameters the model sees."""
+        signature = inspect.signature(self.func).parameters
+        return {name: p for name, p in signature.items() if name not in self.hidden}
+
+    @cached_property
+    def hidden_parameters(self) -> list[str]:
+        """The hidden parameters this function really takes."""
+        return [name for name in inspect.signature(self.func).parameters if name in self.hidden]
 
     @cached_property
     def adapters(self) -> dict[str, pydantic.TypeAdapter]:
@@ -159,7 +174,7 @@ class ToolEnv(MultiTurnEnv):
         rubric: Rubric | None = None,
         **kwargs: Any,
     ):
-        self.toolbox = {t.name: t for t in map(Tool, tools)}
+        self.toolbox = {t.name: t for t in (self.make_tool(f) for f in tools)}
         if len(self.toolbox) != len(tools):
             raise ValueError("two tools share a name")
         self.tool_timeout = tool_timeout
@@ -168,6 +183,13 @@ class ToolEnv(MultiTurnEnv):
         for metric in [_total("tool_calls"), _total("tool_errors"), *map(_calls_of, self.toolbox)]:
             rubric.add(metric, weight=0.0)
         super().__init__(*args, rubric=rubric, tools=[t.schema for t in self.toolbox.values()], **kwargs)
+
+    def make_tool(self, func: Callable[..., Any]) -> Tool:
+        return Tool(func)
+
+    def hidden_arguments(self, tool: Tool, state: dict[str, Any]) -> dict[str, Any]:
+        """Arguments the environment adds to the model's (none for a plain ToolEnv)."""
+        return {}
 
     async def is_done(self, messages: Messages, state: dict[str, Any]) -> bool:
         last = messages[-1]
@@ -193,7 +215,10 @@ class ToolEnv(MultiTurnEnv):
                 arguments = json.loads(function.get("arguments") or "{}")
             except json.JSONDecodeError as exc:
                 raise BadToolCall(f"arguments are not valid JSON ({exc.msg} at character {exc.pos})") from None
-            content = await tool.call(tool.validate(arguments), self.tool_timeout)
+            arguments = {**tool.validate(arguments), **self.hidden_arguments(tool, state)}
+            content = await tool.call(arguments, self.tool_timeout)
+        except errors.LmgymError:
+            raise  # the environment's own fault, not the model's: the rollout records it
         except asyncio.TimeoutError:
             content = self._error(state, f"{name} did not return within {self.tool_timeout:g}s")
         except BadToolCall as exc:
@@ -206,3 +231,29 @@ class ToolEnv(MultiTurnEnv):
     def _error(state: dict[str, Any], text: str) -> str:
         state["tool_errors"] = state.get("tool_errors", 0) + 1
         return f"Error: {text}"
+
+
+class StatefulToolEnv(ToolEnv):
+    """A ToolEnv whose tools also take arguments from the rollout's state.
+
+    Parameters named in `hidden_args` are left out of every schema and filled at call
+    time by `hidden_value(name, state)`, by default `state[name]`: `setup_state` puts a
+    sandbox or a database handle there, and the model never sees or forges it.
+    """
+
+    def __init__(self, *args: Any, tools: Sequence[Callable[..., Any]], hidden_args: Sequence[str] = (), **kwargs: Any):
+        self.hidden_args = frozenset(hidden_args)
+        super().__init__(*args, tools=tools, **kwargs)
+
+    def make_tool(self, func: Callable[..., Any]) -> Tool:
+        return Tool(func, hidden=self.hidden_args)
+
+    def hidden_value(self, name: str, state: dict[str, Any]) -> Any:
+        if name not in state:
+            raise errors.EnvironmentHookError(
+            f"{type(self).__name__}: state has no {name!r} for the hidden tool argument; set it in setup_state"
+        )
+        return state[name]
+
+    def hidden_arguments(self, tool: Tool, state: dict[str, Any]) -> dict[str, Any]:
+        return {name: self.hidden_value(name, state) for name in tool.hidden_parameters}

@@ -110,7 +110,7 @@ async def run_eval(
                 await finish(sorted(group, key=lambda r: r.index))
 
     try:
-        async with asyncio.TaskGroup() as tasks:
+        async with env.running(), asyncio.TaskGroup() as tasks:
             for _ in range(min(concurrency, len(jobs))):
                 tasks.create_task(worker())
     except BaseExceptionGroup as group_error:  # surface the first real cause, not the group

@@ -81,13 +81,17 @@ def sampling_args(config: SamplingConfig, temperature: float | None = None) -> d
 
 
 async def run_groups(env: Environment, client: LocalClient, examples: Sequence[Example], group_size: int, sampling: dict[str, Any]) -> list[list[Rollout]]:
-    """`group_size` rollouts of each example, all concurrently (the client batches them), scored."""
-    groups = await asyncio.gather(*(
-        asyncio.gather(*(env.rollout(client, MODEL_NAME, example, index=i, sampling_args=sampling) for i in range(group_size)))
-        for example in examples
-    ))
-    for group in groups:
-        await env.score_group(group)
+    """`group_size` rollouts of each example, all concurrently (the client batches them), scored.
+
+    The environment is started and stopped around each call: every step runs in its own
+    event loop, and what `start` opens (MCP sessions) belongs to one loop."""
+    async with env.running():
+        groups = await asyncio.gather(*(
+            asyncio.gather(*(env.rollout(client, MODEL_NAME, example, index=i, sampling_args=sampling) for i in range(group_size)))
+            for example in examples
+        ))
+        for group in groups:
+            await env.score_group(group)
     return [list(group) for group in groups]
 
 
