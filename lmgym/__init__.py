@@ -5,7 +5,7 @@ never imports torch.
 """
 
 from lmgym.clients import ModelClient, OpenAIClient
-from lmgym.envs import Environment, MultiTurnEnv, SingleTurnEnv, ToolEnv
+from lmgym.envs import EnvGroup, Environment, MultiTurnEnv, SingleTurnEnv, StatefulToolEnv, ToolEnv
 from lmgym.errors import LmgymError
 from lmgym.parsers import Parser, ThinkParser, XMLParser
 from lmgym.registry import load_environment
@@ -15,6 +15,7 @@ from lmgym.types import Example, Message, ModelResponse, Rollout, RolloutError, 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EnvGroup",
     "Environment",
     "Example",
     "LmgymError",
@@ -28,6 +29,7 @@ __all__ = [
     "RolloutError",
     "Rubric",
     "SingleTurnEnv",
+    "StatefulToolEnv",
     "ThinkParser",
     "ToolCall",
     "ToolEnv",

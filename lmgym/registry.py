@@ -81,7 +81,12 @@ def describe(spec: EnvironmentSpec) -> str:
 
 
 def load_environment(name: str, **args: Any):
-    """Build the environment `name` with `args` passed to its `load_environment`."""
+    """Build the environment `name` with `args` passed to its `load_environment`.
+
+    Several names joined by commas (`"wordle,calculator"`) build an `EnvGroup`; `args`
+    then holds one object of arguments per environment: `{"wordle": {"max_turns": 4}}`."""
+    if "," in name:
+        return load_group([part.strip() for part in name.split(",")], args)
     known = available_environments()
     key = name.replace("_", "-").lower()
     if key not in known:
@@ -94,3 +99,22 @@ def load_environment(name: str, **args: Any):
         params = ", ".join(inspect.signature(factory).parameters) or "none"
         raise errors.UsageError(f"environment {name!r}: bad arguments {args}: {exc}; it takes: {params}") from None
     return factory(**args)
+
+
+def load_group(names: list[str], args: dict[str, Any]):
+    """An EnvGroup of the named environments, each built with its own arguments."""
+    from lmgym.envs.group import EnvGroup
+
+    keys = [n.replace("_", "-").lower() for n in names]
+    if not all(keys) or len(set(keys)) != len(keys):
+        raise errors.UsageError(f"environment group {','.join(names)!r}: names must be non-empty and distinct")
+    stray = sorted(set(args) - set(keys))
+    if stray:
+        raise errors.UsageError(
+            f"environment group {','.join(keys)!r}: arguments are given per environment, "
+            f'e.g. {{"{keys[0]}": {{...}}}}; {stray} is not one of its environments'
+        )
+    not_objects = [k for k, v in args.items() if not isinstance(v, dict)]
+    if not_objects:
+        raise errors.UsageError(f"environment group: the arguments of {not_objects} must be JSON objects")
+    return EnvGroup({key: load_environment(key, **args.get(key, {})) for key in keys})

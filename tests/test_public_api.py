@@ -8,9 +8,9 @@ import lmgym
 
 def test_exported_names():
     assert sorted(lmgym.__all__) == sorted([
-        "Environment", "Example", "LmgymError", "Message", "ModelClient", "ModelResponse",
+        "EnvGroup", "Environment", "Example", "LmgymError", "Message", "ModelClient", "ModelResponse",
         "MultiTurnEnv", "OpenAIClient", "Parser", "Rollout", "RolloutError", "Rubric",
-        "SingleTurnEnv", "ThinkParser", "ToolCall", "ToolEnv", "Turn", "Usage", "XMLParser",
+        "SingleTurnEnv", "StatefulToolEnv", "ThinkParser", "ToolCall", "ToolEnv", "Turn", "Usage", "XMLParser",
         "group_reward", "load_environment",
     ])
     assert all(hasattr(lmgym, name) for name in lmgym.__all__)

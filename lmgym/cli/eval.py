@@ -205,26 +205,53 @@ def _progress() -> Progress:
     )
 
 
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
 def print_summary(summary: Summary, run_dir: Path) -> None:
     data = summary.to_dict()
     table = Table(title="Evaluation summary", show_header=True, header_style="bold")
     table.add_column("measure")
     table.add_column("value", justify="right")
-
-    def fmt(value: Any, digits: int = 3) -> str:
-        return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
     table.add_row("rollouts (scored)", f"{data['rollouts']} ({data['scored']})")
-    table.add_row("reward", f"{fmt(data['reward_mean'])} ± {fmt(data['reward_std'])}")
+    table.add_row("reward", f"{_fmt(data['reward_mean'])} ± {_fmt(data['reward_std'])}")
     for name, value in data["metrics"].items():
-        table.add_row(f"  {name}", fmt(value))
+        table.add_row(f"  {name}", _fmt(value))
     for k, value in data["pass_at_k"].items():
-        table.add_row(f"pass@{k} (reward ≥ {fmt(data['pass_threshold'], 2)})", fmt(value))
-    errors_text = ", ".join(f"{kind}: {count}" for kind, count in sorted(data["errors"].items())) or "none"
-    table.add_row("errors", errors_text)
+        table.add_row(f"pass@{k} (reward ≥ {_fmt(data['pass_threshold'], 2)})", _fmt(value))
+    table.add_row("errors", _errors_text(data["errors"]))
     table.add_row("tokens in / out", f"{data['prompt_tokens']:,} / {data['completion_tokens']:,}")
     if data["cost_usd"] is not None:
         table.add_row("cost (USD)", f"{data['cost_usd']:.4f}")
-    table.add_row("latency p50 / p95 (s)", f"{fmt(data['latency_p50_s'], 2)} / {fmt(data['latency_p95_s'], 2)}")
+    table.add_row("latency p50 / p95 (s)", f"{_fmt(data['latency_p50_s'], 2)} / {_fmt(data['latency_p95_s'], 2)}")
     Console().print(table)
+    if "tasks" in data:
+        Console().print(_per_task_table(data["tasks"]))
     console.print(f"results: {run_dir / RESULTS_FILE}")
+
+
+def _errors_text(errors: dict[str, int]) -> str:
+    return ", ".join(f"{kind}: {count}" for kind, count in sorted(errors.items())) or "none"
+
+
+def _per_task_table(tasks: dict[str, dict[str, Any]]) -> Table:
+    """One column per task (environment of an EnvGroup); a metric a task lacks shows as –."""
+    table = Table(title="Per task", show_header=True, header_style="bold")
+    table.add_column("measure")
+    for name in tasks:
+        table.add_column(name, justify="right")
+    rows: dict[str, list[str]] = {
+        "rollouts (scored)": [f"{t['rollouts']} ({t['scored']})" for t in tasks.values()],
+        "reward": [f"{_fmt(t['reward_mean'])} ± {_fmt(t['reward_std'])}" for t in tasks.values()],
+    }
+    metrics = sorted({m for t in tasks.values() for m in t["metrics"]})
+    for metric in metrics:
+        rows[f"  {metric}"] = [_fmt(t["metrics"].get(metric)) for t in tasks.values()]
+    ks = sorted({k for t in tasks.values() for k in t["pass_at_k"]}, key=int)
+    for k in ks:
+        rows[f"pass@{k}"] = [_fmt(t["pass_at_k"].get(k)) for t in tasks.values()]
+    rows["errors"] = [_errors_text(t["errors"]) for t in tasks.values()]
+    for measure, cells in rows.items():
+        table.add_row(measure, *cells)
+    return table

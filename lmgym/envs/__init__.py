@@ -1,6 +1,7 @@
 from lmgym.envs.base import Environment, to_examples
+from lmgym.envs.group import EnvGroup
 from lmgym.envs.multi_turn import MultiTurnEnv
 from lmgym.envs.single_turn import SingleTurnEnv
-from lmgym.envs.tools import ToolEnv
+from lmgym.envs.tools import StatefulToolEnv, ToolEnv
 
-__all__ = ["Environment", "MultiTurnEnv", "SingleTurnEnv", "ToolEnv", "to_examples"]
+__all__ = ["EnvGroup", "Environment", "MultiTurnEnv", "SingleTurnEnv", "StatefulToolEnv", "ToolEnv", "to_examples"]

@@ -129,9 +129,15 @@ class Environment:
             random.Random(seed).shuffle(examples)
         return examples if n < 0 else examples[:n]
 
+    @property
+    def has_group_functions(self) -> bool:
+        """Whether rollouts must be scored a whole example's group at a time."""
+        return self.rubric.has_group_functions
+
     # -- hooks -----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Open what all rollouts share (MCP servers, a database) before the first one."""
+        """Open what all rollouts share (MCP servers, a database) before the first one.
+        When it fails, it closes what it had opened before raising."""
 
     async def stop(self) -> None:
         """Close what `start` opened: after the last rollout, also on error or Ctrl-C."""

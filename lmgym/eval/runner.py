@@ -68,7 +68,7 @@ async def run_eval(
     summary = summary or Summary()
     run_dir.mkdir(parents=True, exist_ok=True)
     results_path = run_dir / RESULTS_FILE
-    grouped = env.rubric.has_group_functions
+    grouped = env.has_group_functions
     wanted = {example.id for example in examples}
     existing = read_results(results_path, complete_groups_of=rollouts_per_example if grouped else None)
     done = set()

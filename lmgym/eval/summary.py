@@ -41,7 +41,8 @@ def _powers_of_two_up_to(n: int) -> list[int]:
 class Summary:
     """Accumulates rollout records. A rollout *passes* when its reward ≥ pass_threshold;
     errored rollouts count as errors, not as failures of the model, and are left out of
-    the reward mean and of pass@k."""
+    the reward mean and of pass@k. When the records come from more than one task (an
+    EnvGroup), each task also gets a summary of its own."""
 
     pass_threshold: float = 1.0
     price_input_per_mtok: float | None = None
@@ -56,8 +57,15 @@ class Summary:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     requests: int = 0
+    split_by_task: bool = True
+    tasks: dict[str, Summary] = field(default_factory=dict)
 
     def add(self, record: dict[str, Any]) -> None:
+        if self.split_by_task:
+            task = str(record.get("task") or "default")
+            if task not in self.tasks:
+                self.tasks[task] = Summary(self.pass_threshold, self.price_input_per_mtok, self.price_output_per_mtok, split_by_task=False)
+            self.tasks[task].add(record)
         self.rollouts += 1
         usage = record.get("usage") or {}
         self.prompt_tokens += usage.get("prompt_tokens", 0)
@@ -119,6 +127,7 @@ class Summary:
             "cost_usd": self.cost_usd(),
             "latency_p50_s": _finite(percentile(latencies, 0.5)),
             "latency_p95_s": _finite(percentile(latencies, 0.95)),
+            **({"tasks": {name: task.to_dict() for name, task in sorted(self.tasks.items())}} if len(self.tasks) > 1 else {}),
         }
 
 

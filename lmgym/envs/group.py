@@ -1,0 +1,109 @@
+"""`EnvGroup`: several environments served as one dataset.
+
+Each example keeps its own environment: its rollout runs through that environment's
+loop, tools, sampling defaults and turn budget, and is scored by its rubric. In the
+group, an example's `task` is its environment's name and its id is prefixed with it
+(`wordle/17`), so ids stay unique, results resume, and the summary reports every metric
+per environment. The environments' examples are interleaved, so the first `n` of an
+evaluation are a balanced mix rather than all of the first environment.
+
+Training samples the interleaved dataset uniformly; `sft_examples` is not combined.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from itertools import chain, zip_longest
+from typing import Any, Iterator, Mapping, Sequence
+
+from lmgym.clients.base import ModelClient
+from lmgym.envs.base import Environment
+from lmgym.rubrics.rubric import Rubric
+from lmgym.types import Example, Rollout
+
+
+def interleave(lists: Sequence[Sequence[Example]]) -> list[Example]:
+    """a1 b1 c1 a2 b2 a3 ...: round robin until every list is used up."""
+    missing = object()
+    return [x for x in chain.from_iterable(zip_longest(*lists, fillvalue=missing)) if x is not missing]
+
+
+class EnvGroup(Environment):
+    def __init__(self, envs: Mapping[str, Environment]):
+        if not envs:
+            raise ValueError("EnvGroup needs at least one environment")
+        bad = [name for name in envs if not name or "/" in name]
+        if bad:
+            raise ValueError(f"environment names must be non-empty and contain no '/': {bad}")
+        self.envs = dict(envs)
+        self.parser = next(iter(self.envs.values())).parser
+        self.rubric = Rubric(parser=self.parser)  # unused: each example is scored by its own environment
+        self.sampling_args, self.max_turns, self.tools, self.sft_examples = {}, 1, None, None
+        self._originals: dict[Any, tuple[Environment, Example]] = {}
+        self.dataset = self._relabel(lambda env: env.dataset)
+        self.eval_dataset = self._relabel(lambda env: env.eval_dataset if env.eval_dataset is not None else env.dataset)
+
+    def _relabel(self, split) -> list[Example] | None:
+        per_env = []
+        for name, env in self.envs.items():
+            examples = []
+            for original in split(env) or []:
+                example = dataclasses.replace(original, id=f"{name}/{original.id}", task=name)
+                self._originals[example.id] = (env, original)
+                examples.append(example)
+            per_env.append(examples)
+        merged = interleave(per_env)
+        return merged or None
+
+    def environment_of(self, example: Example) -> tuple[Environment, Example]:
+        """The environment an example belongs to, and the example as that environment knows it."""
+        try:
+            return self._originals[example.id]
+        except KeyError:
+            raise KeyError(f"example {example.id!r} is not from this EnvGroup ({', '.join(self.envs)})") from None
+
+    @property
+    def has_group_functions(self) -> bool:
+        return any(env.has_group_functions for env in self.envs.values())
+
+    async def start(self) -> None:
+        started = []
+        try:
+            for env in self.envs.values():
+                await env.start()
+                started.append(env)
+        except BaseException:
+            for env in reversed(started):
+                await env.stop()
+            raise
+
+    async def stop(self) -> None:
+        for env in reversed(self.envs.values()):
+            await env.stop()
+
+    async def rollout(self, client: ModelClient, model: str, example: Example, *, index: int = 0, sampling_args: Mapping[str, Any] | None = None) -> Rollout:
+        env, original = self.environment_of(example)
+        rollout = await env.rollout(client, model, original, index=index, sampling_args=sampling_args)
+        rollout.example = example
+        return rollout
+
+    async def score_group(self, rollouts: Sequence[Rollout]) -> None:
+        """Scored by the example's own environment, which sees its own example (id, task)."""
+        if not rollouts:
+            return
+        env, original = self.environment_of(rollouts[0].example)
+        with _showing(rollouts, original):
+            await env.score_group(rollouts)
+
+
+@contextlib.contextmanager
+def _showing(rollouts: Sequence[Rollout], example: Example) -> Iterator[None]:
+    grouped = [r.example for r in rollouts]
+    for rollout in rollouts:
+        rollout.example = example
+    try:
+        yield
+    finally:
+        for rollout, shown in zip(rollouts, grouped):
+            rollout.example = shown
