@@ -67,6 +67,18 @@ class BadToolCall(ValueError):
     """The model's call cannot be run as made (unknown tool, bad arguments, ...)."""
 
 
+def parse_arguments(raw: Any) -> Any:
+    """A call's arguments: JSON text on the wire (some servers send the object itself)."""
+    if raw is None or raw == "":
+        return {}
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BadToolCall(f"arguments are not valid JSON ({exc.msg} at character {exc.pos})") from None
+
+
 @dataclass
 class Tool:
     """A Python function with the schema the model sees and a validator for its arguments.
@@ -201,8 +213,10 @@ class ToolEnv(MultiTurnEnv):
         return list(replies)
 
     async def _run(self, call: ToolCall, position: int, state: dict[str, Any]) -> Message:
-        function = call.get("function") or {}
-        name = function.get("name", "")
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
+        name = function.get("name")
+        name = name if isinstance(name, str) else ""
         state["tool_calls"] = state.get("tool_calls", 0) + 1
         try:
             if position >= self.max_calls_per_turn:
@@ -211,11 +225,7 @@ class ToolEnv(MultiTurnEnv):
             if tool is None:
                 raise BadToolCall(f"unknown tool {name!r}; available: {sorted(self.toolbox)}")
             state.setdefault("calls", {})[name] = state.get("calls", {}).get(name, 0) + 1
-            try:
-                arguments = json.loads(function.get("arguments") or "{}")
-            except json.JSONDecodeError as exc:
-                raise BadToolCall(f"arguments are not valid JSON ({exc.msg} at character {exc.pos})") from None
-            arguments = {**tool.validate(arguments), **self.hidden_arguments(tool, state)}
+            arguments = {**tool.validate(parse_arguments(function.get("arguments"))), **self.hidden_arguments(tool, state)}
             content = await tool.call(arguments, self.tool_timeout)
         except errors.LmgymError:
             raise  # the environment's own fault, not the model's: the rollout records it
