@@ -15,6 +15,7 @@
     │   └── ModelResponseError         malformed JSON or no choices
     │       └── EmptyResponseError         the model answered with no text and no tool call
     ├── RewardError                a reward function raised
+    │   └── VerdictError               a judge's verdict could not be read
     ├── EnvironmentHookError        an environment hook (env_response, is_done, ...) raised
     └── EmbeddedModelError         the embedded llama.cpp server could not be started
 
@@ -91,6 +92,10 @@ class EmptyResponseError(ModelResponseError):
 
 class RewardError(LmgymError):
     kind = "reward"
+
+
+class VerdictError(RewardError):
+    kind = "verdict"
 
 
 class EnvironmentHookError(LmgymError):

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import random
 import time
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
 
 from lmgym import errors
@@ -128,6 +129,10 @@ class Environment:
         if seed is not None:
             random.Random(seed).shuffle(examples)
         return examples if n < 0 else examples[:n]
+
+    def use_run_dir(self, run_dir: Path) -> None:
+        """Called with the run's directory before a run, so the rubric can keep state there."""
+        self.rubric.use_run_dir(run_dir)
 
     @property
     def has_group_functions(self) -> bool:

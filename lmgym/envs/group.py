@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from itertools import chain, zip_longest
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from lmgym.clients.base import ModelClient
@@ -62,6 +63,10 @@ class EnvGroup(Environment):
             return self._originals[example.id]
         except KeyError:
             raise KeyError(f"example {example.id!r} is not from this EnvGroup ({', '.join(self.envs)})") from None
+
+    def use_run_dir(self, run_dir: Path) -> None:
+        for env in self.envs.values():
+            env.use_run_dir(run_dir)
 
     @property
     def has_group_functions(self) -> bool:

@@ -67,6 +67,7 @@ async def run_eval(
         raise ValueError(f"rollouts per example must be at least 1, got {rollouts_per_example}")
     summary = summary or Summary()
     run_dir.mkdir(parents=True, exist_ok=True)
+    env.use_run_dir(run_dir)
     results_path = run_dir / RESULTS_FILE
     grouped = env.has_group_functions
     wanted = {example.id for example in examples}

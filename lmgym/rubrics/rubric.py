@@ -14,7 +14,8 @@ singular or plural, is the list of that value over the group's rollouts.
 
 Every function's value is logged as a metric under its name; the reward is the weighted
 sum. A function that raises marks the rollout as errored: it is never silently scored 0,
-which would train the model on an infrastructure bug.
+which would train the model on an infrastructure bug. A *fatal* error (a judge server
+that is unreachable or rejects the key) propagates and stops the run instead.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from lmgym.errors import RewardError
@@ -134,6 +136,9 @@ class Rubric:
         self._scorers.append(_Scorer(func, float(weight)))
         return self
 
+    def use_run_dir(self, run_dir: Path) -> None:
+        """Where a rubric may keep what it must not recompute on resume (generated criteria)."""
+
     @property
     def names(self) -> list[str]:
         return [s.name for s in self._scorers]
@@ -196,8 +201,10 @@ class Rubric:
 
 
 def _reward_error(name: str, exc: Exception) -> RolloutError:
+    if getattr(exc, "fatal", False):  # a judge that is unreachable fails every rollout alike
+        raise exc
     if isinstance(exc, RewardError):
-        return RolloutError(RewardError.kind, str(exc))
+        return RolloutError(exc.kind, str(exc))
     return RolloutError(
         RewardError.kind, f"reward function {name!r} raised {type(exc).__name__}: {exc}"
     )

@@ -82,6 +82,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, *, resu
     if config.model.lora.enabled:
         model = apply_lora(model, config.model.lora)
     engine = LocalEngine(model, tokenizer, seed=config.trainer.seed)
+    env.use_run_dir(run_dir)
     data = DataStream(env.dataset or env.eval_dataset, seed=config.trainer.seed)
     orchestrator = Orchestrator(env, LocalClient(engine), data, config.algorithm, config.sampling, config.trainer.max_seq_len)
     eval_examples = env.get_eval_examples(config.eval.num_examples) if config.eval.every else []
