@@ -17,6 +17,7 @@
     ├── RewardError                a reward function raised
     │   └── VerdictError               a judge's verdict could not be read
     ├── EnvironmentHookError        an environment hook (env_response, is_done, ...) raised
+    ├── ToolServerError            an MCP tool server did not start, clashed, or died  (fatal)
     └── EmbeddedModelError         the embedded llama.cpp server could not be started
 
 Each error that ends up on a rollout has a short stable `kind` used to count errors in
@@ -100,6 +101,13 @@ class VerdictError(RewardError):
 
 class EnvironmentHookError(LmgymError):
     kind = "environment"
+
+
+class ToolServerError(LmgymError):
+    """Fatal: every later rollout would meet the same broken tools."""
+
+    kind = "tool_server"
+    fatal = True
 
 
 class EmbeddedModelError(LmgymError):

@@ -2,8 +2,8 @@
 
 An environment is a module exposing `load_environment(**args) -> Environment`. It is
 found through the entry-point group `lmgym.environments` (so `pip install my-env`
-registers it), or as a folder `environments/NAME/` holding `NAME.py` (dashes in the name
-become underscores), looked up in the current directory and in the bundled
+registers it), or as a folder `environments/NAME/` holding `NAME.py` or a package
+`NAME/__init__.py` (dashes in the name become underscores), looked up in the current directory and in the bundled
 `environments/` next to the lmgym package.
 """
 
@@ -37,14 +37,20 @@ def search_dirs() -> list[Path]:
 
 
 def _module_file(folder: Path) -> Path | None:
-    candidate = folder / f"{folder.name.replace('-', '_')}.py"
-    return candidate if candidate.is_file() else None
+    """`NAME.py`, or the package `NAME/__init__.py` (an environment that ships data files)."""
+    module = folder.name.replace("-", "_")
+    for candidate in (folder / f"{module}.py", folder / module / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _load_from_file(path: Path) -> Callable[..., Any]:
-    module_name = f"lmgym_env_{path.stem}"
+    is_package = path.name == "__init__.py"
+    module_name = f"lmgym_env_{path.parent.name if is_package else path.stem}"
     if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, path)
+        locations = [str(path.parent)] if is_package else None
+        spec = importlib.util.spec_from_file_location(module_name, path, submodule_search_locations=locations)
         module: ModuleType = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         try:

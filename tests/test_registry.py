@@ -39,3 +39,23 @@ def test_local_folder_is_found_from_the_current_directory(tmp_path, monkeypatch)
 def test_unknown_name_lists_known_ones():
     with pytest.raises(errors.EnvironmentNotFoundError, match="known environments: .*arithmetic"):
         load_environment("arithmetik")
+
+
+def test_local_package_folder_with_data_is_found(tmp_path, monkeypatch):
+    package = tmp_path / "environments" / "data-env" / "data_env"
+    package.mkdir(parents=True)
+    (package / "words.txt").write_text("alpha\nbeta\n")
+    (package / "helpers.py").write_text("def words(path):\n    return path.read_text().split()\n")
+    (package / "__init__.py").write_text(
+        '"""An environment shipping a data file."""\n'
+        "from pathlib import Path\n"
+        "from lmgym import SingleTurnEnv\n"
+        "from .helpers import words\n"
+        "def load_environment():\n"
+        "    rows = [{'question': w} for w in words(Path(__file__).with_name('words.txt'))]\n"
+        "    return SingleTurnEnv(eval_dataset=rows)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert describe(available_environments()["data-env"]) == "An environment shipping a data file."
+    env = load_environment("data-env")
+    assert [e.prompt[-1]["content"] for e in env.eval_dataset] == ["alpha", "beta"]

@@ -166,7 +166,7 @@ def _total(key: str) -> Callable[..., float]:
     return total
 
 
-def _calls_of(tool: str) -> Callable[..., float]:
+def calls_of(tool: str) -> Callable[..., float]:
     """A weight-0 rubric function logging how often `tool` was called."""
 
     def calls(state) -> float:
@@ -192,7 +192,7 @@ class ToolEnv(MultiTurnEnv):
         self.tool_timeout = tool_timeout
         self.max_calls_per_turn = max_calls_per_turn
         rubric = rubric or Rubric(parser=kwargs.get("parser"))
-        for metric in [_total("tool_calls"), _total("tool_errors"), *map(_calls_of, self.toolbox)]:
+        for metric in [_total("tool_calls"), _total("tool_errors"), *map(calls_of, self.toolbox)]:
             rubric.add(metric, weight=0.0)
         super().__init__(*args, rubric=rubric, tools=[t.schema for t in self.toolbox.values()], **kwargs)
 
