@@ -20,7 +20,7 @@ from lmgym.rubrics.math import math_equal
 from lmgym.testing import ScriptedServer, last_user_text
 from lmgym.types import Example, Rollout, Turn
 
-ENVS = {"arithmetic": "correct_answer", "reverse-text": "lcs_ratio", "word-problems": "correct_answer"}
+ENVS = {"arithmetic": "correct_answer", "reverse-text": "lcs_ratio", "word-problems": "math_correct"}
 
 
 def module_of(name):
@@ -67,8 +67,9 @@ def test_loads_by_name_with_parser_rubric_and_sampling(name):
         assert user["role"] == "user" and user["content"]
         assert isinstance(example.answer, str) and example.answer
     assert isinstance(env.parser, lmgym.XMLParser) and env.rubric.parser is env.parser
-    assert env.rubric.names == [ENVS[name], "format_reward"]
-    assert env.rubric.weights == [1.0, 0.2]
+    assert env.rubric.names[:2] == [ENVS[name], "format_reward"]
+    assert env.rubric.weights[:2] == [1.0, 0.2]
+    assert env.rubric.weights[2:] == [0.0] * (len(env.rubric.weights) - 2)  # metrics only (math_timeout)
     assert env.sampling_args["temperature"] == 0.7
     assert 32 <= env.sampling_args["max_tokens"] <= 256
     assert env.max_turns == 1
@@ -310,6 +311,7 @@ def test_word_problem_exact_formatting():
     "answer, reply, correct, formatted",
     [
         ("12", "<answer>12</answer>", 1.0, 1.0),
+        ("12", "<answer>\\boxed{12}</answer>", 1.0, 1.0),
         ("12", "<answer>12.0</answer>", 1.0, 1.0),
         ("12", "<answer>$12$</answer>", 1.0, 1.0),
         ("0.75", "<answer>\\frac{3}{4}</answer>", 1.0, 1.0),
@@ -328,7 +330,7 @@ def test_word_problem_exact_formatting():
 async def test_word_problems_scored_by_hand(answer, reply, correct, formatted):
     env = load("word-problems", num_examples=1)
     rollout = await score(env, example_with(answer), reply)
-    assert rollout.metrics == {"correct_answer": correct, "format_reward": formatted}
+    assert rollout.metrics == {"math_correct": correct, "format_reward": formatted, "math_timeout": 0.0}
     assert rollout.reward == pytest.approx(correct + 0.2 * formatted)
 
 
@@ -365,7 +367,7 @@ async def test_end_to_end_rollouts_score_full_marks(name, reply):
         await env.score_group([rollout])
         assert rollout.error is None, rollout.error
         assert rollout.state["stop_reason"] == "done" and len(rollout.turns) == 1
-        assert rollout.metrics == {ENVS[name]: 1.0, "format_reward": 1.0}
+        assert {k: v for k, v in rollout.metrics.items() if k != "math_timeout"} == {ENVS[name]: 1.0, "format_reward": 1.0}
         assert rollout.reward == pytest.approx(1.2)
     request = server.requests[0]
     assert request["model"] == "scripted"

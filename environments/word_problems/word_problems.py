@@ -4,7 +4,8 @@ Each problem comes from one of several two- or three-step templates (change afte
 shopping, distance over two legs, sharing equally, ages, cutting a ribbon, discounts,
 filling a tank), drawn with `random.Random(seed)` (the eval split from a seed derived
 from it). Answers are exact: integers, terminating decimals ("2.5") or fractions
-("7/3"); `lmgym.rubrics.math.math_equal` accepts any equal form ("5/2", "\\frac{5}{2}").
+("7/3"); `MathRubric` accepts any equal form ("5/2", "\\frac{5}{2}", "\\boxed{2.5}"),
+comparing in worker processes under a time limit.
 A problem's split is fixed by a hash of its text, so train and eval never overlap.
 """
 
@@ -17,9 +18,9 @@ from typing import Callable
 
 from datasets import Dataset
 
-from lmgym import Rubric, SingleTurnEnv, XMLParser
+from lmgym import SingleTurnEnv, XMLParser
 from lmgym.envs.procedural import train_and_eval
-from lmgym.rubrics.math import math_equal
+from lmgym.rubrics.math_rubric import MathRubric
 
 SYSTEM_PROMPT = (
     "Solve the word problem. Reply with only the final number inside answer tags, for "
@@ -103,15 +104,10 @@ def make_problem(rng: random.Random, index: int) -> dict:
     return {"question": question, "answer": exact(value), "template": template.__name__}
 
 
-def correct_answer(completion, answer: str, parser) -> float:
-    """1.0 when the answer tag holds a number equal to the exact answer (math-verify)."""
-    return 1.0 if math_equal(parser.parse_answer(completion), answer) else 0.0
-
-
 def load_environment(num_examples: int = 200, num_eval_examples: int = 100, seed: int = 0) -> SingleTurnEnv:
     train, evals = train_and_eval(make_problem, num_examples, num_eval_examples, seed)
     parser = XMLParser(["answer"])
-    rubric = Rubric([correct_answer, parser.get_format_reward_func()], weights=[1.0, 0.2], parser=parser)
+    rubric = MathRubric(parser, funcs=[parser.get_format_reward_func()], weights=[0.2])
     return SingleTurnEnv(
         Dataset.from_list(train),
         Dataset.from_list(evals) if evals else None,
