@@ -210,3 +210,38 @@ async def test_criteria_are_written_once_per_example_stored_and_reused_on_resume
         new = judge_server.requests[before:]
     assert len(records) == 6 and not any(last_user_text(r).startswith("Write a grading checklist") for r in new)
     assert len(new) == 2  # only the two new rollouts were checked
+
+
+# -- the bundled creative-writing environment ------------------------------------------------
+
+def test_creative_writing_needs_a_judge():
+    from lmgym import load_environment
+    from lmgym.errors import UsageError
+
+    with pytest.raises(UsageError, match="judge_model"):
+        load_environment("creative-writing")
+
+
+async def test_creative_writing_end_to_end(tmp_path):
+    from lmgym import load_environment
+
+    def judge(request) -> str:
+        text = last_user_text(request)
+        if text.startswith("Write a grading checklist"):
+            return '{"criteria": [{"criterion": "follows the form asked for", "weight": 2}, {"criterion": "vivid images", "weight": 1}]}'
+        response = text.split("Response:\n", 1)[1].split("\n\nChecklist:")[0]
+        return json.dumps({"met": [True, "lantern" in response]})
+
+    pieces = iter(["A lantern hums; the keeper dreams of blue." * 1, "word " * 300])
+    with ScriptedServer(reply=judge) as judge_server, ScriptedServer(reply=lambda request: next(pieces)) as server:
+        env = load_environment("creative-writing", judge_model="judge", judge_base_url=judge_server.base_url)
+        examples = env.get_eval_examples(2)
+        client = OpenAIClient(server.base_url)
+        await run_eval(env, client, model="writer", examples=examples, rollouts_per_example=1, concurrency=1, run_dir=tmp_path)
+        await client.aclose()
+    records = sorted((orjson.loads(line) for line in (tmp_path / "results.jsonl").read_bytes().splitlines()), key=lambda r: r["example_id"])
+    assert [r["metrics"]["criteria_met"] for r in records] == [1.0, pytest.approx(2 / 3)]
+    assert [r["metrics"]["words_over_limit"] for r in records] == [0.0, -1.0]  # 300 words: twice the limit
+    assert records[1]["reward"] == pytest.approx(2 / 3 - 0.5)
+    assert len((tmp_path / "criteria.jsonl").read_bytes().splitlines()) == 2
+    assert all(e.id % 4 == 3 for e in env.get_eval_examples()) and len(env.dataset) == 24

@@ -61,7 +61,8 @@ def test_schema_from_google_docstring_and_hints():
     assert fn["name"] == "google" and fn["description"] == "Measure something. Longer explanation here."
     props = fn["parameters"]["properties"]
     assert props["a"] == {"type": "integer", "description": "how many, over two lines."}
-    assert props["unit"]["enum"] == ["cm", "m"] and props["unit"]["description"] == "the unit."
+    assert props["unit"]["enum"] == ["cm", "m"] and props["unit"]["description"] == "the unit." and props["unit"]["default"] == "m"
+    assert props["tags"]["default"] is None
     assert props["tags"]["anyOf"][0] == {"items": {"type": "string"}, "type": "array"}
     assert fn["parameters"]["required"] == ["a"]
 
@@ -72,7 +73,7 @@ def test_schema_from_numpy_docstring_and_pydantic_model():
     props = fn["parameters"]["properties"]
     assert props["point"]["description"] == "The point to scale."
     assert set(props["point"]["properties"]) == {"x", "y"}
-    assert props["scale"] == {"type": "number", "description": "The factor."}
+    assert props["scale"] == {"type": "number", "description": "The factor.", "default": 1.0}
 
 
 def call(name, arguments, call_id="c1"):

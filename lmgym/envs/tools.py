@@ -63,6 +63,14 @@ def _doc_sections(doc: str) -> tuple[str, dict[str, str]]:
     return " ".join(summary), described
 
 
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
 class BadToolCall(ValueError):
     """The model's call cannot be run as made (unknown tool, bad arguments, ...)."""
 
@@ -120,6 +128,8 @@ class Tool:
             properties[name] = prop
             if param.default is inspect.Parameter.empty:
                 required.append(name)
+            elif _is_json(param.default):
+                prop["default"] = param.default
         return {
             "type": "function",
             "function": {

@@ -133,7 +133,7 @@ class CriteriaRubric(Rubric):
         **endpoint: Any,
     ):
         """`endpoint` (base_url, api_key_var, sampling, ...) configures a writer or judge given by name."""
-        super().__init__(funcs, weights, parser=parser)
+        super().__init__(parser=parser)
         self.writer = endpoint_of(writer, **endpoint)
         self.judge = endpoint_of(judge, **endpoint) if judge is not None else self.writer
         self.max_criteria = max_criteria
@@ -145,7 +145,7 @@ class CriteriaRubric(Rubric):
             reply = await self.judge.ask(fill(CHECK_TEMPLATE, fields))
             return weighted_fraction(criteria, json_field(parse_json(reply), "met"))
 
-        self.add(criteria_met, criteria_weight)
+        self.add(criteria_met, criteria_weight).extend(funcs, weights)
 
     def use_run_dir(self, run_dir: Path) -> None:
         self.store.attach(run_dir / CRITERIA_FILE)

@@ -295,7 +295,7 @@ class GroupJudge:
 
 class JudgeRubric(Rubric):
     """A Rubric whose main reward is a Judge: `JudgeRubric("gpt-4.1-mini", base_url=...)`;
-    further functions (format, guards) are added as to any rubric."""
+    `funcs` (format, guards) follow it."""
 
     def __init__(
         self,
@@ -307,6 +307,6 @@ class JudgeRubric(Rubric):
         parser: Parser | None = None,
         **judge: Any,
     ):
-        super().__init__(funcs, weights, parser=parser)
+        super().__init__(parser=parser)
         self.judge = Judge(model, **judge)
-        self.add(self.judge, judge_weight)
+        self.add(self.judge, judge_weight).extend(funcs, weights)

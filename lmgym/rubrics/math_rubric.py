@@ -132,7 +132,4 @@ class MathRubric(Rubric):
         def math_timeout(state) -> float:
             return float(state.get("math_timeout", False))
 
-        self.add(math_correct, correct_weight)
-        for func, weight in zip(funcs, weights if weights is not None else [1.0] * len(funcs), strict=True):
-            self.add(func, weight)
-        self.add(math_timeout, 0.0)
+        self.add(math_correct, correct_weight).extend(funcs, weights).add(math_timeout, 0.0)

@@ -125,12 +125,17 @@ class Rubric:
         weights: Sequence[float] | None = None,
         parser: Parser | None = None,
     ):
-        if weights is not None and len(weights) != len(funcs):
-            raise ValueError(f"Rubric got {len(funcs)} functions but {len(weights)} weights")
         self.parser = parser or Parser()
         self._scorers: list[_Scorer] = []
+        self.extend(funcs, weights)
+
+    def extend(self, funcs: Sequence[RewardFunc], weights: Sequence[float] | None = None) -> Rubric:
+        """Add several functions (weight 1.0 each unless `weights` are given)."""
+        if weights is not None and len(weights) != len(funcs):
+            raise ValueError(f"Rubric got {len(funcs)} functions but {len(weights)} weights")
         for i, func in enumerate(funcs):
             self.add(func, 1.0 if weights is None else weights[i])
+        return self
 
     def add(self, func: RewardFunc, weight: float = 1.0) -> Rubric:
         self._scorers.append(_Scorer(func, float(weight)))
