@@ -7,13 +7,11 @@ place) and `misplaced` (right digit, wrong place), a digit counting at most as o
 the code holds it. No single answer suffices: the model must combine all of them so far,
 the state this game tests. Five guesses always suffice for 4 of 6 (Knuth 1977); the
 default ten leave room for imperfect reasoning. A reply that is no valid guess is told
-why and still uses a turn, so a rollout's length stays bounded by `max_turns`.
+why and still uses a turn (the turn handling and shared rewards are `lmgym.envs.game`'s).
 
-Rewards: `solved` (1.0); `peg_credit` (0.2), the best guess's (exact + misplaced/2) /
-code_length, a signal before any game is won; `fewer_turns` (0.2), 1.0 for a win at the
-first guess down to 0.0 at the last; the strict `format_reward` (0.2). A win scores at
-least 1.0, a loss below 0.4. `guesses_used`, `invalid_guesses`: weight-0 metrics. A
-code's split is a hash of it, so train and eval never share a secret.
+Its partial credit, `peg_credit` (weight 0.2), is the best guess's
+(exact + misplaced/2) / code_length. A code's split is a hash of it, so train and eval
+never share a secret.
 """
 
 from __future__ import annotations
@@ -25,9 +23,9 @@ from typing import Any
 
 from datasets import Dataset
 
-from lmgym import MultiTurnEnv, Rubric, XMLParser
+from lmgym import XMLParser
+from lmgym.envs.game import GuessingGameEnv, InvalidGuess, game_rubric
 from lmgym.envs.procedural import split_of
-from lmgym.types import Example, Messages
 
 SYSTEM_PROMPT = (
     "Let's play Mastermind. I picked a secret code of {length} digits, each from 0 to {top}; a digit "
@@ -46,65 +44,29 @@ def score(guess: str, code: str) -> tuple[int, int]:
     return exact, common - exact
 
 
-class MastermindEnv(MultiTurnEnv):
-    """One game per rollout; `state` holds the `secret`, the valid `guesses` with their
-    (exact, misplaced), the `feedback` of every reply, `invalid_guesses`, `solved`, `max_turns`."""
+class MastermindEnv(GuessingGameEnv):
+    """One game per rollout; `state["guesses"]` holds each valid guess with (exact, misplaced)."""
+
+    secret_name = "code"
 
     def __init__(self, *args: Any, code_length: int, num_digits: int, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.valid = re.compile(f"[0-{num_digits - 1}]{{{code_length}}}")
         self.code_length, self.num_digits = code_length, num_digits
 
-    async def setup_state(self, state: dict[str, Any], example: Example) -> None:
-        state.update(secret=example.answer, guesses=[], feedback=[], invalid_guesses=0, solved=False, max_turns=self.max_turns)
-
-    async def is_done(self, messages: Messages, state: dict[str, Any]) -> bool:
-        """Plays each reply once (the loop asks right after it), then: is the code broken?"""
-        if len(state["feedback"]) < state["turn"]:
-            self.play(messages[-1].get("content") or "", state)
-        return state["solved"]
-
-    async def env_response(self, messages: Messages, state: dict[str, Any]) -> Messages:
-        return [{"role": "user", "content": state["feedback"][-1]}]
-
-    def play(self, reply: str, state: dict[str, Any]) -> None:
-        guess = re.sub(r"[\s,]", "", self.parser.parse(reply).guess or "")  # "1 2 3 4" is 1234
+    def judge(self, guess: str, state: dict[str, Any]) -> tuple[str, bool]:
+        guess = re.sub(r"[\s,]", "", guess)  # "1 2 3 4" is 1234
         if not self.valid.fullmatch(guess):
-            state["invalid_guesses"] += 1
             wanted = f"{self.code_length} digits from 0 to {self.num_digits - 1} inside <guess></guess> tags"
-            problem = f"{guess!r} is not {wanted}" if guess else f"no guess found; reply with {wanted}"
-            text = f"Invalid guess: {problem}. It still used a turn."
-        else:
-            exact, misplaced = score(guess, state["secret"])
-            state["guesses"].append([guess, exact, misplaced])
-            state["solved"] = exact == self.code_length
-            text = f"Guess {state['turn']}: {guess} -> exact {exact}, misplaced {misplaced}."
-        left = self.max_turns - state["turn"]
-        ending = f"{left} guess{'es' * (left != 1)} left." if left else f"No guesses left. The code was {state['secret']}."
-        state["feedback"].append(f"{text}\n{ending}")
-
-
-def solved(state) -> float:
-    return float(state["solved"])
+            raise InvalidGuess(f"{guess!r} is not {wanted}" if guess else f"no guess found; reply with {wanted}")
+        exact, misplaced = score(guess, state["secret"])
+        state["guesses"].append([guess, exact, misplaced])
+        return f"Guess {state['turn']}: {guess} -> exact {exact}, misplaced {misplaced}.", exact == self.code_length
 
 
 def peg_credit(state) -> float:
     """(exact + misplaced / 2) / code length of the best valid guess; 0.0 without one."""
     return max(((e + m / 2) / len(guess) for guess, e, m in state["guesses"]), default=0.0)
-
-
-def fewer_turns(state) -> float:
-    """1.0 for a win at the first reply, falling linearly to 0.0 at the last; 0.0 for a loss."""
-    budget = state["max_turns"]
-    return float(state["solved"]) * ((budget - state["turn"]) / (budget - 1) if budget > 1 else 1.0)
-
-
-def guesses_used(state) -> float:
-    return float(state["turn"])
-
-
-def invalid_guesses(state) -> float:
-    return float(state["invalid_guesses"])
 
 
 def draw_codes(n: int, split: str, seed: int | str, code_length: int, num_digits: int, argument: str) -> list[str]:
@@ -137,11 +99,7 @@ def load_environment(
     question = QUESTION.format(max_turns=max_turns)
     example = "".join(str(i % num_digits) for i in range(code_length))
     parser = XMLParser(["think", "guess"], answer_field="guess", optional=("think",))
-    rubric = Rubric(
-        [solved, peg_credit, fewer_turns, parser.get_format_reward_func(), guesses_used, invalid_guesses],
-        weights=[1.0, 0.2, 0.2, 0.2, 0.0, 0.0],
-        parser=parser,
-    )
+    rubric = game_rubric(peg_credit, parser)
     return MastermindEnv(
         Dataset.from_list([{"question": question, "answer": code} for code in train]),
         Dataset.from_list([{"question": question, "answer": code} for code in evals]) if evals else None,
