@@ -241,7 +241,7 @@ async def test_creative_writing_end_to_end(tmp_path):
         await client.aclose()
     records = sorted((orjson.loads(line) for line in (tmp_path / "results.jsonl").read_bytes().splitlines()), key=lambda r: r["example_id"])
     assert [r["metrics"]["criteria_met"] for r in records] == [1.0, pytest.approx(2 / 3)]
-    assert [r["metrics"]["words_over_limit"] for r in records] == [0.0, -1.0]  # 300 words: twice the limit
+    assert [r["metrics"]["length_penalty"] for r in records] == [0.0, -1.0]  # 300 words: twice the limit
     assert records[1]["reward"] == pytest.approx(2 / 3 - 0.5)
     assert len((tmp_path / "criteria.jsonl").read_bytes().splitlines()) == 2
     assert all(e.id % 4 == 3 for e in env.get_eval_examples()) and len(env.dataset) == 24

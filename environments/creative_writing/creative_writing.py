@@ -4,8 +4,8 @@ There is no reference answer to compare with, so the grading is rubric engineeri
 each prompt a writer model drafts a weighted checklist (`CriteriaRubric`: the stated
 constraints, plus what makes the piece good), stored in the run directory and reused on
 resume; a judge marks each criterion met or not. The reward is the weighted fraction
-met, plus a small penalty for running far past the word limit, so that padding a piece
-to tick more boxes does not pay.
+met, plus a penalty (`length_penalty`, weight 0.5) from 0 at MAX_WORDS words down to -1
+at twice that, so that padding a piece to tick more boxes does not pay.
 
 The judge is any OpenAI-compatible endpoint, named with `judge_model` and
 `judge_base_url` (its key from the variable `judge_api_key_var`); the same model writes
@@ -20,6 +20,7 @@ from datasets import Dataset
 from lmgym import SingleTurnEnv
 from lmgym.errors import UsageError
 from lmgym.rubrics.criteria import CriteriaRubric
+from lmgym.rubrics.guards import length_penalty
 from lmgym.rubrics.judge import JudgeEndpoint
 
 SYSTEM_PROMPT = "You are a careful writer. Follow every constraint of the request exactly. Reply with the piece only."
@@ -60,12 +61,6 @@ PROMPTS = (
 )
 
 
-def words_over_limit(completion) -> float:
-    """A penalty in [-1, 0]: 0 up to MAX_WORDS words, -1 at twice that or more."""
-    words = len((completion[-1].get("content") or "").split()) if completion else 0
-    return -min(1.0, max(0, words - MAX_WORDS) / MAX_WORDS)
-
-
 def load_environment(
     judge_model: str | None = None,
     judge_base_url: str | None = None,
@@ -80,7 +75,7 @@ def load_environment(
         )
     judge = JudgeEndpoint(judge_model, base_url=judge_base_url, api_key_var=judge_api_key_var)
     writer = JudgeEndpoint(criteria_model, base_url=judge_base_url, api_key_var=judge_api_key_var) if criteria_model else judge
-    rubric = CriteriaRubric(writer, judge, max_criteria=max_criteria, funcs=[words_over_limit], weights=[0.5])
+    rubric = CriteriaRubric(writer, judge, max_criteria=max_criteria, funcs=[length_penalty(2 * MAX_WORDS, soft_start=MAX_WORDS, measure="words")], weights=[0.5])
     rows = [{"question": prompt, "id": i} for i, prompt in enumerate(PROMPTS)]
     return SingleTurnEnv(
         Dataset.from_list([r for r in rows if r["id"] % 4 != 3]),

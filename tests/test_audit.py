@@ -1,0 +1,198 @@
+"""Reward-hacking audit: each planted kind of gaming is found by its check and no other,
+the honest run yields nothing, and `lmgym audit` / `lmgym eval --audit` behave as documented."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from lmgym.audit import (
+    CHECKS,
+    audit,
+    audit_run,
+    check_metric_disagrees,
+    contains_answer,
+    copied_from_prompt,
+    final_answer,
+    read_jsonl,
+    reward_up_eval_down,
+    reward_without_answer,
+    slope,
+)
+from lmgym.cli import app
+from lmgym.errors import ResultsFileError, UsageError
+from lmgym.testing import ScriptedServer, last_user_text
+
+FIXTURES = Path(__file__).parent / "fixtures"
+AUDIT = FIXTURES / "audit"
+PLANTED = [
+    "reward_without_answer", "check_metric_disagrees", "copied_from_prompt", "format_without_correctness",
+    "length_outliers", "repetition", "identical_group_completions", "constant_answer", "reward_up_eval_down",
+]
+
+
+def found(run_dir: Path, **options) -> set[str]:
+    return {f.check for f in audit_run(run_dir, **options).findings}
+
+
+def lmgym(*args: str, cwd: Path = AUDIT, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lmgym", *args], check=False, cwd=cwd, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+
+
+def record(example_id=0, rollout=0, text="<answer>4</answer>", answer="4", reward=1.0, error=None, **metrics) -> dict:
+    return {
+        "example_id": example_id, "rollout": rollout, "prompt": [{"role": "user", "content": "2+2?"}],
+        "completion": [{"role": "assistant", "content": text}], "answer": answer, "reward": reward,
+        "metrics": metrics, "error": error,
+    }
+
+
+def test_fixtures_are_what_the_script_writes(tmp_path):
+    spec = importlib.util.spec_from_file_location("make_fixtures", AUDIT / "make_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for path in module.build(tmp_path):
+        committed = AUDIT / path.relative_to(tmp_path)
+        assert committed.read_bytes() == path.read_bytes(), f"{committed} is stale: run {AUDIT / 'make_fixtures.py'}"
+    assert sorted(PLANTED) == sorted(CHECKS)  # one planted run per check
+
+
+@pytest.mark.parametrize("check", PLANTED)
+def test_each_planted_kind_of_gaming_is_found_by_its_check_only(check):
+    assert found(AUDIT / check) == {check}
+
+
+@pytest.mark.parametrize("run", ["clean", "train_clean"])
+def test_honest_runs_have_no_findings(run):
+    report = audit_run(AUDIT / run)
+    assert report.findings == []
+    assert report.checks  # the checks did run
+
+
+def test_planted_findings_name_the_planted_rollouts():
+    (finding,) = audit_run(AUDIT / "reward_without_answer").findings
+    assert (finding.count, finding.total, finding.severity) == (6, 30, "high")
+    assert finding.examples == tuple(f"{i}/r0" for i in range(6))
+    (finding,) = audit_run(AUDIT / "length_outliers").findings
+    assert finding.examples == ("2/r0", "7/r0", "11/r0") and finding.severity == "medium"
+    (finding,) = audit_run(AUDIT / "identical_group_completions").findings
+    assert finding.examples == ("0", "1", "2", "3") and finding.total == 12
+    (finding,) = audit_run(AUDIT / "reward_up_eval_down").findings
+    assert finding.details["train_slope"] > 0 > finding.details["eval_slope"]
+
+
+def test_contains_answer_matches_whole_tokens_ignoring_case_and_spacing():
+    assert contains_answer("<answer>42</answer>", "42")
+    assert contains_answer("so x = 42.", "42")
+    assert not contains_answer("142 apples", "42")
+    assert contains_answer("The  Capital is PARIS", "capital is paris")
+    assert final_answer("work\n<answer> 7 </answer>") == "7"
+    assert final_answer("work\n\nfinal line\n") == "final line"
+
+
+def test_a_final_answer_quoted_from_the_prompt_counts_unless_quoting_is_the_task():
+    def quiz(answer: str, reply: str) -> dict:
+        prompt = "Which is right? (A) the sun orbits the earth (B) the earth orbits the sun"
+        return {**record(text=f"<answer>{reply}</answer>", answer=answer), "prompt": [{"role": "user", "content": prompt}]}
+
+    (finding,) = copied_from_prompt([quiz("1543", "the sun orbits the earth")])  # rewarded anyway
+    assert finding.count == 1
+    assert copied_from_prompt([quiz("the earth orbits the sun", "the earth orbits the sun")]) == []
+    assert copied_from_prompt([quiz("1543", "B")]) == []  # too short to say it was copied
+
+
+def test_failed_rollouts_are_not_audited():
+    failed = record(text="nonsense", reward=None, error={"kind": "server", "message": "503"})
+    assert reward_without_answer([failed]) == []
+    (finding,) = reward_without_answer([failed, record(text="<answer>5</answer>")])
+    assert (finding.count, finding.total) == (1, 1)
+
+
+def test_check_metric_defaults_to_judge_metrics_and_can_be_named():
+    records = [record(judge=0.0, correct=0.0), record(rollout=1, judge=1.0, correct=1.0), record(rollout=2, reward=0.0, judge=0.0, correct=0.0)]
+    (finding,) = check_metric_disagrees(records)
+    assert (finding.count, finding.total, finding.details) == (1, 2, {"metric": "judge"})
+    (finding,) = check_metric_disagrees(records, check_metrics=["correct"])
+    assert finding.details == {"metric": "correct"}
+    with pytest.raises(UsageError, match="--check-metric judge_typo: no rollout has that metric"):
+        audit(records, check_metrics=["judge_typo"])
+
+
+def test_unknown_check_in_skip_is_a_usage_error_and_skip_works():
+    with pytest.raises(UsageError, match="unknown check"):
+        audit([record()], skip=["nope"])
+    assert found(AUDIT / "reward_without_answer", skip=["reward_without_answer"]) == set()
+    # above every reward (the off-by-one answers earn 1.2), nothing counts as high
+    assert found(AUDIT / "reward_without_answer", reward_threshold=1.3) == set()
+
+
+def test_slope_and_trend_window():
+    assert slope([0, 1, 2, 3], [1, 3, 5, 7]) == pytest.approx(2.0)
+    assert slope([1, 1], [0, 5]) == 0.0
+    up = [{"step": s, "reward": 0.01 * s} for s in range(1, 31)]
+    down = [{"step": s, "eval/reward": 0.5 - 0.01 * s} for s in (0, 10, 20, 30)]
+    (finding,) = reward_up_eval_down(up + down)
+    assert finding.count == 4 and finding.examples == ("steps 0–30",)
+    assert reward_up_eval_down(up + down, last_steps=15) == []  # only 2 eval points in the window
+    assert reward_up_eval_down(up + down, eval_metric="eval/other") == []
+
+
+def test_reading_is_read_only_and_skips_a_torn_last_line(tmp_path):
+    path = tmp_path / "results.jsonl"
+    content = orjson.dumps(record()) + b"\n" + b'{"example_id": 1, "rollo'
+    path.write_bytes(content)
+    assert len(read_jsonl(path)) == 1
+    assert path.read_bytes() == content  # a run still being written is never rewritten
+    path.write_bytes(b"{bad\n" + orjson.dumps(record()) + b"\n")
+    with pytest.raises(ResultsFileError, match="results.jsonl:1"):
+        read_jsonl(path)
+
+
+def test_cli_prints_the_table_and_fails_on_findings_when_asked(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(AUDIT / "copied_from_prompt", run)
+    result = lmgym("audit", str(run), "--fail-on-findings", "--json")
+    assert result.returncode == 1, result.stderr
+    assert "Reward-hacking audit" in result.stdout and "copied_from_prompt" in result.stdout
+    assert re.search(r"high\s+│\s+6/30\s+│\s+20%\s+│\s+0/r2, 1/r2, 2/r2 \(\+3\)", result.stdout)
+    saved = orjson.loads((run / "audit.json").read_bytes())
+    assert [f["check"] for f in saved["findings"]] == ["copied_from_prompt"] and saved["scored"] == 35
+
+
+def invoke(*args: str):
+    """The same command in-process (faster than a subprocess) for the remaining exit codes."""
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+
+
+def test_cli_exit_codes(tmp_path):
+    assert invoke("audit", str(AUDIT / "copied_from_prompt")).exit_code == 0  # findings, but not asked to fail
+    clean = invoke("audit", str(AUDIT / "clean"), "--fail-on-findings")
+    assert clean.exit_code == 0 and "audit: no findings" in clean.stdout
+    missing = invoke("audit", str(tmp_path))
+    assert missing.exit_code == 2 and "neither results.jsonl nor metrics.jsonl" in missing.stderr
+    assert invoke("audit", str(AUDIT / "clean"), "--skip", "nope").exit_code == 2
+
+
+def test_eval_audit_runs_the_audit_after_the_summary(tmp_path):
+    def solve(request) -> str:
+        a, b = map(int, re.findall(r"\d+", last_user_text(request)))
+        return f"<answer>{a + b}</answer>"
+
+    with ScriptedServer(reply=solve) as server:
+        run = tmp_path / "run"
+        result = lmgym("eval", "sum-env", "-m", "s", "-b", server.base_url, "-n", "3", "-r", "2", "-o", str(run), "--audit",
+                       cwd=FIXTURES, env={"OPENAI_API_KEY": "sk-test"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.index("Evaluation summary") < result.stdout.index("audit: no findings")
