@@ -18,9 +18,11 @@ from rich.table import Table
 
 import lmgym
 from lmgym import errors
+from lmgym.cli.audit import print_audit
 from lmgym.cli.common import console, exit_on_error
 from lmgym.clients.openai import OpenAIClient
 from lmgym.embedded import DEFAULT_MODEL, EmbeddedServer
+from lmgym.eval.export import export_run
 from lmgym.eval.results import RESULTS_FILE, read_metadata, write_metadata
 from lmgym.eval.runner import EvalPlan, run_eval
 from lmgym.eval.summary import Summary
@@ -98,6 +100,8 @@ def eval_command(
     pass_threshold: Annotated[Optional[float], typer.Option("--pass-threshold", help="A rollout passes (for pass@k) when its reward is at least this. Default 1.0.")] = None,
     price_input: Annotated[Optional[float], typer.Option("--price-input", help="USD per million prompt tokens, to report cost.")] = None,
     price_output: Annotated[Optional[float], typer.Option("--price-output", help="USD per million completion tokens, to report cost.")] = None,
+    save_dataset: Annotated[Optional[Path], typer.Option("--save-dataset", help="After a completed run, also save its rollouts as a Hugging Face dataset in this folder (datasets.load_from_disk; see `lmgym export`). A dataset already there is replaced.")] = None,
+    audit: Annotated[bool, typer.Option("--audit", help="After the summary, audit the results for signs of reward hacking (see `lmgym audit`).")] = False,
 ) -> None:
     """Evaluate ENV against a model behind an OpenAI-compatible API.
 
@@ -118,6 +122,11 @@ def eval_command(
         config = resolve_config(given, resume)
         run_dir = resume or output_dir or new_run_dir("eval", config["env"], config["model"])
         exit_code = evaluate(config, run_dir)
+        if audit:
+            print_audit(run_dir)
+        if save_dataset is not None and exit_code == 0:
+            export_run(run_dir, "hf", save_dataset, overwrite=True)
+            console.print(f"dataset: {save_dataset}")
     raise typer.Exit(exit_code)
 
 
