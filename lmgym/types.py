@@ -146,6 +146,7 @@ class Rollout:
             "error": self.error.to_dict() if self.error else None,
             "num_turns": len(self.turns),
             "stop_reason": self.state.get("stop_reason"),
+            "finish_reason": self.turns[-1].finish_reason if self.turns else None,
             "usage": self.usage.to_dict(),
             "started_at": self.started_at,
             "latency_s": self.latency_s,

@@ -7,9 +7,13 @@ import os
 
 import typer
 
+from lmgym.cli.audit import audit_command
 from lmgym.cli.eval import eval_command
+from lmgym.cli.export import export_command
+from lmgym.cli.init import init_command
 from lmgym.cli.list import list_command
 from lmgym.cli.train import OVERRIDES, sft_command, train_command
+from lmgym.cli.view import view_command
 
 app = typer.Typer(
     name="lmgym",
@@ -20,8 +24,12 @@ app = typer.Typer(
 )
 app.command("eval")(eval_command)
 app.command("list")(list_command)
+app.command("init")(init_command)
+app.command("export")(export_command)
 app.command("train", context_settings=OVERRIDES)(train_command)
 app.command("sft", context_settings=OVERRIDES)(sft_command)
+app.command("view")(view_command)
+app.command("audit")(audit_command)
 
 
 def main() -> None:
