@@ -62,7 +62,7 @@ def test_nan_loss_stops_naming_the_step_and_checkpoint(tmp_path):
     trainer.train()
     saved = trainer.last_checkpoint
     assert saved is not None and saved.exists()
-    batch = trainer.orchestrator.next_batch()
+    batch = trainer.orchestrator.next_batch(trainer.step)
     batch.advantages = [float("nan")] * len(batch.advantages)  # as from a diverged reward
     with pytest.raises(TrainingError, match=rf"nan at step 2; last checkpoint: {saved}"):
         trainer.train_step(batch)
@@ -115,7 +115,7 @@ def test_micro_batches_windows_and_skipped_samples_keep_the_full_batch_gradient(
 
     config = small_config(tmp_path, f"algorithm.loss={loss}", "trainer.micro_batch_size=4", "trainer.max_grad_norm=1e9")
     trainer = build_trainer(config, tmp_path, NullSink())
-    batch = trainer.orchestrator.next_batch()
+    batch = trainer.orchestrator.next_batch(trainer.step)
     batch.advantages = [a if i % 3 else 0.0 for i, a in enumerate(batch.advantages)]  # some skippable
     batch.advantages[1] = 0.75
     t = pad_batch(batch.samples, trainer.orchestrator.client.engine.pad_id)

@@ -46,6 +46,7 @@ from lmgym.errors import UsageError
 Loss = Literal["grpo", "dr_grpo", "dapo", "gspo", "cispo"]
 RewardScale = Literal["group", "batch", "none"]
 LrSchedule = Literal["constant", "linear", "cosine"]
+ImportanceSampling = Literal["none", "tis", "mis"]
 
 
 class _Section(BaseModel):
@@ -107,6 +108,22 @@ class AlgorithmConfig(_Section):
     num_iterations: int = Field(
         1, ge=1, description="Optimiser passes over each batch, against the stored old logprobs (GRPO's mu)."
     )
+    max_off_policy_steps: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Asynchronous generation: batches may be sampled by weights up to this many steps old while the "
+            "trainer trains; 0 = synchronous (generate, then train)."
+        ),
+    )
+    importance_sampling: ImportanceSampling = Field(
+        "none",
+        description=(
+            "Per-token correction pi_old / mu for tokens sampled by stale weights or another sampler: "
+            "tis (truncated at is_cap), mis (tokens outside [1/is_cap, is_cap] masked), none."
+        ),
+    )
+    is_cap: float = Field(2.0, gt=1.0, description="Cap of the importance weights (tis) or width of the kept band (mis).")
 
     @field_validator("group_size")
     @classmethod
@@ -153,6 +170,9 @@ class LoggingConfig(_Section):
     wandb: bool = Field(False, description="Also log to Weights & Biases (needs `wandb`).")
     wandb_project: str = Field("lmgym", description="Weights & Biases project name.")
     console_every: int = Field(1, ge=0, description="Print a one-line summary every this many steps; 0 = never.")
+    samples_per_step: int = Field(
+        2, ge=0, description="Rollouts of each step (one per group) saved to samples.jsonl for `lmgym view`; 0 = none."
+    )
 
 
 class SFTConfig(_Section):

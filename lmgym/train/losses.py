@@ -1,7 +1,7 @@
 """GRPO-family policy losses: one pure function per variant, all with the same signature.
 
     loss_fn(logprobs, old_logprobs, advantages, mask, *,
-            eps_low, eps_high, ref_logprobs=None, beta=0.0) -> LossOutput
+            eps_low, eps_high, ref_logprobs=None, beta=0.0, is_weights=None) -> LossOutput
 
 Shapes (B completions in the batch, T token positions, padded):
 
@@ -11,8 +11,11 @@ Shapes (B completions in the batch, T token positions, padded):
     advantages    (B,)    one per completion (`lmgym.train.advantages`), shared by its tokens
     mask          (B, T)  1 on completion tokens the model sampled; 0 on prompt, tool
                           output and padding. Bool or 0/1 float.
+    is_weights    (B, T)  optional importance weights pi_old / mu against the sampler
+                          (`lmgym.train.importance`), multiplying each token's policy term
+                          (gspo: their per-sequence mean); None = 1 everywhere.
 
-old_logprobs, ref_logprobs and advantages are constants (detached). Every input is
+old_logprobs, ref_logprobs, advantages and is_weights are constants (detached). Every input is
 zeroed at masked positions with `torch.where` before any arithmetic, so whatever sits
 there (-inf, 1e9, NaN) changes neither the loss nor the gradients, which are exactly 0
 there. A completion with no masked-in token drops out entirely (it is not counted in
@@ -76,6 +79,7 @@ class LossFn(Protocol):
         eps_high: float = ...,
         ref_logprobs: Tensor | None = None,
         beta: float = 0.0,
+        is_weights: Tensor | None = None,
     ) -> LossOutput: ...
 
 
@@ -131,6 +135,15 @@ def _prepare(
     ref = None if ref_logprobs is None else torch.where(m, ref_logprobs.detach().float(), 0.0)
     adv = advantages.detach().float()  # (B,)
     return logp, old, ref, adv, m
+
+
+def _token_weights(is_weights: Tensor | None, m: Tensor) -> Tensor:
+    """(B, T) detached weights, 0 where masked; ones when there are none."""
+    if is_weights is None:
+        return m.float()
+    if tuple(is_weights.shape) != tuple(m.shape):
+        raise ValueError(f"is_weights must have the shape of logprobs {tuple(m.shape)}, got {tuple(is_weights.shape)}")
+    return torch.where(m, is_weights.detach().float(), 0.0)
 
 
 def _clipped_surrogate(ratio: Tensor, adv: Tensor, eps_low: float, eps_high: float) -> tuple[Tensor, Tensor]:
@@ -201,6 +214,7 @@ def grpo(
     eps_high: float = 0.2,
     ref_logprobs: Tensor | None = None,
     beta: float = 0.0,
+    is_weights: Tensor | None = None,
 ) -> LossOutput:
     """Vanilla GRPO (DeepSeekMath, arXiv 2402.03300).
 
@@ -213,6 +227,7 @@ def grpo(
     logp, old, ref, adv, m = _prepare(logprobs, old_logprobs, advantages, mask, ref_logprobs, beta)
     ratio = torch.exp(logp - old)  # (B, T)
     surrogate, binds = _clipped_surrogate(ratio, adv[:, None], eps_low, eps_high)  # (B, T)
+    surrogate = surrogate * _token_weights(is_weights, m)
     kl = _k3(logp, ref)  # (B, T)
     loss = -_sequence_mean(surrogate, m) + beta * _sequence_mean(kl, m)
     return _output(loss, binds, ratio, m, kl, m)
@@ -228,6 +243,7 @@ def dr_grpo(
     eps_high: float = 0.2,
     ref_logprobs: Tensor | None = None,
     beta: float = 0.0,
+    is_weights: Tensor | None = None,
 ) -> LossOutput:
     """Dr. GRPO, "GRPO done right" (arXiv 2503.20783).
 
@@ -242,6 +258,7 @@ def dr_grpo(
     logp, old, ref, adv, m = _prepare(logprobs, old_logprobs, advantages, mask, ref_logprobs, beta)
     ratio = torch.exp(logp - old)  # (B, T)
     surrogate, binds = _clipped_surrogate(ratio, adv[:, None], eps_low, eps_high)  # (B, T)
+    surrogate = surrogate * _token_weights(is_weights, m)
     kl = _k3(logp, ref)  # (B, T)
     loss = -_constant_length_sum(surrogate, m) + beta * _constant_length_sum(kl, m)
     return _output(loss, binds, ratio, m, kl, m)
@@ -257,6 +274,7 @@ def dapo(
     eps_high: float = 0.28,
     ref_logprobs: Tensor | None = None,
     beta: float = 0.0,
+    is_weights: Tensor | None = None,
 ) -> LossOutput:
     """DAPO (arXiv 2503.14476).
 
@@ -272,6 +290,7 @@ def dapo(
     logp, old, ref, adv, m = _prepare(logprobs, old_logprobs, advantages, mask, ref_logprobs, beta)
     ratio = torch.exp(logp - old)  # (B, T)
     surrogate, binds = _clipped_surrogate(ratio, adv[:, None], eps_low, eps_high)  # (B, T)
+    surrogate = surrogate * _token_weights(is_weights, m)
     kl = _k3(logp, ref)  # (B, T)
     loss = -_masked_mean(surrogate, m) + beta * _masked_mean(kl, m)
     return _output(loss, binds, ratio, m, kl, m)
@@ -287,6 +306,7 @@ def gspo(
     eps_high: float = 4e-4,
     ref_logprobs: Tensor | None = None,
     beta: float = 0.0,
+    is_weights: Tensor | None = None,
 ) -> LossOutput:
     """GSPO, group sequence policy optimisation (arXiv 2507.18071).
 
@@ -306,6 +326,7 @@ def gspo(
     has_tokens = n > 0  # (B,)
     s = torch.exp((logp - old).sum(-1) / n.clamp(min=1))  # (B,) sequence ratio
     surrogate, binds = _clipped_surrogate(s, adv, eps_low, eps_high)  # (B,)
+    surrogate = surrogate * _token_weights(is_weights, m).sum(-1) / n.clamp(min=1)  # mean weight per sequence
     kl = _k3(logp, ref)  # (B, T)
     loss = -_masked_mean(surrogate, has_tokens) + beta * _sequence_mean(kl, m)
     return _output(loss, binds, s, has_tokens, kl, m)
@@ -321,6 +342,7 @@ def cispo(
     eps_high: float = 5.0,
     ref_logprobs: Tensor | None = None,
     beta: float = 0.0,
+    is_weights: Tensor | None = None,
 ) -> LossOutput:
     """CISPO, clipped IS-weight policy optimisation (MiniMax-M1, arXiv 2506.13585).
 
@@ -343,7 +365,7 @@ def cispo(
     weight = ratio.clamp(1.0 - eps_low, 1.0 + eps_high).detach()  # (B, T) sg(clip(r))
     clipped = (ratio < 1.0 - eps_low) | (ratio > 1.0 + eps_high)  # (B, T)
     kl = _k3(logp, ref)  # (B, T)
-    loss = -_masked_mean(weight * adv[:, None] * logp, m) + beta * _masked_mean(kl, m)
+    loss = -_masked_mean(weight * _token_weights(is_weights, m) * adv[:, None] * logp, m) + beta * _masked_mean(kl, m)
     return _output(loss, clipped, ratio, m, kl, m)
 
 

@@ -9,14 +9,29 @@ A group containing a failed rollout is dropped whole: scoring the others relativ
 missing member would bias the advantages, and a failure must never become a reward of 0
 that trains the model. Such drops are counted in the step's metrics.
 
-This is the synchronous orchestrator: generation and training alternate on one device.
-Bounded-staleness asynchronous generation is a later step (see the issues).
+Two orchestrators share that pipeline:
+
+    Orchestrator        synchronous: each batch is sampled with the weights being trained
+                        (the engine shares them), then trained on; generation and training
+                        alternate. `algorithm.max_off_policy_steps = 0`.
+    AsyncOrchestrator   a producer thread samples the next batches while the trainer trains,
+                        from a snapshot of the weights that the trainer refreshes after each
+                        step (`publish`). Batch i may be sampled with any weights of version
+                        >= i - max_off_policy_steps: the producer waits for fresher weights
+                        rather than run further ahead, so staleness never exceeds the bound.
+
+Every batch carries the policy version that sampled it and the data position after its
+examples (so a checkpoint resumes the data where training, not generation, stopped).
+The trainer corrects the staleness with importance weights (`lmgym.train.importance`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import queue
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -26,6 +41,7 @@ import torch
 from lmgym.clients.local import LocalClient
 from lmgym.envs.base import Environment
 from lmgym.train.advantages import dynamic_sampling_mask, group_advantages
+from lmgym.train.checkpoint import load_trainable, trainable_state
 from lmgym.train.config import AlgorithmConfig, SamplingConfig
 from lmgym.train.tokens import TokenSample, rollout_samples
 from lmgym.types import Example, Rollout
@@ -71,6 +87,9 @@ class Batch:
     samples: list[TokenSample]
     advantages: list[float]  # one per sample
     metrics: dict[str, float] = field(default_factory=dict)
+    policy_version: int = 0  # optimiser steps behind the weights that sampled it
+    data_position: dict[str, int] | None = None  # DataStream.position after its examples
+    records: list[dict[str, Any]] = field(default_factory=list)  # a few rollouts, for samples.jsonl
 
 
 def sampling_args(config: SamplingConfig, temperature: float | None = None) -> dict[str, Any]:
@@ -141,23 +160,106 @@ def build_batch(groups: list[list[Rollout]], algorithm: AlgorithmConfig, max_seq
 class Orchestrator:
     """Produces one training batch per call, synchronously, from the current weights."""
 
-    def __init__(self, env: Environment, client: LocalClient, data: DataStream, algorithm: AlgorithmConfig, sampling: SamplingConfig, max_seq_len: int):
+    def __init__(self, env: Environment, client: LocalClient, data: DataStream, algorithm: AlgorithmConfig, sampling: SamplingConfig, max_seq_len: int, *, records_per_step: int = 0):
         self.env, self.client, self.data = env, client, data
         self.algorithm, self.sampling, self.max_seq_len = algorithm, sampling, max_seq_len
+        self.records_per_step = records_per_step
 
-    def next_batch(self) -> Batch:
+    def next_batch(self, step: int) -> Batch:
+        """The batch to train at `step` (= the trainer's policy version)."""
+        return self._sample(self.client, step)
+
+    def _sample(self, client: LocalClient, version: int) -> Batch:
         examples = self.data.take(self.algorithm.prompts_per_step)
+        position = self.data.position
         started = time.perf_counter()
-        groups = asyncio.run(run_groups(self.env, self.client, examples, self.algorithm.group_size, sampling_args(self.sampling)))
+        groups = asyncio.run(run_groups(self.env, client, examples, self.algorithm.group_size, sampling_args(self.sampling)))
         elapsed = time.perf_counter() - started
-        self.client.reset()
+        client.reset()
         batch = build_batch(groups, self.algorithm, self.max_seq_len)
+        batch.policy_version, batch.data_position = version, position
+        batch.records = [group[0].to_dict() for group in groups[: self.records_per_step]]
         batch.metrics["generation_s"] = elapsed
         batch.metrics["generation_tokens_per_s"] = sum(len(t.token_ids or []) for g in groups for r in g for t in r.turns) / max(elapsed, 1e-9)
         return batch
 
+    def publish(self, model: Any, version: int) -> None:
+        """New weights after an optimiser step: nothing to do when the engine shares them."""
+
+    def close(self) -> None:
+        """Stop any background work."""
+
     def evaluate(self, examples: Sequence[Example], temperature: float) -> dict[str, float]:
-        """Held-out evaluation through the same loop: one rollout per example."""
+        """Held-out evaluation through the same loop, with the current weights: one rollout per example."""
         groups = asyncio.run(run_groups(self.env, self.client, examples, 1, sampling_args(self.sampling, temperature)))
         self.client.reset()
         return rubric_metrics([g[0] for g in groups], prefix="eval/")
+
+
+class AsyncOrchestrator(Orchestrator):
+    """Samples batches in a background thread from a snapshot of the weights (see the module
+    docstring). `self.client` (the trainer's weights) still serves evaluation."""
+
+    def __init__(self, *args: Any, max_off_policy_steps: int = 1, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if max_off_policy_steps < 1:
+            raise ValueError(f"an AsyncOrchestrator needs max_off_policy_steps >= 1, got {max_off_policy_steps}")
+        self.max_off_policy_steps = max_off_policy_steps
+        self._batches: queue.Queue[Batch | BaseException] = queue.Queue()
+        self._weights = threading.Condition()
+        self._pending: dict[str, Any] | None = None
+        self._version = 0
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def next_batch(self, step: int) -> Batch:
+        if self._thread is None:
+            self._start(step)
+        item = self._batches.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def publish(self, model: Any, version: int) -> None:
+        """Hand the producer a copy of the trained weights; it loads them between batches."""
+        weights = trainable_state(model)
+        with self._weights:
+            self._pending, self._version = weights, version
+            self._weights.notify_all()
+
+    def close(self) -> None:
+        with self._weights:
+            self._stopping = True
+            self._weights.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _start(self, step: int) -> None:
+        """The sampler gets its own copy of the model, taken now (after any resume)."""
+        engine = self.client.engine
+        sampler = copy.deepcopy(engine.model).eval()
+        for p in sampler.parameters():
+            p.requires_grad_(False)
+        sampler_engine = type(engine)(sampler, engine.tokenizer, seed=int(engine.generator.initial_seed()) + 1)
+        self._version = step
+        self._thread = threading.Thread(target=self._produce, args=(LocalClient(sampler_engine), step), name="lmgym-generation", daemon=True)
+        self._thread.start()
+
+    def _produce(self, client: LocalClient, first: int) -> None:
+        index, loaded = first, first
+        try:
+            while True:
+                with self._weights:
+                    # batch `index` trains at version `index`: its weights may lag by the bound
+                    self._weights.wait_for(lambda: self._stopping or self._version >= index - self.max_off_policy_steps)
+                    if self._stopping:
+                        return
+                    pending, version, self._pending = self._pending, self._version, None
+                if pending is not None:
+                    load_trainable(client.engine.model, pending)
+                    loaded = version
+                self._batches.put(self._sample(client, loaded))
+                index += 1
+        except BaseException as exc:  # the trainer re-raises it from next_batch
+            self._batches.put(exc)

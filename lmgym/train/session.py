@@ -23,7 +23,7 @@ from lmgym.train.config import TrainConfig, dump_config
 from lmgym.train.engine import LocalEngine
 from lmgym.train.metrics import MetricsSink, make_sink
 from lmgym.train.models import load_model, save_model
-from lmgym.train.orchestrator import DataStream, Orchestrator
+from lmgym.train.orchestrator import AsyncOrchestrator, DataStream, Orchestrator
 from lmgym.train.sft import run_sft, sft_rows
 from lmgym.train.trainer import GRPOTrainer, apply_lora
 
@@ -64,6 +64,15 @@ def warm_start(config: TrainConfig, model: Any, tokenizer: Any, env: Any, sink: 
     )
 
 
+def make_orchestrator(config: TrainConfig, env: Any, client: LocalClient, data: DataStream) -> Orchestrator:
+    """Synchronous, or asynchronous with bounded staleness when max_off_policy_steps > 0."""
+    args = (env, client, data, config.algorithm, config.sampling, config.trainer.max_seq_len)
+    records = config.logging.samples_per_step
+    if config.algorithm.max_off_policy_steps == 0:
+        return Orchestrator(*args, records_per_step=records)
+    return AsyncOrchestrator(*args, records_per_step=records, max_off_policy_steps=config.algorithm.max_off_policy_steps)
+
+
 def build_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, *, resume: bool = False) -> GRPOTrainer:
     """Everything a GRPO run needs, SFT warm start included (or reloaded when resuming)."""
     seed_everything(config.trainer.seed)
@@ -84,7 +93,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, *, resu
     engine = LocalEngine(model, tokenizer, seed=config.trainer.seed)
     env.use_run_dir(run_dir)
     data = DataStream(env.dataset or env.eval_dataset, seed=config.trainer.seed)
-    orchestrator = Orchestrator(env, LocalClient(engine), data, config.algorithm, config.sampling, config.trainer.max_seq_len)
+    orchestrator = make_orchestrator(config, env, LocalClient(engine), data)
     eval_examples = env.get_eval_examples(config.eval.num_examples) if config.eval.every else []
     trainer = GRPOTrainer(config, model, tokenizer, orchestrator, run_dir, sink, eval_examples)
     if resume:

@@ -13,6 +13,12 @@ the first trained position on, and samples with a zero advantage (no KL term) sk
 forward and backward passes, since every loss term is proportional to the advantage.
 dr_grpo's constant T is then the width of that window. A NaN loss stops the run, naming
 the step and the last checkpoint.
+
+Batches sampled by older weights (asynchronous generation, `algorithm.max_off_policy_steps`)
+or by another sampler are corrected token by token with importance weights pi_old / mu
+(`algorithm.importance_sampling`: tis or mis, `lmgym.train.importance`); a batch older
+than the bound is dropped and counted. After each step the new weights are published to
+the orchestrator. A few rollouts per step go to RUN_DIR/samples.jsonl (`logging.samples_per_step`).
 """
 
 from __future__ import annotations
@@ -24,17 +30,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import torch
 
 from lmgym.errors import LmgymError
 from lmgym.train import checkpoint as ckpt
 from lmgym.train.config import TrainConfig
+from lmgym.train.importance import IS_CORRECTIONS, mismatch_kl
 from lmgym.train.losses import LOSSES, micro_batch_weight
 from lmgym.train.metrics import MetricsSink, NullSink
 from lmgym.train.orchestrator import Batch, Orchestrator
 from lmgym.train.tokens import pad_batch
 
 logger = logging.getLogger(__name__)
+SAMPLES_FILE = "samples.jsonl"
 
 
 class TrainingError(LmgymError):
@@ -54,6 +63,37 @@ def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     if temperature > 0:
         logits = logits / temperature
     return torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, start + 1 :, None]).squeeze(-1)
+
+
+def micro_stats(out: Any, logprobs: torch.Tensor, proximal: torch.Tensor, sampler: torch.Tensor, mask: torch.Tensor, corrected: Any) -> dict[str, float]:
+    """What one micro-batch reports: the loss's own stats and how far the sampler was."""
+    with torch.no_grad():
+        gap = ((logprobs - sampler).abs() * mask).sum() / mask.sum().clamp(min=1)
+        stats = {
+            "loss": out.loss.item(), "clip_fraction": out.clip_fraction, "kl": out.kl, "ratio_mean": out.ratio_mean,
+            "sampler_mismatch": float(gap), "mismatch_kl": mismatch_kl(proximal, sampler, mask),
+        }
+    if corrected is not None:
+        stats.update(is_capped_fraction=corrected.capped_fraction, is_weight_mean=corrected.weight_mean)
+    return stats
+
+
+def combine_stats(parts: list[tuple[float, dict[str, float]]], iterations: int) -> dict[str, float]:
+    """The batch's loss (micro-batch losses weighted by their share of the batch, as the
+    gradient is) and the mean of every other stat over the micro-batches that ran."""
+    if not parts:
+        return {"loss": 0.0}
+    covered = sum(weight for weight, _ in parts)
+    combined = {key: sum(w * stats[key] for w, stats in parts) / covered for key in parts[0][1]}
+    combined["loss"] = sum(w * stats["loss"] for w, stats in parts) / iterations
+    return combined
+
+
+def write_samples(run_dir: Path, step: int, records: list[dict[str, Any]]) -> None:
+    """Append a step's sampled rollouts to RUN_DIR/samples.jsonl (read by `lmgym view`)."""
+    if records:
+        with (run_dir / SAMPLES_FILE).open("ab") as file:
+            file.write(b"".join(orjson.dumps({**record, "step": step}, default=str) + b"\n" for record in records))
 
 
 def first_trained_position(mask: torch.Tensor) -> int:
@@ -104,7 +144,9 @@ class GRPOTrainer:
             self.optimizer, lambda s: lr_factor(s, trainer.warmup_steps, trainer.max_steps, trainer.lr_schedule)
         )
         self.reference = self._reference_model() if config.algorithm.beta > 0 else None
+        self.correction = IS_CORRECTIONS.get(config.algorithm.importance_sampling)
         self.step = 0
+        self.data_position = orchestrator.data.position
         self.last_checkpoint: Path | None = None
 
     def _reference_model(self) -> Any:
@@ -148,7 +190,7 @@ class GRPOTrainer:
         reference = self._reference_logprobs(ids, attention, start) if self.config.algorithm.beta > 0 else None  # beta > 0 keeps all
         old = self._old_logprobs(ids, attention, start) if iterations > 1 and keep else None
         micro = self.config.trainer.micro_batch_size
-        stats: dict[str, float] = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0, "ratio_mean": 0.0, "sampler_mismatch": 0.0}
+        parts: list[tuple[float, dict[str, float]]] = []  # (weight, stats) per micro-batch and iteration
         for _ in range(iterations):
             self.optimizer.zero_grad(set_to_none=True)
             for first in range(0, len(keep), micro):
@@ -157,20 +199,18 @@ class GRPOTrainer:
                 if weight == 0:
                     continue
                 logprobs = token_logprobs(self.model, ids[part], attention[part], temperature, start)
+                proximal = old[part] if old is not None else logprobs.detach()  # pi_old: the weights before this step
+                corrected = self.correction(proximal, sampler[part], mask[part], self.config.algorithm.is_cap) if self.correction else None
                 out = self.loss_fn(
-                    logprobs, old[part] if old is not None else logprobs.detach(), advantages[part], mask[part],
-                    ref_logprobs=reference[part] if reference is not None else None, beta=self.config.algorithm.beta, **self.loss_kwargs,
+                    logprobs, proximal, advantages[part], mask[part],
+                    ref_logprobs=reference[part] if reference is not None else None, beta=self.config.algorithm.beta,
+                    is_weights=corrected.weights if corrected is not None else None, **self.loss_kwargs,
                 )
                 if not torch.isfinite(out.loss):
                     where = self.last_checkpoint or "none saved yet"
                     raise TrainingError(f"the loss is {out.loss.item()} at step {self.step + 1}; last checkpoint: {where}")
                 (out.loss * weight).backward()
-                for key, value in (("loss", out.loss.item()), ("clip_fraction", out.clip_fraction), ("kl", out.kl), ("ratio_mean", out.ratio_mean)):
-                    stats[key] += weight * value / iterations
-                with torch.no_grad():
-                    m = mask[part]
-                    gap = ((logprobs.detach() - sampler[part]).abs() * m).sum() / m.sum().clamp(min=1)
-                    stats["sampler_mismatch"] += weight * float(gap) / iterations
+                parts.append((weight, micro_stats(out, logprobs.detach(), proximal, sampler[part], mask[part], corrected)))
             for p in self.trainable:  # a zero gradient is still a step (Adam's momentum moves)
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
@@ -178,7 +218,7 @@ class GRPOTrainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.trainer.max_grad_norm)
             self.optimizer.step()
         self.scheduler.step()
-        metrics.update(stats, grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0])
+        metrics.update(combine_stats(parts, iterations), grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0])
         return metrics
 
     def _old_logprobs(self, ids, attention, start: int) -> torch.Tensor:
@@ -195,21 +235,42 @@ class GRPOTrainer:
         last: dict[str, float] = {}
         if self.step == 0 and config.eval.every and self.eval_examples:
             self.sink.log(0, self.evaluate())
-        while self.step < config.trainer.max_steps:
-            started = time.perf_counter()
-            batch = self.orchestrator.next_batch()
-            metrics = self.train_step(batch)
-            self.step += 1
-            elapsed = time.perf_counter() - started
-            metrics["step_s"] = elapsed
-            metrics["tokens_per_s"] = metrics.get("completion_tokens", 0.0) / elapsed
-            if config.eval.every and self.eval_examples and self.step % config.eval.every == 0:
-                metrics.update(self.evaluate())
-            if config.checkpoint.every and self.step % config.checkpoint.every == 0:
-                self.save()
-            self.sink.log(self.step, metrics)
-            last = metrics
+        try:
+            while self.step < config.trainer.max_steps:
+                last = self._one_step()
+        finally:
+            self.orchestrator.close()
         return last
+
+    def _one_step(self) -> dict[str, float]:
+        config = self.config
+        started = time.perf_counter()
+        batch, dropped = self._fresh_batch()
+        metrics = self.train_step(batch)
+        self.step += 1
+        self.data_position = batch.data_position or self.data_position
+        self.orchestrator.publish(self.model, self.step)
+        metrics.update(staleness=float(self.step - 1 - batch.policy_version), batches_dropped_stale=float(dropped))
+        elapsed = time.perf_counter() - started
+        metrics["step_s"] = elapsed
+        metrics["tokens_per_s"] = metrics.get("completion_tokens", 0.0) / elapsed
+        if config.eval.every and self.eval_examples and self.step % config.eval.every == 0:
+            metrics.update(self.evaluate())
+        if config.checkpoint.every and self.step % config.checkpoint.every == 0:
+            self.save()
+        self.sink.log(self.step, metrics)
+        write_samples(self.run_dir, self.step, batch.records)
+        return metrics
+
+    def _fresh_batch(self) -> tuple[Batch, int]:
+        """The next batch sampled within `max_off_policy_steps` of the current weights."""
+        dropped = 0
+        while True:
+            batch = self.orchestrator.next_batch(self.step)
+            if self.step - batch.policy_version <= self.config.algorithm.max_off_policy_steps:
+                return batch, dropped
+            dropped += 1
+            logger.warning("dropped a batch sampled at version %d for step %d", batch.policy_version, self.step)
 
     def evaluate(self) -> dict[str, float]:
         return self.orchestrator.evaluate(self.eval_examples, self.config.eval.temperature)
@@ -222,7 +283,7 @@ class GRPOTrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": ckpt.rng_state(self.orchestrator.client.engine.generator),
-            "data": self.orchestrator.data.position,
+            "data": self.data_position,
         }
         self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, self.step, state, self.model, self.tokenizer, self.config.checkpoint.keep)
         return self.last_checkpoint
@@ -234,5 +295,6 @@ class GRPOTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         ckpt.restore_rng(state["rng"], self.orchestrator.client.engine.generator)
         self.orchestrator.data.seek(state["data"])
+        self.data_position = state["data"]
         self.step = state["step"]
         self.last_checkpoint = checkpoint
