@@ -5,7 +5,7 @@ never imports torch.
 """
 
 from lmgym.clients import ModelClient, OpenAIClient
-from lmgym.envs import EnvGroup, Environment, MultiTurnEnv, SingleTurnEnv, StatefulToolEnv, ToolEnv
+from lmgym.envs import EnvGroup, Environment, MultiTurnEnv, PythonEnv, SingleTurnEnv, StatefulToolEnv, ToolEnv
 from lmgym.errors import LmgymError
 from lmgym.parsers import Parser, ThinkParser, XMLParser
 from lmgym.registry import load_environment
@@ -25,6 +25,7 @@ __all__ = [
     "MultiTurnEnv",
     "OpenAIClient",
     "Parser",
+    "PythonEnv",
     "Rollout",
     "RolloutError",
     "Rubric",

@@ -18,6 +18,7 @@
     │   └── VerdictError               a judge's verdict could not be read
     ├── EnvironmentHookError        an environment hook (env_response, is_done, ...) raised
     ├── ToolServerError            an MCP tool server did not start, clashed, or died  (fatal)
+    ├── SandboxError               code cannot be run safely here, or a closed sandbox was used (fatal)
     └── EmbeddedModelError         the embedded llama.cpp server could not be started
 
 Each error that ends up on a rollout has a short stable `kind` used to count errors in
@@ -107,6 +108,13 @@ class ToolServerError(LmgymError):
     """Fatal: every later rollout would meet the same broken tools."""
 
     kind = "tool_server"
+    fatal = True
+
+
+class SandboxError(LmgymError):
+    """Fatal: a machine that cannot isolate code for one rollout cannot for any."""
+
+    kind = "sandbox"
     fatal = True
 
 

@@ -119,6 +119,15 @@ async def test_starting_stops_what_started_when_one_fails():
     assert events == ["start a", "start b", "stop b", "stop a"]
 
 
+def test_train_and_eval_examples_of_one_id_stay_apart():
+    group = lmgym.load_environment("arithmetic,reverse-text", arithmetic={"num_examples": 3, "num_eval_examples": 3})
+    for example in group.dataset + group.eval_dataset:
+        env, original = group.environment_of(example)
+        own = env.dataset if "/train/" in str(example.id) else env.eval_dataset
+        assert original in own and original.prompt == example.prompt and original.answer == example.answer
+    assert group.dataset[0].id == "arithmetic/train/0" and group.eval_dataset[0].id == "arithmetic/0"
+
+
 def test_registry_builds_a_group_from_comma_separated_names():
     group = lmgym.load_environment("arithmetic,reverse-text", arithmetic={"num_eval_examples": 4}, **{"reverse-text": {"num_eval_examples": 2}})
     assert isinstance(group, EnvGroup) and list(group.envs) == ["arithmetic", "reverse-text"]

@@ -9,7 +9,7 @@ import lmgym
 def test_exported_names():
     assert sorted(lmgym.__all__) == sorted([
         "EnvGroup", "Environment", "Example", "LmgymError", "Message", "ModelClient", "ModelResponse",
-        "MultiTurnEnv", "OpenAIClient", "Parser", "Rollout", "RolloutError", "Rubric",
+        "MultiTurnEnv", "OpenAIClient", "Parser", "PythonEnv", "Rollout", "RolloutError", "Rubric",
         "SingleTurnEnv", "StatefulToolEnv", "ThinkParser", "ToolCall", "ToolEnv", "Turn", "Usage", "XMLParser",
         "group_reward", "load_environment",
     ])

@@ -70,6 +70,14 @@ def test_every_call_gets_one_tool_message(tool_calls):
 
 
 @FUZZ
+@given(json_values.filter(lambda v: v not in (None, [], "", 0, False, {})))
+def test_tool_calls_that_are_not_a_list_of_objects_are_answered_too(tool_calls):
+    replies, state = respond(tool_calls)
+    assert replies and all(r["role"] == "tool" and r["content"].startswith("Error: ") for r in replies)
+    assert state["tool_errors"] == len(replies)
+
+
+@FUZZ
 @given(st.integers(-10**6, 10**6), st.sampled_from(["cm", "m"]))
 def test_valid_calls_always_run(a, unit):
     [reply], state = respond([{"id": "x", "type": "function", "function": {"name": "scale", "arguments": json.dumps({"a": a, "unit": unit})}}])

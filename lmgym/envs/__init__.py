@@ -1,7 +1,8 @@
 from lmgym.envs.base import Environment, to_examples
 from lmgym.envs.group import EnvGroup
 from lmgym.envs.multi_turn import MultiTurnEnv
+from lmgym.envs.python_env import PythonEnv
 from lmgym.envs.single_turn import SingleTurnEnv
 from lmgym.envs.tools import StatefulToolEnv, ToolEnv
 
-__all__ = ["EnvGroup", "Environment", "MultiTurnEnv", "SingleTurnEnv", "StatefulToolEnv", "ToolEnv", "to_examples"]
+__all__ = ["EnvGroup", "Environment", "MultiTurnEnv", "PythonEnv", "SingleTurnEnv", "StatefulToolEnv", "ToolEnv", "to_examples"]

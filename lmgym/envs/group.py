@@ -3,8 +3,9 @@
 Each example keeps its own environment: its rollout runs through that environment's
 loop, tools, sampling defaults and turn budget, and is scored by its rubric. In the
 group, an example's `task` is its environment's name and its id is prefixed with it
-(`wordle/17`), so ids stay unique, results resume, and the summary reports every metric
-per environment. The environments' examples are interleaved, so the first `n` of an
+(`wordle/17`; training examples `wordle/train/17`, as environments number both splits
+from 0), so ids stay unique, results resume, and the summary reports every metric per
+environment. The environments' examples are interleaved, so the first `n` of an
 evaluation are a balanced mix rather than all of the first environment.
 
 Training samples the interleaved dataset uniformly; `sft_examples` is not combined.
@@ -42,15 +43,16 @@ class EnvGroup(Environment):
         self.rubric = Rubric(parser=self.parser)  # unused: each example is scored by its own environment
         self.sampling_args, self.max_turns, self.tools, self.sft_examples = {}, 1, None, None
         self._originals: dict[Any, tuple[Environment, Example]] = {}
-        self.dataset = self._relabel(lambda env: env.dataset)
-        self.eval_dataset = self._relabel(lambda env: env.eval_dataset if env.eval_dataset is not None else env.dataset)
+        self.dataset = self._relabel(lambda env: env.dataset, "train/")
+        self.eval_dataset = self._relabel(lambda env: env.eval_dataset if env.eval_dataset is not None else env.dataset, "")
 
-    def _relabel(self, split) -> list[Example] | None:
+    def _relabel(self, split, tag: str) -> list[Example] | None:
+        """`tag` keeps ids of the two splits apart: environments number both from 0."""
         per_env = []
         for name, env in self.envs.items():
             examples = []
             for original in split(env) or []:
-                example = dataclasses.replace(original, id=f"{name}/{original.id}", task=name)
+                example = dataclasses.replace(original, id=f"{name}/{tag}{original.id}", task=name)
                 self._originals[example.id] = (env, original)
                 examples.append(example)
             per_env.append(examples)

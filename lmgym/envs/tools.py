@@ -219,6 +219,7 @@ class ToolEnv(MultiTurnEnv):
 
     async def env_response(self, messages: Messages, state: dict[str, Any]) -> Messages:
         calls = messages[-1].get("tool_calls") or []
+        calls = [c if isinstance(c, dict) else {} for c in (calls if isinstance(calls, list) else [calls])]  # malformed: answered as bad calls
         replies = await asyncio.gather(*(self._run(call, i, state) for i, call in enumerate(calls)))
         return list(replies)
 
