@@ -161,7 +161,7 @@ def evaluate(config: dict[str, Any], run_dir: Path) -> int:
         client = OpenAIClient(base_url, api_key, timeout=config["timeout"], max_retries=config["max_retries"])
         status, exit_code = "completed", 0
         try:
-            with _progress() as progress:
+            with progress_bar() as progress:
                 task = progress.add_task(f"{config['env']} × {config['model']}", total=None, reward="")
                 asyncio.run(
                     _run(environment, client, config, examples, concurrency, run_dir, summary, progress, task)
@@ -186,10 +186,10 @@ def evaluate(config: dict[str, Any], run_dir: Path) -> int:
 
 async def _run(environment, client, config, examples, concurrency, run_dir, summary, progress, task) -> None:
     def on_start(plan: EvalPlan) -> None:
-        progress.update(task, total=plan.total, completed=len(plan.done), reward=_reward_text(summary))
+        progress.update(task, total=plan.total, completed=len(plan.done), reward=reward_text(summary))
 
     def on_record(record: dict[str, Any], summary: Summary) -> None:
-        progress.update(task, advance=1, reward=_reward_text(summary))
+        progress.update(task, advance=1, reward=reward_text(summary))
 
     try:
         await run_eval(
@@ -202,11 +202,11 @@ async def _run(environment, client, config, examples, concurrency, run_dir, summ
         await client.aclose()
 
 
-def _reward_text(summary: Summary) -> str:
+def reward_text(summary: Summary) -> str:
     return f"reward {summary.mean_reward:.3f}" if summary.rewards else ""
 
 
-def _progress() -> Progress:
+def progress_bar() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[reward]}"), TimeElapsedColumn(), TimeRemainingColumn(),

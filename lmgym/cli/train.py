@@ -6,6 +6,9 @@ Torch is imported only when one of these commands runs.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -40,8 +43,9 @@ def train_command(
     ctx: typer.Context,
     config: Annotated[Optional[Path], typer.Argument(help="TOML config (see configs/). Optional with --resume.")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue this run directory from its last checkpoint.")] = None,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, help="Data-parallel training processes on this machine (torch.distributed: gloo on CPU, one GPU each with nccl); each samples and trains 1/N of every step's prompts.")] = 1,
 ) -> None:
-    """Train a policy with GRPO-family RL on an environment (one CPU or one GPU).
+    """Train a policy with GRPO-family RL on an environment (one CPU or one GPU, or --nproc N).
 
     Extra options are dotted config overrides: --trainer.lr 1e-5 --algorithm.group_size 4
     """
@@ -49,19 +53,34 @@ def train_command(
     if config is not None and str(config).startswith("-"):  # `--resume RUN --a.b 1`: no config given
         config, overrides = None, [str(config), *overrides]
     run_dir = resume
+    main_rank = os.environ.get("RANK", "0") == "0"
     try:
         with exit_on_error():
             cfg = _load(config, overrides, resume)
             from lmgym.train.session import default_run_dir, train
 
-            _quiet_transformers()
             run_dir = resume or default_run_dir(cfg, "train")
-            console.print(f"run directory: {run_dir}")
+            if nproc > 1 and "LOCAL_RANK" not in os.environ:
+                raise typer.Exit(launch_processes(nproc, config, resume, [*overrides, "--logging.output_dir", str(run_dir)]))
+            _quiet_transformers()
+            if main_rank:
+                console.print(f"run directory: {run_dir}")
             train(cfg, run_dir, resume=resume is not None)
-            console.print(f"[green]done.[/] policy saved to {run_dir / 'final'}")
+            if main_rank:
+                console.print(f"[green]done.[/] policy saved to {run_dir / 'final'}")
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted.[/] continue from the last checkpoint with: lmgym train --resume {run_dir}")
         raise typer.Exit(130) from None
+
+
+def launch_processes(nproc: int, config: Optional[Path], resume: Optional[Path], overrides: list[str]) -> int:
+    """Run this same command in `nproc` processes under torchrun (`torch.distributed.run`)."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+        "-m", "lmgym", "train", *([str(config)] if config else []), *(["--resume", str(resume)] if resume else []), *overrides,
+    ]
+    console.print(f"starting {nproc} training processes (torch.distributed.run)")
+    return subprocess.run(command).returncode
 
 
 def sft_command(

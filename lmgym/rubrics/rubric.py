@@ -145,6 +145,10 @@ class Rubric:
         """Where a rubric may keep what it must not recompute on resume (generated criteria)."""
 
     @property
+    def funcs(self) -> list[RewardFunc]:
+        return [s.func for s in self._scorers]
+
+    @property
     def names(self) -> list[str]:
         return [s.name for s in self._scorers]
 

@@ -386,8 +386,6 @@ def _tokens(mask: Tensor) -> float:
 NORMALISERS = {"grpo": _completions, "dr_grpo": _completions, "gspo": _completions, "dapo": _tokens, "cispo": _tokens}
 
 
-def micro_batch_weight(loss: str, micro_mask: Tensor, batch_mask: Tensor) -> float:
-    """Share of the batch's averaging units (see NORMALISERS) in one micro-batch."""
-    count = NORMALISERS[loss]
-    total = count(batch_mask)
-    return count(micro_mask) / total if total else 0.0
+def batch_units(loss: str, mask: Tensor) -> float:
+    """How many of the variant's averaging units (see NORMALISERS) a (B, T) mask holds."""
+    return NORMALISERS[loss](mask)

@@ -42,6 +42,7 @@ from lmgym.clients.local import LocalClient
 from lmgym.envs.base import Environment
 from lmgym.train.advantages import dynamic_sampling_mask, group_advantages
 from lmgym.train.checkpoint import load_trainable, trainable_state
+from lmgym.train.distributed import World, shard
 from lmgym.train.config import AlgorithmConfig, SamplingConfig
 from lmgym.train.tokens import TokenSample, rollout_samples
 from lmgym.types import Example, Rollout
@@ -160,17 +161,20 @@ def build_batch(groups: list[list[Rollout]], algorithm: AlgorithmConfig, max_seq
 class Orchestrator:
     """Produces one training batch per call, synchronously, from the current weights."""
 
-    def __init__(self, env: Environment, client: LocalClient, data: DataStream, algorithm: AlgorithmConfig, sampling: SamplingConfig, max_seq_len: int, *, records_per_step: int = 0):
+    def __init__(
+        self, env: Environment, client: LocalClient, data: DataStream, algorithm: AlgorithmConfig, sampling: SamplingConfig, max_seq_len: int,
+        *, records_per_step: int = 0, world: World = World(),
+    ):
         self.env, self.client, self.data = env, client, data
         self.algorithm, self.sampling, self.max_seq_len = algorithm, sampling, max_seq_len
-        self.records_per_step = records_per_step
+        self.records_per_step, self.world = records_per_step, world
 
     def next_batch(self, step: int) -> Batch:
         """The batch to train at `step` (= the trainer's policy version)."""
         return self._sample(self.client, step)
 
     def _sample(self, client: LocalClient, version: int) -> Batch:
-        examples = self.data.take(self.algorithm.prompts_per_step)
+        examples = shard(self.data.take(self.algorithm.prompts_per_step), self.world)  # every rank takes the same, keeps its share
         position = self.data.position
         started = time.perf_counter()
         groups = asyncio.run(run_groups(self.env, client, examples, self.algorithm.group_size, sampling_args(self.sampling)))
@@ -198,12 +202,14 @@ class Orchestrator:
 
 class AsyncOrchestrator(Orchestrator):
     """Samples batches in a background thread from a snapshot of the weights (see the module
-    docstring). `self.client` (the trainer's weights) still serves evaluation."""
+    docstring). `self.client` (the trainer's weights) still serves evaluation. With
+    max_off_policy_steps = 0 it is synchronous but keeps generation on its own thread
+    (to compare the two schedules with the same threads, as benchmarks/async_vs_sync.py does)."""
 
     def __init__(self, *args: Any, max_off_policy_steps: int = 1, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        if max_off_policy_steps < 1:
-            raise ValueError(f"an AsyncOrchestrator needs max_off_policy_steps >= 1, got {max_off_policy_steps}")
+        if max_off_policy_steps < 0:
+            raise ValueError(f"max_off_policy_steps must be >= 0, got {max_off_policy_steps}")
         self.max_off_policy_steps = max_off_policy_steps
         self._batches: queue.Queue[Batch | BaseException] = queue.Queue()
         self._weights = threading.Condition()

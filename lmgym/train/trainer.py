@@ -7,7 +7,7 @@ micro-batches with gradient accumulation, clips the gradient and steps AdamW.
 `num_iterations` (GRPO's μ) > 1 reuses the batch with stored old logprobs.
 
 Micro-batches are weighted by their share of the loss's averaging units (completions or
-tokens, `losses.micro_batch_weight`), so accumulation gives the gradient of the whole
+tokens, `losses.batch_units`), so accumulation gives the gradient of the whole
 batch's loss. Two savings leave that gradient unchanged: logits are computed only from
 the first trained position on, and samples with a zero advantage (no KL term) skip the
 forward and backward passes, since every loss term is proportional to the advantage.
@@ -37,7 +37,8 @@ from lmgym.errors import LmgymError
 from lmgym.train import checkpoint as ckpt
 from lmgym.train.config import TrainConfig
 from lmgym.train.importance import IS_CORRECTIONS, mismatch_kl
-from lmgym.train.losses import LOSSES, micro_batch_weight
+from lmgym.train.distributed import World, mean_metrics, sum_gradients, sum_over_ranks
+from lmgym.train.losses import LOSSES, batch_units
 from lmgym.train.metrics import MetricsSink, NullSink
 from lmgym.train.orchestrator import Batch, Orchestrator
 from lmgym.train.tokens import pad_batch
@@ -126,8 +127,8 @@ def apply_lora(model: Any, lora: Any) -> Any:
 
 
 class GRPOTrainer:
-    def __init__(self, config: TrainConfig, model: Any, tokenizer: Any, orchestrator: Orchestrator, run_dir: Path, sink: MetricsSink | None = None, eval_examples=None):
-        self.config, self.model, self.tokenizer = config, model, tokenizer
+    def __init__(self, config: TrainConfig, model: Any, tokenizer: Any, orchestrator: Orchestrator, run_dir: Path, sink: MetricsSink | None = None, eval_examples=None, world: World = World()):
+        self.config, self.model, self.tokenizer, self.world = config, model, tokenizer, world
         self.orchestrator, self.run_dir = orchestrator, run_dir
         self.sink = sink or NullSink()
         self.eval_examples = eval_examples or []
@@ -169,33 +170,35 @@ class GRPOTrainer:
     # -- one step ------------------------------------------------------------------------
     def train_step(self, batch: Batch) -> dict[str, float]:
         metrics = dict(batch.metrics)
-        if not batch.samples:
+        if sum_over_ranks(len(batch.samples), self.world) == 0:
             metrics["skipped"] = 1.0
             self.scheduler.step()
             return metrics
-        device = next(self.model.parameters()).device
-        tensors = pad_batch(batch.samples, self.orchestrator.client.engine.pad_id, device)
-        full_mask = tensors["loss_mask"][:, 1:]  # (B, T-1): 1 where token t+1 was sampled
-        start = first_trained_position(full_mask)
+        temperature, iterations = self.config.sampling.temperature, self.config.algorithm.num_iterations
         keep = informative(batch.advantages, self.config.algorithm.beta)
         metrics["samples_skipped_zero_advantage"] = float(len(batch.samples) - len(keep))
-        # Micro-batches are weighed against the whole batch's units (dropped samples
-        # included), so the gradient equals that of the loss over every sample.
-        batch_mask = full_mask[:, start:]
-        rows = torch.tensor(keep, dtype=torch.long, device=device)
-        ids, attention = tensors["input_ids"][rows], tensors["attention_mask"][rows]
-        mask, sampler = batch_mask[rows], tensors["sampler_logprobs"][rows, start + 1 :]
-        advantages = torch.tensor(batch.advantages, dtype=torch.float32, device=device)[rows]  # (B,)
-        temperature, iterations = self.config.sampling.temperature, self.config.algorithm.num_iterations
-        reference = self._reference_logprobs(ids, attention, start) if self.config.algorithm.beta > 0 else None  # beta > 0 keeps all
-        old = self._old_logprobs(ids, attention, start) if iterations > 1 and keep else None
+        if batch.samples:  # a rank may get no samples while the others train
+            device = next(self.model.parameters()).device
+            tensors = pad_batch(batch.samples, self.orchestrator.client.engine.pad_id, device)
+            full_mask = tensors["loss_mask"][:, 1:]  # (B, T-1): 1 where token t+1 was sampled
+            start = first_trained_position(full_mask)
+            # Micro-batches are weighed against the whole batch's units (dropped samples
+            # included, every rank's), so the gradient equals that of the loss over every sample.
+            batch_mask = full_mask[:, start:]
+            rows = torch.tensor(keep, dtype=torch.long, device=device)
+            ids, attention = tensors["input_ids"][rows], tensors["attention_mask"][rows]
+            mask, sampler = batch_mask[rows], tensors["sampler_logprobs"][rows, start + 1 :]
+            advantages = torch.tensor(batch.advantages, dtype=torch.float32, device=device)[rows]  # (B,)
+            reference = self._reference_logprobs(ids, attention, start) if self.config.algorithm.beta > 0 else None  # beta > 0 keeps all
+            old = self._old_logprobs(ids, attention, start) if iterations > 1 and keep else None
+        total_units = sum_over_ranks(batch_units(self.loss_name, batch_mask) if batch.samples else 0.0, self.world)
         micro = self.config.trainer.micro_batch_size
         parts: list[tuple[float, dict[str, float]]] = []  # (weight, stats) per micro-batch and iteration
         for _ in range(iterations):
             self.optimizer.zero_grad(set_to_none=True)
             for first in range(0, len(keep), micro):
                 part = slice(first, first + micro)
-                weight = micro_batch_weight(self.loss_name, mask[part], batch_mask)
+                weight = batch_units(self.loss_name, mask[part]) / total_units if total_units else 0.0
                 if weight == 0:
                     continue
                 logprobs = token_logprobs(self.model, ids[part], attention[part], temperature, start)
@@ -214,6 +217,7 @@ class GRPOTrainer:
             for p in self.trainable:  # a zero gradient is still a step (Adam's momentum moves)
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
+            sum_gradients(self.trainable, self.world)
             # only what is trained: frozen weights (LoRA's base) must not weigh in the clip
             grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.trainer.max_grad_norm)
             self.optimizer.step()
@@ -233,7 +237,7 @@ class GRPOTrainer:
     def train(self) -> dict[str, float]:
         config = self.config
         last: dict[str, float] = {}
-        if self.step == 0 and config.eval.every and self.eval_examples:
+        if self.step == 0 and config.eval.every and self.eval_examples and self.world.is_main:
             self.sink.log(0, self.evaluate())
         try:
             while self.step < config.trainer.max_steps:
@@ -246,7 +250,10 @@ class GRPOTrainer:
         config = self.config
         started = time.perf_counter()
         batch, dropped = self._fresh_batch()
+        waited = time.perf_counter() - started
         metrics = self.train_step(batch)
+        metrics.update(wait_s=waited, train_s=time.perf_counter() - started - waited)
+        metrics = mean_metrics(metrics, self.world)
         self.step += 1
         self.data_position = batch.data_position or self.data_position
         self.orchestrator.publish(self.model, self.step)
@@ -254,6 +261,8 @@ class GRPOTrainer:
         elapsed = time.perf_counter() - started
         metrics["step_s"] = elapsed
         metrics["tokens_per_s"] = metrics.get("completion_tokens", 0.0) / elapsed
+        if not self.world.is_main:  # rank 0 alone evaluates, saves and logs
+            return metrics
         if config.eval.every and self.eval_examples and self.step % config.eval.every == 0:
             metrics.update(self.evaluate())
         if config.checkpoint.every and self.step % config.checkpoint.every == 0:

@@ -1,0 +1,100 @@
+"""Data parallelism over torch.distributed: N processes, each a full trainer on 1/N of the prompts.
+
+`lmgym train CONFIG --nproc N` starts N copies of itself with `torch.distributed.run`
+(torchrun; gloo on CPUs, nccl on GPUs, one GPU per process). Every rank samples and
+scores its own share of each step's prompts with its own engine, computes its
+gradient, and the gradients are summed with one all-reduce before the optimiser step, so
+every rank applies the same update and the weights never drift apart.
+
+The sum is exact, not an average of averages: each micro-batch is weighed by its share of
+the loss's averaging units over *all* ranks (`global_units`), so N processes with 1/N of
+the batch each produce the gradient of one process with the whole batch. (dr_grpo's
+constant T is each rank's padded window, the one variant whose loss depends on how the
+batch is split.) Rank 0 alone logs, evaluates and writes checkpoints and samples.
+
+Outside torchrun (no WORLD_SIZE in the environment) everything here is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def world_from_env() -> World:
+    """This process's place, as torchrun sets it (RANK, WORLD_SIZE, LOCAL_RANK)."""
+    return World(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def setup(world: World, device: torch.device) -> None:
+    """Join the process group (once): nccl for CUDA, gloo otherwise."""
+    if world.distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def teardown(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def device_for(world: World, device: torch.device) -> torch.device:
+    """Each rank on its own GPU; ranks share the CPU."""
+    if device.type == "cuda" and world.distributed:
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+def shard(items: Sequence[Any], world: World) -> list[Any]:
+    """This rank's share: every size-th item from position rank."""
+    return list(items[world.rank :: world.size])
+
+
+def sum_over_ranks(value: float, world: World) -> float:
+    if not world.distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return float(tensor)
+
+
+def sum_gradients(params: Sequence[torch.Tensor], world: World) -> None:
+    """Sum every parameter's gradient over the ranks, in one flat all-reduce."""
+    if not world.distributed:
+        return
+    grads = [p.grad for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def mean_metrics(metrics: dict[str, float], world: World) -> dict[str, float]:
+    """Each metric averaged over the ranks that report it (a rank that trained nothing
+    has no loss statistics), gathered to every rank."""
+    if not world.distributed:
+        return metrics
+    gathered: list[dict[str, float]] = [{} for _ in range(world.size)]
+    dist.all_gather_object(gathered, metrics)
+    keys = dict.fromkeys(k for m in gathered for k in m)
+    return {k: sum(m[k] for m in gathered if k in m) / sum(k in m for m in gathered) for k in keys}
