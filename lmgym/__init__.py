@@ -5,7 +5,7 @@ never imports torch.
 """
 
 from lmgym.clients import ModelClient, OpenAIClient
-from lmgym.envs import EnvGroup, Environment, MultiTurnEnv, PythonEnv, SingleTurnEnv, StatefulToolEnv, ToolEnv
+from lmgym.envs import EnvGroup, Environment, MultiTurnEnv, PythonEnv, SimulatedUser, SingleTurnEnv, StatefulToolEnv, ToolEnv, UserSimEnv
 from lmgym.errors import LmgymError
 from lmgym.parsers import Parser, ThinkParser, XMLParser
 from lmgym.registry import load_environment
@@ -29,6 +29,7 @@ __all__ = [
     "Rollout",
     "RolloutError",
     "Rubric",
+    "SimulatedUser",
     "SingleTurnEnv",
     "StatefulToolEnv",
     "ThinkParser",
@@ -36,6 +37,7 @@ __all__ = [
     "ToolEnv",
     "Turn",
     "Usage",
+    "UserSimEnv",
     "XMLParser",
     "group_reward",
     "load_environment",

@@ -10,7 +10,7 @@ def test_exported_names():
     assert sorted(lmgym.__all__) == sorted([
         "EnvGroup", "Environment", "Example", "LmgymError", "Message", "ModelClient", "ModelResponse",
         "MultiTurnEnv", "OpenAIClient", "Parser", "PythonEnv", "Rollout", "RolloutError", "Rubric",
-        "SingleTurnEnv", "StatefulToolEnv", "ThinkParser", "ToolCall", "ToolEnv", "Turn", "Usage", "XMLParser",
+        "SimulatedUser", "SingleTurnEnv", "StatefulToolEnv", "ThinkParser", "ToolCall", "ToolEnv", "Turn", "Usage", "UserSimEnv", "XMLParser",
         "group_reward", "load_environment",
     ])
     assert all(hasattr(lmgym, name) for name in lmgym.__all__)

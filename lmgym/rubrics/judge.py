@@ -25,6 +25,8 @@ import hashlib
 import os
 import random
 import string
+import weakref
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import orjson
@@ -120,6 +122,13 @@ def fill(template: str, fields: Mapping[str, Any]) -> str:
     return template.format(**fields)
 
 
+@dataclass
+class _LoopState:
+    client: OpenAIClient
+    limit: asyncio.Semaphore
+    pending: dict[str, asyncio.Future] = field(default_factory=dict)
+
+
 class JudgeEndpoint:
     """A judge model behind an OpenAI-compatible API, with a per-run cache of its answers."""
 
@@ -138,34 +147,32 @@ class JudgeEndpoint:
         self.sampling = {"temperature": 0.0, "max_tokens": 512, **(sampling or {})}
         self.max_concurrency, self.system_prompt, self.max_retries = max_concurrency, system_prompt, max_retries
         self._answers: dict[str, str] = {}
-        self._pending: dict[str, asyncio.Future] = {}
-        self._client: OpenAIClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._limit: asyncio.Semaphore | None = None
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
         self.requests = 0  # judge calls actually sent (cache misses)
 
     def __repr__(self) -> str:
         return f"JudgeEndpoint(model={self.model!r}, base_url={self.base_url!r})"
 
-    def _bind(self) -> None:
-        """A client and a semaphore for the running event loop (training runs one loop per step)."""
+    def _bound(self) -> _LoopState:
+        """The client, semaphore and in-flight requests of the running event loop: training
+        runs a loop per step, and asynchronous generation one in another thread."""
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._loop, self._pending = loop, {}
-            self._client = OpenAIClient(self.base_url, os.environ.get(self.api_key_var), max_retries=self.max_retries)
-            self._limit = asyncio.Semaphore(self.max_concurrency)
+        if loop not in self._loops:
+            client = OpenAIClient(self.base_url, os.environ.get(self.api_key_var), max_retries=self.max_retries)
+            self._loops[loop] = _LoopState(client, asyncio.Semaphore(self.max_concurrency))
+        return self._loops[loop]
 
     async def ask(self, text: str) -> str:
         """The judge's reply to `text`; each distinct text is sent once per run."""
         key = hashlib.sha256(text.encode()).hexdigest()
         if key in self._answers:
             return self._answers[key]
-        self._bind()
-        if key in self._pending:
-            return await asyncio.shield(self._pending[key])
-        future = self._pending[key] = asyncio.get_running_loop().create_future()
+        bound = self._bound()
+        if key in bound.pending:
+            return await asyncio.shield(bound.pending[key])
+        future = bound.pending[key] = asyncio.get_running_loop().create_future()
         try:
-            answer = await self._send(text)
+            answer = await self._send(text, bound)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -174,17 +181,17 @@ class JudgeEndpoint:
             future.exception()  # retrieved: a failure nobody else waited for is not "never retrieved"
             raise
         finally:
-            self._pending.pop(key, None)
+            bound.pending.pop(key, None)
         self._answers[key] = answer
         future.set_result(answer)
         return answer
 
-    async def _send(self, text: str) -> str:
+    async def _send(self, text: str, bound: _LoopState) -> str:
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         messages.append({"role": "user", "content": text})
-        async with self._limit:
+        async with bound.limit:
             self.requests += 1
-            response = await self._client.chat(messages, model=self.model, sampling=self.sampling)
+            response = await bound.client.chat(messages, model=self.model, sampling=self.sampling)
         return message_text(response.message)
 
 
