@@ -5,7 +5,7 @@ never imports torch.
 """
 
 from lmgym.clients import ModelClient, OpenAIClient
-from lmgym.envs import EnvGroup, Environment, MultiTurnEnv, PythonEnv, SimulatedUser, SingleTurnEnv, StatefulToolEnv, ToolEnv, UserSimEnv
+from lmgym.envs import EnvGroup, Environment, MultiAgentEnv, MultiTurnEnv, PythonEnv, SimulatedUser, SingleTurnEnv, StatefulToolEnv, ToolEnv, UserSimEnv
 from lmgym.errors import LmgymError
 from lmgym.parsers import Parser, ThinkParser, XMLParser
 from lmgym.registry import load_environment
@@ -22,6 +22,7 @@ __all__ = [
     "Message",
     "ModelClient",
     "ModelResponse",
+    "MultiAgentEnv",
     "MultiTurnEnv",
     "OpenAIClient",
     "Parser",

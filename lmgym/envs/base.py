@@ -190,7 +190,7 @@ class Environment:
         started = time.perf_counter()
         messages: Messages = list(example.prompt)
         try:
-            await self.setup_state(state, example)
+            await self._hook(lambda _messages, state: self.setup_state(state, example), messages, state, name="setup_state")
             while True:
                 response = await client.chat(messages, model=model, sampling=sampling, tools=self.tools)
                 rollout.usage.add(response.usage)
@@ -215,11 +215,9 @@ class Environment:
                 if state["turn"] >= self.max_turns:
                     state["stop_reason"] = "max_turns"
                     break
-        except errors.ModelError as exc:
-            if exc.fatal:
+        except errors.LmgymError as exc:  # a model, tool, judge or hook failure is this rollout's
+            if exc.fatal:  # ... unless every rollout would fail alike: stop the run
                 raise
-            rollout.error = RolloutError(exc.kind, str(exc))
-        except errors.EnvironmentHookError as exc:
             rollout.error = RolloutError(exc.kind, str(exc))
         finally:
             await self._teardown(state)
@@ -233,13 +231,13 @@ class Environment:
             logger.exception("%s.teardown_state failed", type(self).__name__)
 
     @staticmethod
-    async def _hook(hook, messages: Messages, state: dict[str, Any]):
+    async def _hook(hook, messages: Messages, state: dict[str, Any], name: str | None = None):
         try:
             return await hook(messages, state)
         except errors.LmgymError:
             raise
         except Exception as exc:
-            raise errors.EnvironmentHookError(f"{hook.__qualname__} raised {type(exc).__name__}: {exc}") from exc
+            raise errors.EnvironmentHookError(f"{name or hook.__qualname__} raised {type(exc).__name__}: {exc}") from exc
 
     async def score_group(self, rollouts: Sequence[Rollout]) -> None:
         await self.rubric.score_group(rollouts)

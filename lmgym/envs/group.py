@@ -92,7 +92,7 @@ class EnvGroup(Environment):
     async def rollout(self, client: ModelClient, model: str, example: Example, *, index: int = 0, sampling_args: Mapping[str, Any] | None = None) -> Rollout:
         env, original = self.environment_of(example)
         rollout = await env.rollout(client, model, original, index=index, sampling_args=sampling_args)
-        rollout.example = example
+        rollout.example = dataclasses.replace(rollout.example, id=example.id, task=example.task)  # its prompt may have grown
         return rollout
 
     async def score_group(self, rollouts: Sequence[Rollout]) -> None:

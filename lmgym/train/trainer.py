@@ -222,7 +222,10 @@ class GRPOTrainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.trainer.max_grad_norm)
             self.optimizer.step()
         self.scheduler.step()
-        metrics.update(combine_stats(parts, iterations), grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0])
+        stats = {**combine_stats(parts, iterations), "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0]}
+        for clash in stats.keys() & metrics.keys():  # a rubric metric named like the trainer's (`loss`) keeps its value
+            metrics[f"rubric/{clash}"] = metrics.pop(clash)
+        metrics.update(stats)
         return metrics
 
     def _old_logprobs(self, ids, attention, start: int) -> torch.Tensor:
