@@ -19,6 +19,7 @@
     ├── EnvironmentHookError        an environment hook (env_response, is_done, ...) raised
     ├── ToolServerError            an MCP tool server did not start, clashed, or died  (fatal)
     ├── SandboxError               code cannot be run safely here, or a closed sandbox was used (fatal)
+    ├── VLLMServerError            the vLLM rollout server did not start or refused new weights (fatal)
     └── EmbeddedModelError         the embedded llama.cpp server could not be started
 
 Each error that ends up on a rollout has a short stable `kind` used to count errors in
@@ -115,6 +116,11 @@ class SandboxError(LmgymError):
     """Fatal: a machine that cannot isolate code for one rollout cannot for any."""
 
     kind = "sandbox"
+    fatal = True
+
+
+class VLLMServerError(LmgymError):
+    kind = "vllm_server"
     fatal = True
 
 

@@ -27,14 +27,16 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def rng_state(engine_generator: torch.Generator) -> dict[str, Any]:
-    return {"python": random.getstate(), "torch": torch.get_rng_state(), "engine": engine_generator.get_state()}
+def rng_state(engine_generator: torch.Generator | None) -> dict[str, Any]:
+    engine = engine_generator.get_state() if engine_generator is not None else None
+    return {"python": random.getstate(), "torch": torch.get_rng_state(), "engine": engine}
 
 
-def restore_rng(state: dict[str, Any], engine_generator: torch.Generator) -> None:
+def restore_rng(state: dict[str, Any], engine_generator: torch.Generator | None) -> None:
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
-    engine_generator.set_state(state["engine"])
+    if engine_generator is not None and state.get("engine") is not None:
+        engine_generator.set_state(state["engine"])
 
 
 def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], model: Any, tokenizer: Any, keep: int) -> Path:

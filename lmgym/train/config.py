@@ -5,6 +5,7 @@
     [sampling]     how rollouts are sampled from the policy
     [algorithm]    the GRPO-family objective (`lmgym.train.losses`, `lmgym.train.advantages`)
     [trainer]      optimiser, schedule, batch shapes, seed
+    [engine]       where rollouts are sampled: in process, or a vLLM server
     [eval]         periodic greedy evaluation on held-out examples
     [checkpoint]   how often to save, how many to keep
     [logging]      where metrics go
@@ -152,6 +153,18 @@ class TrainerConfig(_Section):
     device: str = Field("auto", description='Where to train and sample: "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1".')
 
 
+class EngineConfig(_Section):
+    kind: Literal["local", "vllm"] = Field(
+        "local", description='Where rollouts are sampled: "local" (in this process, sharing the weights) or "vllm" (a vLLM server fed the weights after each step).'
+    )
+    base_url: str | None = Field(None, description="vllm: attach to this running server (started on the initial weights) instead of launching one.")
+    python: str | None = Field(None, description="vllm: the python of vLLM's own virtual environment; unset = $LMGYM_VLLM_PYTHON or the one benchmarks/setup_vllm.sh makes.")
+    dtype: str = Field("float32", description="vllm: weights dtype; float32 keeps its logprobs within ~1e-5 of the trainer's (bfloat16: up to 0.2).")
+    max_model_len: int = Field(1024, gt=0, description="vllm: longest prompt plus completion it serves.")
+    kv_cache_gb: float = Field(1.0, gt=0, description="vllm (CPU build): GB of KV cache (VLLM_CPU_KVCACHE_SPACE).")
+    keep_versions: int = Field(2, ge=1, description="vllm with LoRA: adapter versions kept loaded (requests in flight may use the previous one).")
+
+
 class EvalConfig(_Section):
     every: int = Field(10, ge=0, description="Evaluate every this many steps; 0 = never.")
     num_examples: int = Field(100, gt=0, description="Held-out examples per evaluation.")
@@ -196,6 +209,7 @@ class TrainConfig(_Section):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Rollout sampling.")
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig, description="The RL objective.")
     trainer: TrainerConfig = Field(default_factory=TrainerConfig, description="Optimisation.")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="The rollout engine.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Metrics sinks.")

@@ -67,4 +67,5 @@ IS_CORRECTIONS: dict[str, Callable[[Tensor, Tensor, Tensor, float], ISOutput]] =
 def mismatch_kl(proximal: Tensor, sampler: Tensor, mask: Tensor) -> float:
     """k3 estimate of KL(mu || pi_old) from tokens drawn by mu: E[exp(d) - d - 1], d = log pi_old - log mu."""
     d, m = _log_ratio(proximal, sampler, mask)
-    return float(torch.where(m, d.exp() - d - 1.0, 0.0).sum() / m.sum().clamp(min=1))
+    kl = torch.where(m, d.exp() - d - 1.0, 0.0).sum() / m.sum().clamp(min=1)
+    return max(0.0, float(kl))  # >= 0 exactly; float32 rounding can dip below by ~1e-9

@@ -34,7 +34,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -163,11 +163,14 @@ class Orchestrator:
 
     def __init__(
         self, env: Environment, client: LocalClient, data: DataStream, algorithm: AlgorithmConfig, sampling: SamplingConfig, max_seq_len: int,
-        *, records_per_step: int = 0, world: World = World(),
+        *, records_per_step: int = 0, world: World = World(), publisher: Callable[[Any, int], None] | None = None,
+        closer: Callable[[], None] | None = None,
     ):
+        """`publisher(model, version)` sends new weights to an engine that does not share
+        them (vLLM); without one the client's engine shares the trainer's weights."""
         self.env, self.client, self.data = env, client, data
         self.algorithm, self.sampling, self.max_seq_len = algorithm, sampling, max_seq_len
-        self.records_per_step, self.world = records_per_step, world
+        self.records_per_step, self.world, self.publisher, self.closer = records_per_step, world, publisher, closer
 
     def next_batch(self, step: int) -> Batch:
         """The batch to train at `step` (= the trainer's policy version)."""
@@ -189,9 +192,14 @@ class Orchestrator:
 
     def publish(self, model: Any, version: int) -> None:
         """New weights after an optimiser step: nothing to do when the engine shares them."""
+        if self.publisher is not None:
+            self.publisher(model, version)
 
     def close(self) -> None:
-        """Stop any background work."""
+        """Stop any background work, and the engine when it is ours to stop."""
+        if self.closer is not None:
+            self.closer()
+            self.closer = None
 
     def evaluate(self, examples: Sequence[Example], temperature: float) -> dict[str, float]:
         """Held-out evaluation through the same loop, with the current weights: one rollout per example."""
@@ -227,8 +235,14 @@ class AsyncOrchestrator(Orchestrator):
         return item
 
     def publish(self, model: Any, version: int) -> None:
-        """Hand the producer a copy of the trained weights; it loads them between batches."""
-        weights = trainable_state(model)
+        """Hand the producer a copy of the trained weights; it loads them between batches.
+        A remote engine (vLLM) gets them at once: a batch in progress then finishes on
+        the newer weights, which the per-token importance weights account for."""
+        if self.publisher is not None:
+            self.publisher(model, version)
+            weights = None
+        else:
+            weights = trainable_state(model)
         with self._weights:
             self._pending, self._version = weights, version
             self._weights.notify_all()
@@ -240,9 +254,16 @@ class AsyncOrchestrator(Orchestrator):
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        super().close()
 
     def _start(self, step: int) -> None:
-        """The sampler gets its own copy of the model, taken now (after any resume)."""
+        """The sampler gets its own copy of the model, taken now (after any resume); a
+        remote engine samples with its own copy already."""
+        self._version = step
+        if self.publisher is not None:
+            self._thread = threading.Thread(target=self._produce, args=(self.client, step), name="lmgym-generation", daemon=True)
+            self._thread.start()
+            return
         engine = self.client.engine
         sampler = copy.deepcopy(engine.model).eval()
         for p in sampler.parameters():
@@ -264,7 +285,7 @@ class AsyncOrchestrator(Orchestrator):
                     pending, version, self._pending = self._pending, self._version, None
                 if pending is not None:
                     load_trainable(client.engine.model, pending)
-                    loaded = version
+                loaded = version
                 self._batches.put(self._sample(client, loaded))
                 index += 1
         except BaseException as exc:  # the trainer re-raises it from next_batch

@@ -5,6 +5,8 @@
     RUN_DIR/sft_model/       the policy after the SFT warm start (resume starts from it)
     RUN_DIR/checkpoints/     see lmgym.train.checkpoint
     RUN_DIR/final/           the trained policy, a transformers folder
+    RUN_DIR/vllm_base/       with engine.kind = "vllm": the weights the server starts from
+    RUN_DIR/adapters|weights the versions published to it; RUN_DIR/vllm.log its log
 """
 
 from __future__ import annotations
@@ -66,10 +68,11 @@ def warm_start(config: TrainConfig, model: Any, tokenizer: Any, env: Any, sink: 
     )
 
 
-def make_orchestrator(config: TrainConfig, env: Any, client: LocalClient, data: DataStream, world: World) -> Orchestrator:
-    """Synchronous, or asynchronous with bounded staleness when max_off_policy_steps > 0."""
+def make_orchestrator(config: TrainConfig, env: Any, client: Any, data: DataStream, world: World, **engine: Any) -> Orchestrator:
+    """Synchronous, or asynchronous with bounded staleness when max_off_policy_steps > 0;
+    `engine` holds a remote engine's publisher and closer."""
     args = (env, client, data, config.algorithm, config.sampling, config.trainer.max_seq_len)
-    kwargs = {"records_per_step": config.logging.samples_per_step, "world": world}
+    kwargs = {"records_per_step": config.logging.samples_per_step, "world": world, **engine}
     if config.algorithm.max_off_policy_steps == 0:
         return Orchestrator(*args, **kwargs)
     return AsyncOrchestrator(*args, **kwargs, max_off_policy_steps=config.algorithm.max_off_policy_steps)
@@ -95,19 +98,43 @@ def build_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, *, resu
             warm_start(config, model, tokenizer, env, sink)
             if world.is_main:
                 save_model(model, tokenizer, sft_dir)
+    remote = start_vllm(config, model, tokenizer, run_dir, world) if config.engine.kind == "vllm" else None
     if config.model.lora.enabled:
         model = apply_lora(model, config.model.lora)
-    engine = LocalEngine(model, tokenizer, seed=config.trainer.seed + world.rank)  # ranks sample different completions
+    if remote is None:
+        client, publisher, closer = LocalClient(LocalEngine(model, tokenizer, seed=config.trainer.seed + world.rank)), None, None  # ranks sample differently
+    else:
+        client, publisher, closer = remote.client, remote.publish, remote.close
     env.use_run_dir(run_dir)
     data = DataStream(env.dataset or env.eval_dataset, seed=config.trainer.seed)
-    orchestrator = make_orchestrator(config, env, LocalClient(engine), data, world)
+    orchestrator = make_orchestrator(config, env, client, data, world, publisher=publisher, closer=closer)
     eval_examples = env.get_eval_examples(config.eval.num_examples) if config.eval.every else []
     trainer = GRPOTrainer(config, model, tokenizer, orchestrator, run_dir, sink, eval_examples, world=world)
     if resume:
         checkpoint = ckpt.latest_checkpoint(run_dir)
         if checkpoint is not None:
             trainer.resume(checkpoint)
+            orchestrator.publish(model, trainer.step)  # the server started from the initial weights
     return trainer
+
+
+def start_vllm(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path, world: World) -> Any:
+    """A vLLM engine serving the weights training starts from (saved to RUN_DIR/vllm_base),
+    or attached to a running server started on them (`engine.base_url`)."""
+    from lmgym.train.vllm_engine import VLLMEngine  # talks HTTP only; vLLM lives in its own venv
+
+    engine = config.engine
+    if world.distributed:
+        raise UsageError("engine.kind = \"vllm\" runs one trainer process; drop --nproc (or attach every rank to its own server)")
+    if engine.base_url:
+        return VLLMEngine(engine.base_url, tokenizer, run_dir, keep_versions=engine.keep_versions)
+    base = run_dir / "vllm_base"
+    save_model(model, tokenizer, base)
+    return VLLMEngine.launch(
+        base, tokenizer, run_dir, keep_versions=engine.keep_versions, python=engine.python, dtype=engine.dtype,
+        max_model_len=engine.max_model_len, kv_cache_gb=engine.kv_cache_gb, seed=config.trainer.seed,
+        log_path=run_dir / "vllm.log", max_lora_rank=max(16, config.model.lora.r),
+    )
 
 
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, sink: MetricsSink | None = None) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """The GRPO trainer for one machine (one CPU or one GPU): no second device needed.
 
 Each step: the orchestrator samples a batch of groups with the current weights (through
-the in-process engine, which shares the weights, so publishing them is free), then the
+the in-process engine, which shares the weights, so publishing them is free, or a vLLM
+server, `engine.kind = "vllm"`, which gets them after every step), then the
 trainer computes the chosen loss (`lmgym.train.losses`, picked by name once) over
 micro-batches with gradient accumulation, clips the gradient and steps AdamW.
 `num_iterations` (GRPO's μ) > 1 reuses the batch with stored old logprobs.
@@ -129,6 +130,7 @@ def apply_lora(model: Any, lora: Any) -> Any:
 class GRPOTrainer:
     def __init__(self, config: TrainConfig, model: Any, tokenizer: Any, orchestrator: Orchestrator, run_dir: Path, sink: MetricsSink | None = None, eval_examples=None, world: World = World()):
         self.config, self.model, self.tokenizer, self.world = config, model, tokenizer, world
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.orchestrator, self.run_dir = orchestrator, run_dir
         self.sink = sink or NullSink()
         self.eval_examples = eval_examples or []
@@ -179,7 +181,7 @@ class GRPOTrainer:
         metrics["samples_skipped_zero_advantage"] = float(len(batch.samples) - len(keep))
         if batch.samples:  # a rank may get no samples while the others train
             device = next(self.model.parameters()).device
-            tensors = pad_batch(batch.samples, self.orchestrator.client.engine.pad_id, device)
+            tensors = pad_batch(batch.samples, self.pad_id, device)
             full_mask = tensors["loss_mask"][:, 1:]  # (B, T-1): 1 where token t+1 was sampled
             start = first_trained_position(full_mask)
             # Micro-batches are weighed against the whole batch's units (dropped samples
@@ -288,13 +290,17 @@ class GRPOTrainer:
         return self.orchestrator.evaluate(self.eval_examples, self.config.eval.temperature)
 
     # -- checkpoints ---------------------------------------------------------------------
+    def _engine_generator(self) -> torch.Generator | None:
+        """The in-process engine's sampling RNG; a vLLM server keeps its own (not saved)."""
+        return getattr(getattr(self.orchestrator.client, "engine", None), "generator", None)
+
     def save(self) -> Path:
         state = {
             "step": self.step,
             "weights": ckpt.trainable_state(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": ckpt.rng_state(self.orchestrator.client.engine.generator),
+            "rng": ckpt.rng_state(self._engine_generator()),
             "data": self.data_position,
         }
         self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, self.step, state, self.model, self.tokenizer, self.config.checkpoint.keep)
@@ -305,7 +311,7 @@ class GRPOTrainer:
         ckpt.load_trainable(self.model, state["weights"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        ckpt.restore_rng(state["rng"], self.orchestrator.client.engine.generator)
+        ckpt.restore_rng(state["rng"], self._engine_generator())
         self.orchestrator.data.seek(state["data"])
         self.data_position = state["data"]
         self.step = state["step"]
