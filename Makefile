@@ -9,7 +9,7 @@ SMOLLM2_VERSION := 0.1.2
 BUNDLED_ENVS := $(wildcard environments/*/pyproject.toml)
 STAMP := $(VENV)/.lmgym-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-slow vllm bench clean
 
 setup: $(STAMP)
 
@@ -33,11 +33,21 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# The slow tests: SmolLM2 conversion, and training against a real vLLM server (CPU build,
+# its own venv, about 2.5 minutes to build once).
+vllm:
+	bash benchmarks/setup_vllm.sh
+
+test-slow: setup vllm
+	$(BIN)/python -m pytest -m slow
+
 bench: setup
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/eval_overhead.py
 	$(BIN)/python benchmarks/learning_reverse_digits.py
 	$(BIN)/python benchmarks/grpo_vs_trl.py
+	$(BIN)/python benchmarks/async_vs_sync.py
+	$(BIN)/python benchmarks/proxy_load.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

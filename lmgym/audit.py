@@ -37,8 +37,8 @@ from typing import Any
 
 import orjson
 
-from lmgym.errors import ResultsFileError, UsageError
-from lmgym.eval.results import METADATA_FILE, RESULTS_FILE
+from lmgym.errors import UsageError
+from lmgym.eval.results import METADATA_FILE, RESULTS_FILE, read_jsonl
 from lmgym.parsers.parser import last_assistant_text
 from lmgym.rubrics.guards import (
     completion_text,
@@ -522,32 +522,11 @@ def audit_run(
     results, metrics = run_dir / RESULTS_FILE, run_dir / METRICS_FILE
     if not results.exists() and not metrics.exists():
         raise UsageError(f"{run_dir} holds neither {RESULTS_FILE} nor {METRICS_FILE}: is it an lmgym run directory?")
-    records = read_jsonl(results) if results.exists() else []
-    rows = read_jsonl(metrics) if metrics.exists() else []
+    records, rows = read_jsonl(results), read_jsonl(metrics)
     threshold = _run_threshold(run_dir) if reward_threshold is None else reward_threshold
     findings = audit(records, rows, reward_threshold=threshold, check_metrics=check_metrics, eval_metric=eval_metric, skip=skip)
     checks = [f.__name__ for f in RECORD_CHECKS if records] + [f.__name__ for f in METRICS_CHECKS if rows]
     return AuditReport(run_dir, len(records), len(scored(records)), len(rows), [c for c in checks if c not in skip], threshold, findings)
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL file, read-only. A torn last line (a run being written
-    or killed mid-write) is skipped; a bad line elsewhere is an error naming it."""
-    lines = path.read_bytes().split(b"\n")
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            if number == len(lines):
-                continue
-            raise ResultsFileError(f"{path}:{number}: not valid JSON ({exc})") from None
-        if not isinstance(row, dict):
-            raise ResultsFileError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
 
 
 def _run_threshold(run_dir: Path) -> float:

@@ -132,7 +132,7 @@ def messages_of(text: str) -> list[dict[str, Any]]:
     return json.loads(text)
 
 
-def _claim(path: Path, overwrite: bool) -> None:
+def claim(path: Path, overwrite: bool) -> None:
     """Make room for an output at `path`; replace only what an export wrote."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,7 @@ def export_run(run_dir: Path, format: str = "hf", output: Path | None = None, *,
     records = load_records(run_dir)
     output = output or run_dir / DEFAULT_OUTPUT[format]
     dataset = to_dataset(records)
-    _claim(output, overwrite)
+    claim(output, overwrite)
     if format == "hf":
         dataset.save_to_disk(str(output))
     elif format == "parquet":

@@ -47,7 +47,7 @@ import orjson
 
 import lmgym
 from lmgym.errors import ResultsFileError
-from lmgym.eval.results import METADATA_FILE, RESULTS_FILE, read_results
+from lmgym.eval.results import METADATA_FILE, RESULTS_FILE, read_jsonl, read_results
 from lmgym.eval.summary import Summary
 
 # As lmgym.train.metrics.METRICS_FILE and lmgym.train.session.CONFIG_FILE: lmgym.train is
@@ -82,28 +82,6 @@ def read_run_records(run_dir: Path) -> list[dict[str, Any]]:
             return read_results(copy)
         except ResultsFileError as exc:  # name the user's file, not the copy
             raise ResultsFileError(str(exc).replace(str(copy), str(path))) from None
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Lines of a JSONL file written as it goes: a torn last line is skipped, a bad line
-    elsewhere is an error naming it. No deduplication (unlike results.jsonl)."""
-    if not path.exists():
-        return []
-    lines = path.read_bytes().split(b"\n")
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            if number == len(lines):
-                continue
-            raise ResultsFileError(f"{path}:{number}: not valid JSON ({exc}); fix or remove that line") from None
-        if not isinstance(row, dict):
-            raise ResultsFileError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -96,6 +96,29 @@ def _rewrite(path: Path, records: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSONL file that may still be being written, without touching it:
+    a torn last line is skipped (`read_results` would repair it on disk, racing the
+    writer), a bad line elsewhere is an error naming it; a missing file reads as empty."""
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            if number == len(lines):
+                continue
+            raise ResultsFileError(f"{path}:{number}: not valid JSON ({exc}); fix or remove that line") from None
+        if not isinstance(row, dict):
+            raise ResultsFileError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
 def write_metadata(run_dir: Path, metadata: dict[str, Any]) -> None:
     tmp = run_dir / (METADATA_FILE + ".tmp")
     tmp.write_bytes(orjson.dumps(metadata, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str))

@@ -46,7 +46,6 @@ import inspect
 import json
 import logging
 import re
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -57,6 +56,7 @@ import orjson
 
 from lmgym import errors
 from lmgym.envs.single_turn import SingleTurnEnv
+from lmgym.eval.export import claim
 from lmgym.rubrics.rubric import Rubric
 from lmgym.types import Example, Message, Messages, Rollout, Turn
 
@@ -401,21 +401,6 @@ def output_format(out: Path, format: str | None = None) -> str:
             raise errors.UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
         return format
     return {".jsonl": "jsonl", ".parquet": "parquet"}.get(out.suffix.lower(), "hf")
-
-
-def claim(path: Path, overwrite: bool) -> None:
-    """Make room for an output at `path`; replace a folder only if it holds a saved dataset."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return
-    if not overwrite:
-        raise errors.UsageError(f"{path} already exists; pass --overwrite to replace it, or choose another -o")
-    if path.is_dir():
-        if any(path.iterdir()) and not (path / "dataset_info.json").is_file():
-            raise errors.UsageError(f"{path} is a folder that holds no saved dataset; refusing to replace it")
-        shutil.rmtree(path)
-    else:
-        path.unlink()
 
 
 def save_rows(rows: Sequence[Mapping[str, Any]], out: Path, format: str, *, overwrite: bool = False) -> Path:
