@@ -24,8 +24,8 @@ pytestmark = [
 def test_lora_training_against_a_vllm_server(tmp_path, max_off_policy_steps):
     config = load_config("configs/arithmetic-smollm2.toml", [
         "engine.kind=vllm", "trainer.max_steps=3", "sft.warm_start=false", "eval.every=3", "eval.num_examples=6",
-        "algorithm.prompts_per_step=2", "algorithm.group_size=4", "trainer.micro_batch_size=8", "checkpoint.every=0",
-        "sampling.max_tokens=16", f"algorithm.max_off_policy_steps={max_off_policy_steps}", "algorithm.importance_sampling=tis",
+        "algorithm.prompts_per_step=2", "algorithm.group_size=8", "trainer.micro_batch_size=8", "checkpoint.every=0",
+        "sampling.max_tokens=24", f"algorithm.max_off_policy_steps={max_off_policy_steps}", "algorithm.importance_sampling=tis",
         'env.args={max_value = 20, operators = "+-", answer_format = "last-number"}', f"logging.output_dir={tmp_path}",
     ])
     train(config, tmp_path)

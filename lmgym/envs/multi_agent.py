@@ -244,7 +244,7 @@ class MultiAgentEnv(MultiTurnEnv):
         started = time.perf_counter()
         try:
             prompt = await self._opening(state, example, match)
-        except (errors.ModelError, errors.EnvironmentHookError) as exc:
+        except errors.LmgymError as exc:  # as the loop itself records them
             if exc.fatal:
                 raise
             error = RolloutError(exc.kind, str(exc))
