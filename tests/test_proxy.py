@@ -19,7 +19,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import openai
 import orjson
 import pytest
@@ -28,7 +27,7 @@ from typer.testing import CliRunner
 
 from lmgym.cli import app as cli_app
 from lmgym.embedded import free_port
-from lmgym.flywheel.proxy import ProxyApp, StreamAssembler, TraceWriter, summarise_response
+from lmgym.flywheel.proxy import ProxyApp, StreamAssembler, TraceWriter, _http, summarise_response  # httpx2 or httpx, as the SDK uses
 from lmgym.testing import Fault, ScriptedApp, last_user_text, tool_call
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
@@ -211,7 +210,7 @@ def test_chat_is_forwarded_and_recorded(client, upstream, traces):
 
 def test_body_goes_upstream_byte_for_byte_with_only_the_key_replaced(proxy_url, upstream, traces):
     body = b'{"model":"m",  "messages":[{"role":"user","content":"caf\\u00e9"}], "seed": 7}'
-    response = httpx.post(
+    response = _http.post(
         proxy_url + "/chat/completions", content=body,
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json", "X-Trace-Me": "yes"},
     )
@@ -287,7 +286,7 @@ def test_stream_chunks_reach_the_client_as_they_arrive(client, upstream, traces)
 def test_client_hanging_up_mid_stream_is_recorded(proxy_url, upstream, traces):
     upstream.gate = threading.Event()
     body = {"model": "m", "messages": [{"role": "user", "content": "a long answer"}], "stream": True}
-    with httpx.stream("POST", proxy_url + "/chat/completions", json=body, headers={"Authorization": f"Bearer {TOKEN}"}) as response:
+    with _http.stream("POST", proxy_url + "/chat/completions", json=body, headers={"Authorization": f"Bearer {TOKEN}"}) as response:
         next(response.iter_bytes())
     time.sleep(0.3)  # let the proxy see the hang-up before the upstream goes on
     upstream.gate.set()
@@ -343,8 +342,8 @@ def test_unauthenticated_requests_are_refused_and_not_forwarded(proxy_url, upstr
             assert info.value.status_code == 401
             with pytest.raises(openai.AuthenticationError):
                 sdk.models.list()
-    assert httpx.post(proxy_url + "/chat/completions", json={"model": "m"}).status_code == 401
-    assert httpx.post(proxy_url + "/chat/completions", json={"model": "m"}, headers={"Authorization": TOKEN}).status_code == 401
+    assert _http.post(proxy_url + "/chat/completions", json={"model": "m"}).status_code == 401
+    assert _http.post(proxy_url + "/chat/completions", json={"model": "m"}, headers={"Authorization": TOKEN}).status_code == 401
     assert upstream.bodies == [] and read_traces(traces) == []
 
 
