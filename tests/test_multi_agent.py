@@ -337,7 +337,7 @@ def test_opponent_clients_are_bound_per_event_loop(learner, rival):
     env = load(opponent=rival_seat(rival))
     seat = env.opponents["o"]
     first, second = asyncio.run(play(env, learner)), asyncio.run(play(env, learner))
-    assert first.error is None and second.error is None and seat._client is None  # closed by stop()
+    assert first.error is None and second.error is None and len(seat._clients._loops) == 0  # closed by stop()
     assert len(rival.requests) == 4
 
 

@@ -51,11 +51,9 @@ seat or None), `winner` (the one seat with the highest reward, else None), `rewa
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import hashlib
 import inspect
-import os
 import random
 import time
 from dataclasses import dataclass, field, replace
@@ -64,6 +62,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 from lmgym import errors
 from lmgym.clients.base import ModelClient
 from lmgym.clients.openai import OpenAIClient
+from lmgym.clients.per_loop import LoopClients
 from lmgym.envs.multi_turn import MultiTurnEnv
 from lmgym.parsers.parser import Parser
 from lmgym.rubrics.rubric import Rubric
@@ -101,23 +100,16 @@ class ModelSeat:
         self.model, self.base_url, self.api_key_var = model, base_url, api_key_var
         self.sampling = {"temperature": 0.7, "max_tokens": 512, **(sampling or {})}
         self.system_prompt, self.max_retries = system_prompt, max_retries
-        self._client: OpenAIClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients = LoopClients(base_url, api_key_var, max_retries=max_retries)
 
     def __repr__(self) -> str:
         return f"ModelSeat(model={self.model!r}, base_url={self.base_url!r})"
 
     def client(self) -> OpenAIClient:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._loop = loop
-            self._client = OpenAIClient(self.base_url, os.environ.get(self.api_key_var), max_retries=self.max_retries)
-        return self._client
+        return self._clients.bound().client
 
     async def aclose(self) -> None:
-        client, loop, self._client, self._loop = self._client, self._loop, None, None
-        if client is not None and loop is asyncio.get_running_loop():
-            await client.aclose()
+        await self._clients.aclose()
 
 
 Seat = SelfSeat | PolicySeat | ModelSeat

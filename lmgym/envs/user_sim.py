@@ -33,15 +33,13 @@ point should get independent user replies.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 import string
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from lmgym import errors
-from lmgym.clients.openai import OpenAIClient
+from lmgym.clients.per_loop import LoopClients
 from lmgym.envs.tools import StatefulToolEnv
 from lmgym.rubrics.judge import message_text
 from lmgym.rubrics.rubric import Rubric
@@ -116,9 +114,8 @@ class SimulatedUser:
         self.sampling = {"temperature": 0.7, "max_tokens": 256, **(sampling or {})}
         self.prompt, self.greeting = prompt, greeting
         self.fields = [name for _, name, _, _ in string.Formatter().parse(prompt) if name]
-        self.max_concurrency, self.max_retries, self.timeout = max_concurrency, max_retries, timeout
         # one client per event loop: training runs each step in its own loop
-        self._clients: dict[asyncio.AbstractEventLoop, tuple[OpenAIClient, asyncio.Semaphore]] = {}
+        self._clients = LoopClients(base_url, api_key_var, max_concurrency=max_concurrency, max_retries=max_retries, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"SimulatedUser(model={self.model!r}, base_url={self.base_url!r})"
@@ -131,22 +128,13 @@ class SimulatedUser:
             )
         return self.prompt.format(**info)
 
-    def _bound(self) -> tuple[OpenAIClient, asyncio.Semaphore]:
-        loop = asyncio.get_running_loop()
-        for old in [old for old in self._clients if old.is_closed()]:
-            del self._clients[old]
-        if loop not in self._clients:
-            client = OpenAIClient(self.base_url, os.environ.get(self.api_key_var), timeout=self.timeout, max_retries=self.max_retries)
-            self._clients[loop] = (client, asyncio.Semaphore(self.max_concurrency))
-        return self._clients[loop]
-
     async def reply(self, system_prompt: str, messages: Messages) -> UserReply:
         """The user's next message after `messages` (the policy's view of the chat)."""
-        client, limit = self._bound()
+        bound = self._clients.bound()
         conversation = [{"role": "system", "content": system_prompt}, *user_view(messages, self.greeting)]
         try:
-            async with limit:
-                response = await client.chat(conversation, model=self.model, sampling=self.sampling)
+            async with bound.slot():
+                response = await bound.client.chat(conversation, model=self.model, sampling=self.sampling)
         except errors.ModelError as exc:  # same kind (and fatality), saying whose request failed
             raise type(exc)(f"user simulator {self.model!r}: {exc}") from None
         raw = message_text(response.message)
@@ -157,9 +145,7 @@ class SimulatedUser:
 
     async def aclose(self) -> None:
         """Close the client of the running event loop."""
-        bound = self._clients.pop(asyncio.get_running_loop(), None)
-        if bound is not None:
-            await bound[0].aclose()
+        await self._clients.aclose()
 
 
 def user_satisfied(state) -> float:

@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import random
 import string
-import weakref
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import orjson
 
-from lmgym.clients.openai import OpenAIClient
+from lmgym.clients.per_loop import Bound, LoopClients
 from lmgym.errors import RewardError, VerdictError
 from lmgym.rubrics.rubric import Rubric
 from lmgym.rubrics.verdicts import json_field, parse_json, parse_score, parse_yes_no
@@ -122,13 +119,6 @@ def fill(template: str, fields: Mapping[str, Any]) -> str:
     return template.format(**fields)
 
 
-@dataclass
-class _LoopState:
-    client: OpenAIClient
-    limit: asyncio.Semaphore
-    pending: dict[str, asyncio.Future] = field(default_factory=dict)
-
-
 class JudgeEndpoint:
     """A judge model behind an OpenAI-compatible API, with a per-run cache of its answers."""
 
@@ -147,27 +137,18 @@ class JudgeEndpoint:
         self.sampling = {"temperature": 0.0, "max_tokens": 512, **(sampling or {})}
         self.max_concurrency, self.system_prompt, self.max_retries = max_concurrency, system_prompt, max_retries
         self._answers: dict[str, str] = {}
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+        self._clients = LoopClients(base_url, api_key_var, max_concurrency=max_concurrency, max_retries=max_retries)
         self.requests = 0  # judge calls actually sent (cache misses)
 
     def __repr__(self) -> str:
         return f"JudgeEndpoint(model={self.model!r}, base_url={self.base_url!r})"
-
-    def _bound(self) -> _LoopState:
-        """The client, semaphore and in-flight requests of the running event loop: training
-        runs a loop per step, and asynchronous generation one in another thread."""
-        loop = asyncio.get_running_loop()
-        if loop not in self._loops:
-            client = OpenAIClient(self.base_url, os.environ.get(self.api_key_var), max_retries=self.max_retries)
-            self._loops[loop] = _LoopState(client, asyncio.Semaphore(self.max_concurrency))
-        return self._loops[loop]
 
     async def ask(self, text: str) -> str:
         """The judge's reply to `text`; each distinct text is sent once per run."""
         key = hashlib.sha256(text.encode()).hexdigest()
         if key in self._answers:
             return self._answers[key]
-        bound = self._bound()
+        bound = self._clients.bound()  # per event loop: training runs one per step
         if key in bound.pending:
             return await asyncio.shield(bound.pending[key])
         future = bound.pending[key] = asyncio.get_running_loop().create_future()
@@ -186,10 +167,10 @@ class JudgeEndpoint:
         future.set_result(answer)
         return answer
 
-    async def _send(self, text: str, bound: _LoopState) -> str:
+    async def _send(self, text: str, bound: Bound) -> str:
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         messages.append({"role": "user", "content": text})
-        async with bound.limit:
+        async with bound.slot():
             self.requests += 1
             response = await bound.client.chat(messages, model=self.model, sampling=self.sampling)
         return message_text(response.message)
