@@ -18,10 +18,9 @@ from rich.table import Table
 import lmgym
 from lmgym import errors
 from lmgym.cli.common import console, exit_on_error
-from lmgym.cli.eval import DEFAULTS, progress_bar, reward_text, parse_json_object
+from lmgym.cli.eval import DEFAULTS, parse_json_object, progress_bar, run_with_progress
 from lmgym.clients.openai import OpenAIClient
 from lmgym.eval.results import RESULTS_FILE, read_results, write_metadata
-from lmgym.eval.runner import EvalPlan, run_eval
 from lmgym.eval.summary import Summary
 from lmgym.flywheel import distill as ds
 from lmgym.flywheel.traces import save_rows
@@ -110,26 +109,10 @@ def run_teacher(environment: Any, examples: list, settings: dict[str, Any], run_
     client = OpenAIClient(settings["base_url"], api_key, timeout=settings["timeout"], max_retries=settings["max_retries"])
     started, status = time.perf_counter(), "completed"
 
-    async def run(progress, task) -> None:
-        def on_start(plan: EvalPlan) -> None:
-            progress.update(task, total=plan.total, completed=len(plan.done), reward=reward_text(summary))
-
-        def on_record(record: dict[str, Any], summary: Summary) -> None:
-            progress.update(task, advance=1, reward=reward_text(summary))
-
-        try:
-            await run_eval(
-                environment, client, model=settings["model"], examples=examples,
-                rollouts_per_example=settings["rollouts_per_example"], concurrency=settings["concurrency"],
-                run_dir=run_dir, sampling_args=settings["sampling_args"], summary=summary,
-                on_record=on_record, on_start=on_start,
-            )
-        finally:
-            await client.aclose()
-
     try:
         with progress_bar() as progress:
-            asyncio.run(run(progress, progress.add_task(f"teacher {settings['model']} on {settings['env']}", total=None, reward="")))
+            task = progress.add_task(f"teacher {settings['model']} on {settings['env']}", total=None, reward="")
+            asyncio.run(run_with_progress(environment, client, settings, examples, settings["concurrency"], run_dir, summary, progress, task))
     except (KeyboardInterrupt, errors.ModelError) as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         if isinstance(exc, errors.ModelError):

@@ -164,7 +164,7 @@ def evaluate(config: dict[str, Any], run_dir: Path) -> int:
             with progress_bar() as progress:
                 task = progress.add_task(f"{config['env']} × {config['model']}", total=None, reward="")
                 asyncio.run(
-                    _run(environment, client, config, examples, concurrency, run_dir, summary, progress, task)
+                    run_with_progress(environment, client, config, examples, concurrency, run_dir, summary, progress, task)
                 )
         except KeyboardInterrupt:
             status, exit_code = "interrupted", 130
@@ -184,7 +184,8 @@ def evaluate(config: dict[str, Any], run_dir: Path) -> int:
     return exit_code
 
 
-async def _run(environment, client, config, examples, concurrency, run_dir, summary, progress, task) -> None:
+async def run_with_progress(environment, client, config, examples, concurrency, run_dir, summary, progress, task) -> None:
+    """`run_eval` keeping the progress bar's task up to date; closes `client` at the end."""
     def on_start(plan: EvalPlan) -> None:
         progress.update(task, total=plan.total, completed=len(plan.done), reward=reward_text(summary))
 
