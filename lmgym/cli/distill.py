@@ -25,7 +25,7 @@ from lmgym.eval.summary import Summary
 from lmgym.flywheel import distill as ds
 from lmgym.flywheel.traces import save_rows
 from lmgym.registry import load_environment
-from lmgym.rundir import new_run_dir
+from lmgym.rundir import claim_run_dir
 
 
 def distill_command(
@@ -66,7 +66,7 @@ def distill_command(
         examples = ds.train_examples(environment, num_examples, seed)
         if config is not None and environment.eval_dataset is None:
             raise errors.UsageError(f"{env} has no eval split to evaluate the student on without the training examples")
-        out = output_dir or new_run_dir("distill", env, teacher)
+        out = output_dir or claim_run_dir("distill", env, teacher)
         settings = {
             **DEFAULTS, "env": env, "model": teacher, "base_url": base_url, "api_key_var": api_key_var,
             "num_examples": num_examples, "rollouts_per_example": tries, "concurrency": concurrency,

@@ -20,7 +20,7 @@ import torch
 from lmgym.clients.local import LocalClient
 from lmgym.errors import UsageError
 from lmgym.registry import load_environment
-from lmgym.rundir import new_run_dir
+from lmgym.rundir import claim_run_dir
 from lmgym.train import checkpoint as ckpt
 from lmgym.train.config import TrainConfig, dump_config
 from lmgym.train.engine import LocalEngine
@@ -39,7 +39,7 @@ FINAL_MODEL = "final"
 def default_run_dir(config: TrainConfig, kind: str) -> Path:
     if config.logging.output_dir:
         return Path(config.logging.output_dir)
-    return new_run_dir(kind, config.env.name, Path(config.model.name).name)
+    return claim_run_dir(kind, config.env.name, Path(config.model.name).name)
 
 
 def resolve_device(name: str) -> torch.device:
