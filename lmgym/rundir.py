@@ -12,12 +12,14 @@ must never be written by two processes at once (two `--resume` of one run). So:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
+import shutil
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from lmgym.errors import UsageError
 
@@ -63,6 +65,18 @@ def require_fresh_dir(path: Path, resume_flag: str = "--resume") -> None:
             f"{path} already holds files of another run. To continue that run use {resume_flag} {path}; "
             f"to start a new one choose an output directory that does not exist yet"
         )
+
+
+@contextlib.contextmanager
+def discard_if_unused(run_dir: Path, created_here: bool = True) -> Iterator[None]:
+    """Remove a directory this process created when the run fails before writing anything
+    but its lock (a bad environment name, say), so failed starts leave no empty runs."""
+    try:
+        yield
+    except BaseException:
+        if created_here and run_dir.is_dir() and all(p.name == LOCK_FILE for p in run_dir.iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 class RunLock:

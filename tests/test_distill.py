@@ -122,6 +122,10 @@ def test_distill_writes_sft_data_from_passing_teacher_rollouts(teacher, tmp_path
     assert report["selection"]["passing"] == passing and report["selection"]["kept"] == examples
     assert len(jsonl(out / ds.TEACHER_DIR / "results.jsonl")) == 80
     assert lmgym(*args).returncode == 0 and len(teacher.requests) == 80  # run again: the teacher run is complete
+    other = [a if a != "scripted" else "another-teacher" for a in args]
+    result = lmgym(*other)  # never counts the first teacher's rollouts as another's
+    assert result.returncode == 2 and "holds another teacher run" in result.stderr and "model='another-teacher'" in result.stderr
+    assert len(teacher.requests) == 80
 
 
 def test_bad_student_config_fails_before_the_teacher_runs(teacher, tmp_path):

@@ -205,3 +205,45 @@ def test_list_shows_local_and_bundled_environments():
     result = subprocess.run([sys.executable, "-m", "lmgym", "list"], cwd=FIXTURES, capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "sum-env" in result.stdout and "Add two numbers" in result.stdout
+
+
+def test_output_dir_of_another_run_is_refused_without_resume(server, tmp_path):
+    run = tmp_path / "run"
+    assert lmgym_eval("sum-env", "-m", "a", "-b", server.base_url, "-n", "2", "-r", "1", "-o", str(run)).returncode == 0
+    before = (run / "results.jsonl").read_bytes(), (run / "metadata.json").read_bytes()
+    result = lmgym_eval("sum-env", "-m", "b", "-b", server.base_url, "-n", "2", "-r", "1", "-o", str(run))
+    message = " ".join(result.stderr.split())  # rich wraps long lines
+    assert result.returncode == 2
+    assert "already holds files of another run" in message and f"--resume {run}" in message
+    assert ((run / "results.jsonl").read_bytes(), (run / "metadata.json").read_bytes()) == before
+
+
+def test_resume_of_a_run_a_live_process_holds_is_refused(tmp_path):
+    run = tmp_path / "run"
+    with ScriptedServer(reply=slow_solve) as server:
+        env = {**os.environ, "OPENAI_API_KEY": SECRET}
+        first = subprocess.Popen(
+            [sys.executable, "-m", "lmgym", "eval", "sum-env", "-m", "s", "-b", server.base_url,
+             "-n", "8", "-r", "2", "-c", "1", "-o", str(run)],
+            cwd=FIXTURES, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not (run / "results.jsonl").exists() or not (run / "results.jsonl").read_bytes():
+                assert time.monotonic() < deadline and first.poll() is None
+                time.sleep(0.05)
+            second = lmgym_eval("--resume", str(run))
+            message = " ".join(second.stderr.split())
+            assert second.returncode == 2
+            assert "in use by another lmgym process" in message and f"pid {first.pid}" in message
+        finally:
+            first.communicate(timeout=60)
+    assert first.returncode == 0
+    keys = [(r["example_id"], r["rollout"]) for r in read_records(run)]
+    assert len(keys) == len(set(keys)) == 16
+
+
+def test_a_run_that_cannot_start_leaves_no_directory(tmp_path):
+    result = lmgym_eval("no-such-env", cwd=tmp_path)
+    assert result.returncode == 2
+    assert not (tmp_path / "runs").exists()

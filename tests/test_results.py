@@ -46,3 +46,12 @@ def test_corrupt_middle_line_is_an_error_naming_the_line(tmp_path):
     path.write_bytes(b'{"example_id": 0, "rollout": 0}\nnot json\n{"example_id": 1, "rollout": 0}\n')
     with pytest.raises(ResultsFileError, match=r"results.jsonl:2"):
         read_results(path)
+
+
+def test_writer_closes_a_last_line_that_lacks_its_newline(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(orjson.dumps(rec(0, 0), default=str))  # a script wrote it without "\n"
+    writer = ResultsWriter(path)
+    writer.write([rec(0, 1)])
+    writer.close()
+    assert [(r["example_id"], r["rollout"]) for r in read_results(path)] == [(0, 0), (0, 1)]

@@ -4,6 +4,7 @@ fine-tuned and evaluated before and after, in one command (see lmgym.flywheel.di
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from datetime import datetime, timezone
@@ -20,12 +21,12 @@ from lmgym import errors
 from lmgym.cli.common import console, exit_on_error
 from lmgym.cli.eval import DEFAULTS, parse_json_object, progress_bar, run_with_progress
 from lmgym.clients.openai import OpenAIClient
-from lmgym.eval.results import RESULTS_FILE, read_results, write_metadata
+from lmgym.eval.results import METADATA_FILE, RESULTS_FILE, read_metadata, read_results, write_metadata
 from lmgym.eval.summary import Summary
 from lmgym.flywheel import distill as ds
 from lmgym.flywheel.traces import save_rows
 from lmgym.registry import load_environment
-from lmgym.rundir import claim_run_dir
+from lmgym.rundir import RunLock, claim_run_dir
 
 
 def distill_command(
@@ -54,7 +55,7 @@ def distill_command(
 
     With --student CONFIG the student is evaluated on the eval split, fine-tuned on those rows, and evaluated again.
     """
-    with exit_on_error():
+    with exit_on_error(), contextlib.ExitStack() as stack:
         if ctx.args and student is None:
             raise errors.UsageError(f"unexpected arguments {ctx.args}: dotted config overrides go with --student")
         if tries < 1:
@@ -67,6 +68,7 @@ def distill_command(
         if config is not None and environment.eval_dataset is None:
             raise errors.UsageError(f"{env} has no eval split to evaluate the student on without the training examples")
         out = output_dir or claim_run_dir("distill", env, teacher)
+        stack.enter_context(RunLock(out))
         settings = {
             **DEFAULTS, "env": env, "model": teacher, "base_url": base_url, "api_key_var": api_key_var,
             "num_examples": num_examples, "rollouts_per_example": tries, "concurrency": concurrency,
@@ -101,6 +103,7 @@ def run_teacher(environment: Any, examples: list, settings: dict[str, Any], run_
     api_key = os.environ.get(settings["api_key_var"])
     if api_key is None and settings["base_url"] is None:
         raise errors.UsageError(f"no API key: set the environment variable {settings['api_key_var']} (or pick another with --api-key-var)")
+    _refuse_another_teacher_run(run_dir, settings)
     summary = Summary(settings["pass_threshold"])
     metadata = {"lmgym_version": lmgym.__version__, "config": settings, "status": "running",
                 "started_at": datetime.now(timezone.utc).isoformat()}
@@ -124,6 +127,22 @@ def run_teacher(environment: Any, examples: list, settings: dict[str, Any], run_
                         wall_time_s=time.perf_counter() - started, summary=summary.to_dict())
         write_metadata(run_dir, metadata)
     return summary
+
+
+# What makes teacher rollouts of a continued run the same kind of data (-n and -k may grow).
+TEACHER_IDENTITY = ("env", "model", "env_args", "sampling_args", "split")
+
+
+def _refuse_another_teacher_run(run_dir: Path, settings: dict[str, Any]) -> None:
+    """Continuing with -o must not count another teacher's or environment's rollouts as this run's."""
+    if not (run_dir / METADATA_FILE).exists():
+        return
+    stored = read_metadata(run_dir)["config"]
+    differ = [f"{k}={settings.get(k)!r} (there: {stored.get(k)!r})" for k in TEACHER_IDENTITY if stored.get(k) != settings.get(k)]
+    if differ:
+        raise errors.UsageError(
+            f"{run_dir} holds another teacher run ({', '.join(differ)}); choose an output directory that does not exist yet"
+        )
 
 
 def _current_records(run_dir: Path, examples: list, tries: int) -> list[dict[str, Any]]:

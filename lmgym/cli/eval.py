@@ -27,7 +27,7 @@ from lmgym.eval.results import RESULTS_FILE, read_metadata, write_metadata
 from lmgym.eval.runner import EvalPlan, run_eval
 from lmgym.eval.summary import Summary
 from lmgym.registry import load_environment
-from lmgym.rundir import new_run_dir
+from lmgym.rundir import RunLock, claim_run_dir, discard_if_unused, require_fresh_dir
 
 
 DEFAULTS: dict[str, Any] = {
@@ -120,8 +120,13 @@ def eval_command(
         if env is None and resume is None:
             raise errors.UsageError("name an environment (see `lmgym list`) or give --resume RUN_DIR")
         config = resolve_config(given, resume)
-        run_dir = resume or output_dir or new_run_dir("eval", config["env"], config["model"])
-        exit_code = evaluate(config, run_dir)
+        environment = load_environment(config["env"], **config["env_args"])  # before any directory is made
+        created_here = resume is None and (output_dir is None or not output_dir.exists())
+        run_dir = resume or output_dir or claim_run_dir("eval", config["env"], config["model"])
+        with RunLock(run_dir), discard_if_unused(run_dir, created_here):
+            if resume is None:
+                require_fresh_dir(run_dir)
+            exit_code = evaluate(environment, config, run_dir)
         if audit:
             print_audit(run_dir)
         if save_dataset is not None and exit_code == 0:
@@ -130,9 +135,8 @@ def eval_command(
     raise typer.Exit(exit_code)
 
 
-def evaluate(config: dict[str, Any], run_dir: Path) -> int:
-    """Load, run and summarise one evaluation; returns the process exit code."""
-    environment = load_environment(config["env"], **config["env_args"])
+def evaluate(environment: Any, config: dict[str, Any], run_dir: Path) -> int:
+    """Run and summarise one evaluation in `run_dir` (locked by the caller); returns the exit code."""
     examples = environment.get_eval_examples(config["num_examples"], seed=config["seed"])
     summary = Summary(config["pass_threshold"], config["price_input"], config["price_output"])
     metadata = {

@@ -30,12 +30,24 @@ def rollout_key(record: dict[str, Any]) -> tuple[Any, int]:
     return (example_id if isinstance(example_id, (int, str)) else str(example_id), record["rollout"])
 
 
+def open_lines_for_append(path: Path):
+    """Open a JSONL file for appending; when its last line lacks the newline (a torn write,
+    or a file written by a script) close that line first, so no record is glued onto it."""
+    file = open(path, "ab+")
+    if file.tell() > 0:
+        file.seek(-1, os.SEEK_END)
+        if file.read(1) != b"\n":
+            file.write(b"\n")
+            file.flush()
+    return file
+
+
 class ResultsWriter:
     """Appends records to results.jsonl, one flushed line each."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._file = open(path, "ab")
+        self._file = open_lines_for_append(path)
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
         self._file.write(b"".join(dumps_line(r) for r in records))
