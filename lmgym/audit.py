@@ -530,8 +530,10 @@ def audit_run(
 
 
 def _run_threshold(run_dir: Path) -> float:
+    """The run's pass threshold when it applies to the reward (not to a pass metric)."""
     try:
-        value = orjson.loads((run_dir / METADATA_FILE).read_bytes())["config"]["pass_threshold"]
+        config = orjson.loads((run_dir / METADATA_FILE).read_bytes())["config"]
+        value = config["pass_threshold"] if config.get("pass_metric", "reward") == "reward" else None
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
         return 1.0
     return float(value) if _is_number(value) else 1.0

@@ -13,10 +13,13 @@ import importlib.metadata
 import importlib.util
 import inspect
 import sys
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
+
+import pydantic
 
 from lmgym import errors
 
@@ -104,7 +107,35 @@ def load_environment(name: str, **args: Any):
     except TypeError as exc:
         params = ", ".join(inspect.signature(factory).parameters) or "none"
         raise errors.UsageError(f"environment {name!r}: bad arguments {args}: {exc}; it takes: {params}") from None
-    return factory(**args)
+    check_argument_types(name, factory, args)
+    try:
+        return factory(**args)
+    except ValueError as exc:  # how load_environment functions refuse a value (`min_operands must be ...`)
+        raise errors.UsageError(f"environment {name!r}: {exc}") from None
+
+
+def check_argument_types(name: str, factory: Any, args: dict[str, Any]) -> None:
+    """Each argument against its annotation, so `{"num_eval_examples": "two"}` is one line
+    naming the argument, the expected type and the value, not a traceback from inside."""
+    try:
+        hints = typing.get_type_hints(factory)
+    except Exception:  # annotations that cannot be resolved: nothing to check against
+        return
+    for arg, value in args.items():
+        if arg not in hints:
+            continue
+        try:
+            pydantic.TypeAdapter(hints[arg]).validate_python(value)
+        except pydantic.ValidationError:
+            raise errors.UsageError(
+                f"environment {name!r}: argument {arg!r} must be {_type_name(hints[arg])}, got {value!r}"
+            ) from None
+        except pydantic.PydanticSchemaGenerationError:
+            continue
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
 def load_group(names: list[str], args: dict[str, Any]):

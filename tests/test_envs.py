@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import datasets
 import pytest
 
@@ -96,6 +98,45 @@ async def test_environment_hook_failure_is_recorded():
         await client.aclose()
     assert rollout.error.kind == "environment" and "tool crashed" in rollout.error.message
     assert len(rollout.turns) == 1
+
+
+async def test_hooks_may_be_plain_functions():
+    class PlainGuess(MultiTurnEnv):
+        def setup_state(self, state, example):
+            state["target"] = int(example.answer)
+
+        def is_done(self, messages, state):
+            return messages[-1]["content"] == str(state["target"])
+
+        def env_response(self, messages, state):
+            return [{"role": "user", "content": "higher"}]
+
+        def teardown_state(self, state):
+            state["closed"] = True
+
+    env = PlainGuess(eval_dataset=[{"question": "guess", "answer": "2"}])
+    with ScriptedServer(reply=counting_reply) as server:
+        client = OpenAIClient(server.base_url)
+        rollout = await env.rollout(client, "m", env.eval_dataset[0])
+        await client.aclose()
+    assert rollout.error is None and [t.assistant["content"] for t in rollout.turns] == ["1", "2"]
+    assert rollout.state["closed"] is True
+
+
+@pytest.mark.parametrize("reply", [None, "higher", {"role": "user", "content": "x"}, ["higher"]])
+async def test_env_response_of_the_wrong_type_is_the_rollouts_error(reply):
+    class Wrong(GuessEnv):
+        async def env_response(self, messages, state):
+            return reply
+
+    env = Wrong(eval_dataset=[{"question": "guess", "answer": "9"}] * 3)
+    with ScriptedServer(reply="1") as server:
+        client = OpenAIClient(server.base_url)
+        rollouts = await asyncio.gather(*(env.rollout(client, "m", e) for e in env.eval_dataset))
+        await client.aclose()
+    for rollout in rollouts:
+        assert rollout.error.kind == "environment"
+        assert "Wrong.env_response must return a list of messages" in rollout.error.message
 
 
 async def test_single_turn_env_sends_sampling_args_and_stops():

@@ -62,11 +62,11 @@ def test_eval_streams_results_and_summarises(server, tmp_path):
     assert all(r["reward"] == 1.0 and r["metrics"] == {"correct": 1.0, "format_reward": 1.0} for r in records)
     assert all(r["error"] is None and r["usage"]["requests"] == 1 for r in records)
     summary = read_metadata(run)["summary"]
-    assert summary["reward_mean"] == 1.0 and summary["pass_at_k"] == {"1": 1.0, "2": 1.0}
+    assert summary["reward_mean"] == 1.0 and summary["pass_at_k"] == {"1": 1.0, "2": 1.0, "3": 1.0}
     assert summary["errors"] == {} and summary["completion_tokens"] == 12
     assert server.requests[0]["temperature"] == 0.3
     assert server.requests[0]["messages"][0] == {"role": "system", "content": "Answer in <answer></answer> tags."}
-    assert "Evaluation summary" in result.stdout and "pass@2" in result.stdout
+    assert "Evaluation summary" in result.stdout and "pass@3 (reward ≥ 1)" in result.stdout
     for path in run.iterdir():  # the key is never written to disk
         assert SECRET not in path.read_text()
 
@@ -92,6 +92,10 @@ def test_persistent_errors_are_recorded_on_rollouts_not_the_run(server, tmp_path
     assert [r["reward"] for r in records[1:]] == [1.0, 1.0]
     summary = read_metadata(run)["summary"]
     assert summary["errors"] == {"server": 1} and summary["scored"] == 2
+    assert summary["first_errors"]["server"] == records[0]["error"]["message"]
+    stderr = " ".join(result.stderr.split())
+    assert f"first server error: {records[0]['error']['message']}" in stderr
+    assert f"every error is in {run / 'results.jsonl'}" in stderr
 
 
 def test_raising_reward_function_marks_the_rollout(server, tmp_path):
@@ -119,6 +123,14 @@ def test_rejected_key_stops_the_run_with_one_message(tmp_path):
     assert result.stderr.count("rejected the API key") == 1
     assert SECRET not in result.stderr + result.stdout
     assert read_metadata(run)["status"] == "failed"
+
+
+def test_rejected_request_without_a_key_says_the_variable_is_unset(tmp_path):
+    with ScriptedServer(reply=solve, api_key="sk-another") as server:
+        result = lmgym_eval("sum-env", "-m", "s", "-b", server.base_url, "-n", "1", "-r", "1", "-k", "MY_UNSET_KEY",
+                            "-o", str(tmp_path / "run"))
+    assert result.returncode == 1
+    assert "the environment variable MY_UNSET_KEY is unset" in " ".join(result.stderr.split())
 
 
 def test_unreachable_server_is_one_clear_message(tmp_path):

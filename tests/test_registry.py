@@ -59,3 +59,14 @@ def test_local_package_folder_with_data_is_found(tmp_path, monkeypatch):
     assert describe(available_environments()["data-env"]) == "An environment shipping a data file."
     env = load_environment("data-env")
     assert [e.prompt[-1]["content"] for e in env.eval_dataset] == ["alpha", "beta"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"num_eval_examples": "two"}, "argument 'num_eval_examples' must be int, got 'two'"),
+    ({"operators": 3}, "argument 'operators' must be str, got 3"),
+    ({"min_operands": 1}, "environment 'arithmetic': min_operands must be at least 2, got 1"),
+])
+def test_argument_of_the_wrong_type_or_value_is_one_line(args, message):
+    with pytest.raises(errors.UsageError) as caught:
+        load_environment("arithmetic", **args)
+    assert message in str(caught.value)

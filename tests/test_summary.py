@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from lmgym.eval.summary import Summary, pass_at_k, percentile
+from lmgym.eval.summary import Summary, ks_for, pass_at_k, percentile
 
 
 def test_pass_at_k_hand_values():
@@ -54,3 +54,35 @@ def test_summary_means_pass_at_k_errors_tokens_and_cost():
 def test_empty_summary_is_json_safe():
     d = Summary().to_dict()
     assert d["reward_mean"] is None and d["pass_at_k"] == {} and d["cost_usd"] is None
+
+
+def test_pass_at_k_for_every_k_a_user_expects():
+    assert ks_for(1) == [1] and ks_for(3) == [1, 2, 3] and ks_for(4) == [1, 2, 4] and ks_for(10) == [1, 2, 4, 8, 10]
+    s = Summary()
+    for _ in range(3):
+        s.add(record(0, 1.0))
+    assert list(s.to_dict()["pass_at_k"]) == ["1", "2", "3"]
+
+
+def test_a_declared_pass_metric_decides_what_passes():
+    """python-tests: 9 of 10 tests plus the format bonus is a reward of 1.0, but not a pass."""
+    partial = record(0, 1.0, metrics={"tests_passed_all": 0.0, "tests_passed": 0.9})
+    full = record(1, 1.1, metrics={"tests_passed_all": 1.0, "tests_passed": 1.0})
+    by_reward, by_tests = Summary(), Summary(pass_metric="tests_passed_all")
+    for s in (by_reward, by_tests):
+        s.add(partial)
+        s.add(full)
+    assert by_reward.to_dict()["pass_at_k"]["1"] == 1.0
+    assert by_tests.to_dict()["pass_at_k"]["1"] == 0.5
+    assert by_tests.to_dict()["pass_metric"] == "tests_passed_all"
+    lacking = Summary(pass_metric="not_a_metric")
+    lacking.add(full)
+    assert lacking.to_dict()["pass_at_k"]["1"] == 0.0  # a missing metric never passes
+
+
+def test_first_error_of_each_kind_is_kept_shortened():
+    s = Summary()
+    s.add({**record(0, None, error="timeout"), "error": {"kind": "timeout", "message": "first\n  " + "x" * 300}})
+    s.add({**record(1, None, error="timeout"), "error": {"kind": "timeout", "message": "second"}})
+    first = s.to_dict()["first_errors"]["timeout"]
+    assert first.startswith("first x") and len(first) == 200 and "second" not in first

@@ -42,7 +42,8 @@ DEFAULTS: dict[str, Any] = {
     "seed": None,
     "timeout": 120.0,
     "max_retries": 5,
-    "pass_threshold": 1.0,
+    "pass_metric": None,  # None: what the environment declares (default: the reward)
+    "pass_threshold": None,  # None: what the environment declares (default: 1.0)
     "price_input": None,
     "price_output": None,
 }
@@ -97,7 +98,8 @@ def eval_command(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Shuffle the examples with this seed before taking -n of them.")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds to wait for one response. Default 120.")] = None,
     max_retries: Annotated[Optional[int], typer.Option("--max-retries", help="Retries of a request on 429/5xx/timeouts before the rollout is recorded as failed. Default 5.")] = None,
-    pass_threshold: Annotated[Optional[float], typer.Option("--pass-threshold", help="A rollout passes (for pass@k) when its reward is at least this. Default 1.0.")] = None,
+    pass_metric: Annotated[Optional[str], typer.Option("--pass-metric", help="A rollout passes (for pass@k) when this metric, or `reward`, is at least --pass-threshold. Default: what the environment declares, else the reward.")] = None,
+    pass_threshold: Annotated[Optional[float], typer.Option("--pass-threshold", help="A rollout passes (for pass@k) when its reward (or --pass-metric) is at least this. Default: what the environment declares, else 1.0.")] = None,
     price_input: Annotated[Optional[float], typer.Option("--price-input", help="USD per million prompt tokens, to report cost.")] = None,
     price_output: Annotated[Optional[float], typer.Option("--price-output", help="USD per million completion tokens, to report cost.")] = None,
     save_dataset: Annotated[Optional[Path], typer.Option("--save-dataset", help="After a completed run, also save its rollouts as a Hugging Face dataset in this folder (datasets.load_from_disk; see `lmgym export`). A dataset already there is replaced.")] = None,
@@ -113,7 +115,7 @@ def eval_command(
             "env": env, "model": model, "base_url": base_url, "api_key_var": api_key_var,
             "num_examples": num_examples, "rollouts_per_example": rollouts_per_example,
             "concurrency": concurrency, "seed": seed, "timeout": timeout, "max_retries": max_retries,
-            "pass_threshold": pass_threshold, "price_input": price_input, "price_output": price_output,
+            "pass_metric": pass_metric, "pass_threshold": pass_threshold, "price_input": price_input, "price_output": price_output,
             "env_args": parse_json_object(env_args, "-a/--env-args") if env_args is not None else None,
             "sampling_args": parse_json_object(sampling_args, "-S/--sampling-args") if sampling_args is not None else None,
         }
@@ -138,7 +140,8 @@ def eval_command(
 def evaluate(environment: Any, config: dict[str, Any], run_dir: Path) -> int:
     """Run and summarise one evaluation in `run_dir` (locked by the caller); returns the exit code."""
     examples = environment.get_eval_examples(config["num_examples"], seed=config["seed"])
-    summary = Summary(config["pass_threshold"], config["price_input"], config["price_output"])
+    config = resolve_pass_criterion(config, environment)
+    summary = Summary(config["pass_threshold"], config["price_input"], config["price_output"], pass_metric=config["pass_metric"])
     metadata = {
         "lmgym_version": lmgym.__version__,
         "config": config,
@@ -175,7 +178,12 @@ def evaluate(environment: Any, config: dict[str, Any], run_dir: Path) -> int:
             console.print(f"[yellow]interrupted.[/] {summary.rollouts} rollouts are saved; continue with:\n  lmgym eval --resume {run_dir}")
         except errors.ModelError as exc:
             status, exit_code = "failed", 1
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=False)
+            if isinstance(exc, errors.ModelAuthError) and api_key is None:
+                console.print(
+                    f"no API key was sent: the environment variable {config['api_key_var']} is unset "
+                    f"(set it, or name another with --api-key-var)", highlight=False, markup=False,
+                )
             console.print(f"{summary.rollouts} rollouts are saved in {run_dir / RESULTS_FILE}; after fixing this, continue with:\n  lmgym eval --resume {run_dir}")
     metadata.update(
         status=status,
@@ -186,6 +194,16 @@ def evaluate(environment: Any, config: dict[str, Any], run_dir: Path) -> int:
     write_metadata(run_dir, metadata)
     print_summary(summary, run_dir)
     return exit_code
+
+
+def resolve_pass_criterion(config: dict[str, Any], environment: Any) -> dict[str, Any]:
+    """The flags win, else what the environment declares; stored resolved, so the report
+    and the audit read the criterion the run used."""
+    metric = config.get("pass_metric") or getattr(environment, "pass_metric", "reward")
+    threshold = config.get("pass_threshold")
+    if threshold is None:
+        threshold = getattr(environment, "pass_threshold", 1.0)
+    return {**config, "pass_metric": metric, "pass_threshold": threshold}
 
 
 async def run_with_progress(environment, client, config, examples, concurrency, run_dir, summary, progress, task) -> None:
@@ -233,7 +251,7 @@ def print_summary(summary: Summary, run_dir: Path) -> None:
     for name, value in data["metrics"].items():
         table.add_row(f"  {name}", _fmt(value))
     for k, value in data["pass_at_k"].items():
-        table.add_row(f"pass@{k} (reward ≥ {_fmt(data['pass_threshold'], 2)})", _fmt(value))
+        table.add_row(f"pass@{k} ({data['pass_metric']} ≥ {data['pass_threshold']:g})", _fmt(value))
     table.add_row("errors", _errors_text(data["errors"]))
     table.add_row("tokens in / out", f"{data['prompt_tokens']:,} / {data['completion_tokens']:,}")
     if data["cost_usd"] is not None:
@@ -242,6 +260,10 @@ def print_summary(summary: Summary, run_dir: Path) -> None:
     Console().print(table)
     if "tasks" in data:
         Console().print(_per_task_table(data["tasks"]))
+    for kind, message in data["first_errors"].items():
+        console.print(f"first {kind} error: {message}", highlight=False, markup=False)
+    if data["first_errors"]:
+        console.print(f"every error is in {run_dir / RESULTS_FILE}, under each failed rollout's \"error\"", highlight=False, markup=False)
     console.print(f"results: {run_dir / RESULTS_FILE}")
 
 

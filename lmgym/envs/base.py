@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 import time
@@ -99,10 +100,16 @@ class Environment:
         max_turns: int = 10,
         tools: list[dict[str, Any]] | None = None,
         sft_examples: Callable[..., list[dict[str, Any]]] | None = None,
+        pass_metric: str = "reward",
+        pass_threshold: float = 1.0,
     ):
         """`sft_examples(seed=...)`, when given, returns warm-start rows
         `{"prompt": messages, "completion": messages}` from a teacher the environment
-        knows (an exact solver, a noisy one): `lmgym train` with `sft.warm_start` uses it."""
+        knows (an exact solver, a noisy one): `lmgym train` with `sft.warm_start` uses it.
+
+        A rollout *passes* (for pass@k) when `pass_metric` (the reward, or one of the
+        rubric's metrics such as `tests_passed_all`) is at least `pass_threshold`: declare
+        it when a reward of 1 does not mean solved (partial credit plus a format bonus)."""
         if dataset is None and eval_dataset is None:
             raise errors.DatasetError(f"{type(self).__name__} needs a dataset or an eval_dataset")
         if max_turns < 1:
@@ -113,6 +120,8 @@ class Environment:
         self.max_turns = max_turns
         self.tools = tools
         self.sft_examples = sft_examples
+        self.pass_metric = pass_metric
+        self.pass_threshold = pass_threshold
         name = type(self).__name__
         kwargs = {"system_prompt": system_prompt, "few_shot": few_shot}
         self.dataset = to_examples(dataset, name=f"{name} dataset", **kwargs) if dataset is not None else None
@@ -207,7 +216,7 @@ class Environment:
                 if await self._hook(self.is_done, messages, state):
                     state.setdefault("stop_reason", "done")
                     break
-                turn.env_messages = list(await self._hook(self.env_response, messages, state))
+                turn.env_messages = self._env_messages(await self._hook(self.env_response, messages, state))
                 messages.extend(turn.env_messages)
                 if await self._hook(self.is_done, messages, state):
                     state.setdefault("stop_reason", "done")
@@ -226,14 +235,26 @@ class Environment:
 
     async def _teardown(self, state: dict[str, Any]) -> None:
         try:
-            await asyncio.shield(self.teardown_state(state))
+            result = self.teardown_state(state)
+            if inspect.isawaitable(result):
+                await asyncio.shield(result)
         except Exception:
             logger.exception("%s.teardown_state failed", type(self).__name__)
 
+    def _env_messages(self, reply: Any) -> list[Message]:
+        """`env_response` must return a list of messages; anything else is this rollout's error."""
+        if not isinstance(reply, (list, tuple)) or not all(isinstance(m, Mapping) for m in reply):
+            raise errors.EnvironmentHookError(
+                f"{type(self).__name__}.env_response must return a list of messages, got {_describe(reply)}"
+            )
+        return list(reply)
+
     @staticmethod
     async def _hook(hook, messages: Messages, state: dict[str, Any], name: str | None = None):
+        """Call a hook written as `def` or `async def`, as reward functions may be."""
         try:
-            return await hook(messages, state)
+            result = hook(messages, state)
+            return await result if inspect.isawaitable(result) else result
         except errors.LmgymError:
             raise
         except Exception as exc:
@@ -241,3 +262,8 @@ class Environment:
 
     async def score_group(self, rollouts: Sequence[Rollout]) -> None:
         await self.rubric.score_group(rollouts)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:80] + '...' if len(text) > 80 else text}"

@@ -42,6 +42,8 @@ class EnvGroup(Environment):
         self.parser = next(iter(self.envs.values())).parser
         self.rubric = Rubric(parser=self.parser)  # unused: each example is scored by its own environment
         self.sampling_args, self.max_turns, self.tools, self.sft_examples = {}, 1, None, None
+        criteria = {(env.pass_metric, env.pass_threshold) for env in self.envs.values()}
+        self.pass_metric, self.pass_threshold = criteria.pop() if len(criteria) == 1 else ("reward", 1.0)
         self._originals: dict[Any, tuple[Environment, Example]] = {}
         self.dataset = self._relabel(lambda env: env.dataset, "train/")
         self.eval_dataset = self._relabel(lambda env: env.eval_dataset if env.eval_dataset is not None else env.dataset, "")

@@ -33,13 +33,22 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
-def _powers_of_two_up_to(n: int) -> list[int]:
-    return [2**i for i in range(n.bit_length()) if 2**i <= n]
+def ks_for(n: int) -> list[int]:
+    """The k of pass@k worth reporting with n rollouts per example: 1, 2, 4, ... and n itself."""
+    return sorted({2**i for i in range(n.bit_length()) if 2**i <= n} | ({n} if n > 0 else set()))
+
+
+def rollout_passes(record: dict[str, Any], metric: str, threshold: float) -> bool:
+    """Whether a scored rollout passes: its reward, or the environment's named metric (a
+    missing or non-numeric metric fails), is at least the threshold."""
+    value = record.get("reward") if metric == "reward" else (record.get("metrics") or {}).get(metric)
+    return isinstance(value, (int, float)) and value >= threshold
 
 
 @dataclass
 class Summary:
-    """Accumulates rollout records. A rollout *passes* when its reward ≥ pass_threshold;
+    """Accumulates rollout records. A rollout *passes* when its reward (or the metric named
+    by `pass_metric`, e.g. python-tests' `tests_passed_all`) ≥ pass_threshold;
     errored rollouts count as errors, not as failures of the model, and are left out of
     the reward mean and of pass@k. When the records come from more than one task (an
     EnvGroup), each task also gets a summary of its own."""
@@ -51,6 +60,7 @@ class Summary:
     rewards: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
+    first_errors: dict[str, str] = field(default_factory=dict)  # kind -> the first message seen
     metric_sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     metric_counts: Counter = field(default_factory=Counter)
     passes: dict[Any, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
@@ -58,13 +68,15 @@ class Summary:
     completion_tokens: int = 0
     requests: int = 0
     split_by_task: bool = True
+    pass_metric: str = "reward"
     tasks: dict[str, Summary] = field(default_factory=dict)
 
     def add(self, record: dict[str, Any]) -> None:
         if self.split_by_task:
             task = str(record.get("task") or "default")
             if task not in self.tasks:
-                self.tasks[task] = Summary(self.pass_threshold, self.price_input_per_mtok, self.price_output_per_mtok, split_by_task=False)
+                self.tasks[task] = Summary(self.pass_threshold, self.price_input_per_mtok, self.price_output_per_mtok,
+                                           split_by_task=False, pass_metric=self.pass_metric)
             self.tasks[task].add(record)
         self.rollouts += 1
         usage = record.get("usage") or {}
@@ -74,7 +86,9 @@ class Summary:
         if record.get("latency_s") is not None:
             self.latencies.append(record["latency_s"])
         if record.get("error"):
-            self.errors[record["error"]["kind"]] += 1
+            kind = record["error"]["kind"]
+            self.errors[kind] += 1
+            self.first_errors.setdefault(kind, _shorten(str(record["error"].get("message", ""))))
             return
         reward = record["reward"]
         self.rewards.append(reward)
@@ -83,20 +97,20 @@ class Summary:
             self.metric_counts[name] += 1
         tally = self.passes[_hashable(record["example_id"])]
         tally[0] += 1
-        tally[1] += reward >= self.pass_threshold
+        tally[1] += rollout_passes(record, self.pass_metric, self.pass_threshold)
 
     @property
     def mean_reward(self) -> float:
         return sum(self.rewards) / len(self.rewards) if self.rewards else float("nan")
 
     def pass_at(self) -> dict[str, float]:
-        """pass@k for k = 1, 2, 4, ... up to the fewest scored rollouts of any example."""
+        """pass@k for k = 1, 2, 4, ... and the fewest scored rollouts of any example."""
         if not self.passes:
             return {}
         fewest = min(n for n, _ in self.passes.values())
         return {
             str(k): sum(pass_at_k(n, c, k) for n, c in self.passes.values()) / len(self.passes)
-            for k in _powers_of_two_up_to(fewest)
+            for k in ks_for(fewest)
         }
 
     def cost_usd(self) -> float | None:
@@ -116,9 +130,11 @@ class Summary:
             "rollouts": self.rollouts,
             "scored": n,
             "errors": dict(self.errors),
+            "first_errors": dict(sorted(self.first_errors.items())),
             "reward_mean": _finite(mean),
             "reward_std": _finite(std),
             "metrics": {k: self.metric_sums[k] / self.metric_counts[k] for k in sorted(self.metric_sums)},
+            "pass_metric": self.pass_metric,
             "pass_threshold": self.pass_threshold,
             "pass_at_k": self.pass_at(),
             "prompt_tokens": self.prompt_tokens,
@@ -129,6 +145,11 @@ class Summary:
             "latency_p95_s": _finite(percentile(latencies, 0.95)),
             **({"tasks": {name: task.to_dict() for name, task in sorted(self.tasks.items())}} if len(self.tasks) > 1 else {}),
         }
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _finite(value: float) -> float | None:
