@@ -6,7 +6,9 @@ import logging
 import os
 
 import typer
+import typer.core
 
+import lmgym
 from lmgym.cli.audit import audit_command
 from lmgym.cli.distill import distill_command
 from lmgym.cli.eval import eval_command
@@ -25,6 +27,32 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _flags_show_no_type(display_type_rich):
+    """typer 0.29 prints `--help <bool>` and `--audit <bool>`: a flag takes no value, so
+    its help shows none."""
+    def display(self, ctx):
+        return None if self.is_flag else display_type_rich(self, ctx)
+    return display
+
+
+typer.core.TyperOption.display_type_rich = _flags_show_no_type(typer.core.TyperOption.display_type_rich)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"lmgym {lmgym.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print lmgym's version and exit."),
+) -> None:
+    """Build environments for language-model agents, evaluate any OpenAI-compatible model on them, and train on them."""
+
+
 app.command("eval")(eval_command)
 app.command("list")(list_command)
 app.command("init")(init_command)

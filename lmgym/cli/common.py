@@ -7,6 +7,7 @@ from typing import Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from lmgym import errors
 
@@ -18,5 +19,10 @@ def exit_on_error() -> Iterator[None]:
     try:
         yield
     except errors.LmgymError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        print_error(exc)
         raise typer.Exit(2 if isinstance(exc, errors.UsageError) else 1) from None
+
+
+def print_error(error: object) -> None:
+    """`error: MESSAGE`, the message printed as it is: `[sft]` in it is text, not rich markup."""
+    console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)

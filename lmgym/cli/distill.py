@@ -18,7 +18,7 @@ from rich.table import Table
 
 import lmgym
 from lmgym import errors
-from lmgym.cli.common import console, exit_on_error
+from lmgym.cli.common import console, exit_on_error, print_error
 from lmgym.cli.eval import DEFAULTS, parse_json_object, progress_bar, run_with_progress
 from lmgym.clients.openai import OpenAIClient
 from lmgym.eval.results import METADATA_FILE, RESULTS_FILE, read_metadata, read_results, write_metadata
@@ -82,7 +82,7 @@ def distill_command(
         report: dict[str, Any] = {"config": settings, "selection": selection.to_dict(), "teacher_summary": summary.to_dict()}
         if not selection.rows:
             _write_report(out, report)
-            console.print(f"[bold red]error:[/] no teacher rollout reached reward {min_reward:g}; nothing to train on")
+            print_error(f"no teacher rollout reached reward {min_reward:g}; nothing to train on")
             raise typer.Exit(1)
         data = save_rows(selection.rows, out / ds.SFT_FILE, "jsonl", overwrite=True)
         save_rows(selection.rows, out / ds.SFT_DATASET, "hf", overwrite=True)
@@ -119,7 +119,7 @@ def run_teacher(environment: Any, examples: list, settings: dict[str, Any], run_
     except (KeyboardInterrupt, errors.ModelError) as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         if isinstance(exc, errors.ModelError):
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            print_error(exc)
         console.print(f"{summary.rollouts} teacher rollouts are saved in {run_dir / RESULTS_FILE}; run the same command with -o {run_dir.parent} to continue")
         raise typer.Exit(130 if status == "interrupted" else 1) from None
     finally:

@@ -19,7 +19,7 @@ from rich.table import Table
 import lmgym
 from lmgym import errors
 from lmgym.cli.audit import print_audit
-from lmgym.cli.common import console, exit_on_error
+from lmgym.cli.common import console, exit_on_error, print_error
 from lmgym.clients.openai import OpenAIClient
 from lmgym.embedded import DEFAULT_MODEL, EmbeddedServer
 from lmgym.eval.export import export_run
@@ -178,7 +178,7 @@ def evaluate(environment: Any, config: dict[str, Any], run_dir: Path) -> int:
             console.print(f"[yellow]interrupted.[/] {summary.rollouts} rollouts are saved; continue with:\n  lmgym eval --resume {run_dir}")
         except errors.ModelError as exc:
             status, exit_code = "failed", 1
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=False)
+            print_error(exc)
             if isinstance(exc, errors.ModelAuthError) and api_key is None:
                 console.print(
                     f"no API key was sent: the environment variable {config['api_key_var']} is unset "
