@@ -63,7 +63,10 @@ def test_examples_are_relabelled_and_interleaved():
     group = make_group()
     ids = [e.id for e in group.get_eval_examples()]
     assert ids == ["loud/0", "count/0", "tools/0", "loud/1", "count/1", "loud/2"]
-    assert [e.task for e in group.get_eval_examples(3)] == ["loud", "count", "tools"]
+    assert [e.task for e in group.get_eval_examples(1)] == ["loud", "count", "tools"]
+    assert [e.id for e in group.get_eval_examples(2)] == ["loud/0", "count/0", "tools/0", "loud/1", "count/1"]
+    shuffled = group.get_eval_examples(2, seed=3)
+    assert sorted(e.task for e in shuffled) == ["count", "count", "loud", "loud", "tools"] and shuffled == group.get_eval_examples(2, seed=3)
     assert group.get_eval_examples()[1].prompt[0] == {"role": "system", "content": "Be brief."}
 
 
@@ -151,7 +154,7 @@ def test_cli_prints_a_per_environment_table(tmp_path):
         env = {**os.environ, "OPENAI_API_KEY": "sk-test", "COLUMNS": "200"}
         result = subprocess.run(
             [sys.executable, "-m", "lmgym", "eval", "arithmetic,reverse-text", "-b", server.base_url, "-m", "scripted",
-             "-n", "6", "-r", "1", "-o", str(tmp_path / "run"), "-a", '{"reverse-text": {"num_eval_examples": 3}}'],
+             "-n", "3", "-r", "1", "-o", str(tmp_path / "run"), "-a", '{"reverse-text": {"num_eval_examples": 5}}'],
             capture_output=True, text=True, timeout=120, env=env,
         )
     assert result.returncode == 0, result.stderr

@@ -259,3 +259,10 @@ def test_a_run_that_cannot_start_leaves_no_directory(tmp_path):
     result = lmgym_eval("no-such-env", cwd=tmp_path)
     assert result.returncode == 2
     assert not (tmp_path / "runs").exists()
+
+
+def test_asking_for_more_examples_than_there_are_says_how_many_ran(server, tmp_path):
+    result = lmgym_eval("sum-env", "-m", "s", "-b", server.base_url, "-n", "500", "-r", "1", "-o", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    ran = len(read_records(tmp_path / "run"))
+    assert ran < 500 and f"note: {ran} examples, not 500" in " ".join(result.stderr.split())

@@ -88,7 +88,7 @@ def eval_command(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help=f"Model name sent to the server. Default {DEFAULT_MODEL!r}: the embedded SmolLM2-135M, started locally when no --base-url is given.")] = None,
     base_url: Annotated[Optional[str], typer.Option("--base-url", "-b", help="OpenAI-compatible API base URL, e.g. http://localhost:8000/v1 (vLLM) or https://api.openai.com/v1.")] = None,
     api_key_var: Annotated[Optional[str], typer.Option("--api-key-var", "-k", help="Environment variable holding the API key (default OPENAI_API_KEY). The key is never logged or saved.")] = None,
-    num_examples: Annotated[Optional[int], typer.Option("--num-examples", "-n", help="Number of examples; -1 for all. Default 5.")] = None,
+    num_examples: Annotated[Optional[int], typer.Option("--num-examples", "-n", help="Number of examples (of each environment, for a group like a,b); -1 for all. Default 5.")] = None,
     rollouts_per_example: Annotated[Optional[int], typer.Option("--rollouts-per-example", "-r", help="Rollouts per example (for pass@k). Default 3.")] = None,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-c", help="Most requests in flight at once. Default 32.")] = None,
     env_args: Annotated[Optional[str], typer.Option("--env-args", "-a", help='JSON object passed to load_environment, e.g. \'{"max_value": 1000}\'.')] = None,
@@ -140,6 +140,9 @@ def eval_command(
 def evaluate(environment: Any, config: dict[str, Any], run_dir: Path) -> int:
     """Run and summarise one evaluation in `run_dir` (locked by the caller); returns the exit code."""
     examples = environment.get_eval_examples(config["num_examples"], seed=config["seed"])
+    if not examples:
+        raise errors.UsageError(f"{config['env']} has no evaluation examples to run")
+    warn_if_fewer(environment, config["num_examples"], len(examples))
     config = resolve_pass_criterion(config, environment)
     summary = Summary(config["pass_threshold"], config["price_input"], config["price_output"], pass_metric=config["pass_metric"])
     metadata = {
@@ -194,6 +197,17 @@ def evaluate(environment: Any, config: dict[str, Any], run_dir: Path) -> int:
     write_metadata(run_dir, metadata)
     print_summary(summary, run_dir)
     return exit_code
+
+
+def warn_if_fewer(environment: Any, asked: int, got: int) -> None:
+    """`-n 500` on a 100-example eval set runs 100: say so, so no rate is computed from 500."""
+    environments = len(getattr(environment, "envs", None) or [environment])
+    if asked >= 0 and got < asked * environments:
+        console.print(
+            f"[yellow]note:[/] {got} examples, not {asked * environments}: the evaluation set has no more"
+            + (" (-n counts per environment)" if environments > 1 else ""),
+            highlight=False,
+        )
 
 
 def resolve_pass_criterion(config: dict[str, Any], environment: Any) -> dict[str, Any]:

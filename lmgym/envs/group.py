@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import random
 from itertools import chain, zip_longest
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -60,6 +61,17 @@ class EnvGroup(Environment):
             per_env.append(examples)
         merged = interleave(per_env)
         return merged or None
+
+    def get_eval_examples(self, n: int = -1, seed: int | None = None) -> list[Example]:
+        """`n` examples *of each* environment (all when n < 0), shuffled per environment
+        with `seed`, then interleaved: `-n 2` on `a,b` is two of a and two of b."""
+        per_env = []
+        for name in self.envs:
+            own = [e for e in self.eval_dataset or [] if e.task == name]
+            if seed is not None:
+                random.Random(seed).shuffle(own)
+            per_env.append(own if n < 0 else own[:n])
+        return interleave(per_env)
 
     def environment_of(self, example: Example) -> tuple[Environment, Example]:
         """The environment an example belongs to, and the example as that environment knows it."""
