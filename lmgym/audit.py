@@ -497,12 +497,13 @@ class AuditReport:
     checks: list[str]
     reward_threshold: float
     findings: list[Finding]
+    skipped: dict[str, str] = field(default_factory=dict)  # check -> why (the environment's reason, or --skip)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_dir": str(self.run_dir), "rollouts": self.rollouts, "scored": self.scored,
             "metrics_rows": self.metrics_rows, "checks": self.checks, "reward_threshold": self.reward_threshold,
-            "findings": [f.to_dict() for f in self.findings],
+            "skipped": self.skipped, "findings": [f.to_dict() for f in self.findings],
         }
 
 
@@ -523,17 +524,33 @@ def audit_run(
     if not results.exists() and not metrics.exists():
         raise UsageError(f"{run_dir} holds neither {RESULTS_FILE} nor {METRICS_FILE}: is it an lmgym run directory?")
     records, rows = read_jsonl(results), read_jsonl(metrics)
-    threshold = _run_threshold(run_dir) if reward_threshold is None else reward_threshold
-    findings = audit(records, rows, reward_threshold=threshold, check_metrics=check_metrics, eval_metric=eval_metric, skip=skip)
+    metadata = _metadata(run_dir)
+    threshold = _run_threshold(metadata) if reward_threshold is None else reward_threshold
+    skipped = {**_declared_skips(metadata), **{check: "--skip" for check in skip}}
+    findings = audit(records, rows, reward_threshold=threshold, check_metrics=check_metrics, eval_metric=eval_metric, skip=list(skipped))
     checks = [f.__name__ for f in RECORD_CHECKS if records] + [f.__name__ for f in METRICS_CHECKS if rows]
-    return AuditReport(run_dir, len(records), len(scored(records)), len(rows), [c for c in checks if c not in skip], threshold, findings)
+    return AuditReport(run_dir, len(records), len(scored(records)), len(rows), [c for c in checks if c not in skipped], threshold, findings,
+                       {c: why for c, why in skipped.items() if c in checks})
 
 
-def _run_threshold(run_dir: Path) -> float:
-    """The run's pass threshold when it applies to the reward (not to a pass metric)."""
+def _metadata(run_dir: Path) -> dict[str, Any]:
     try:
-        config = orjson.loads((run_dir / METADATA_FILE).read_bytes())["config"]
-        value = config["pass_threshold"] if config.get("pass_metric", "reward") == "reward" else None
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+        value = orjson.loads((run_dir / METADATA_FILE).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _run_threshold(metadata: dict[str, Any]) -> float:
+    """The run's pass threshold when it applies to the reward (not to a pass metric)."""
+    config = metadata.get("config")
+    if not isinstance(config, dict) or config.get("pass_metric", "reward") != "reward":
         return 1.0
+    value = config.get("pass_threshold")
     return float(value) if _is_number(value) else 1.0
+
+
+def _declared_skips(metadata: dict[str, Any]) -> dict[str, str]:
+    """The checks the run's environment said do not apply to it, with its reasons."""
+    declared = metadata.get("audit_skip")
+    return {str(k): str(v) for k, v in declared.items() if k in CHECKS} if isinstance(declared, dict) else {}

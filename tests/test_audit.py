@@ -196,3 +196,23 @@ def test_eval_audit_runs_the_audit_after_the_summary(tmp_path):
                        cwd=FIXTURES, env={"OPENAI_API_KEY": "sk-test"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.index("Evaluation summary") < result.stdout.index("audit: no findings")
+
+
+def test_checks_an_environment_declares_inapplicable_are_skipped_and_said_so(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(AUDIT / "reward_without_answer", run)
+    metadata = orjson.loads((run / "metadata.json").read_bytes())
+    metadata["audit_skip"] = {"reward_without_answer": "graded on the final [db] state"}
+    (run / "metadata.json").write_bytes(orjson.dumps(metadata))
+    report = audit_run(run)
+    assert report.findings == [] and report.skipped == {"reward_without_answer": "graded on the final [db] state"}
+    assert "reward_without_answer" not in report.checks
+    result = invoke("audit", str(run))
+    assert result.exit_code == 0 and "skipped reward_without_answer (graded on the final [db] state)" in result.stdout
+
+
+def test_support_desk_declares_that_its_answer_is_not_in_the_text():
+    from lmgym.registry import load_environment
+
+    env = load_environment("support-desk", user_model="m", user_base_url="http://127.0.0.1:9/v1")
+    assert "reward_without_answer" in env.audit_skip

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lmgym.audit import AUDIT_FILE, CHECKS, AuditReport, Finding, audit_run
@@ -57,6 +58,8 @@ def print_audit(run_dir: Path) -> list[Finding]:
 def print_report(report: AuditReport) -> None:
     out = Console()
     scope = _scope(report)
+    for check, why in report.skipped.items():
+        out.print(f"[dim]audit: skipped {check} ({escape(why)})[/]", highlight=False)
     if not report.findings:
         out.print(f"[bold green]audit: no findings[/] ({scope})", highlight=False)
         return

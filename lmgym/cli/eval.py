@@ -150,6 +150,7 @@ def evaluate(environment: Any, config: dict[str, Any], run_dir: Path) -> int:
         "config": config,
         "status": "running",
         "started_at": datetime.now(timezone.utc).isoformat(),
+        "audit_skip": environment.audit_skip,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     write_metadata(run_dir, metadata)

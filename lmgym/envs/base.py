@@ -102,6 +102,7 @@ class Environment:
         sft_examples: Callable[..., list[dict[str, Any]]] | None = None,
         pass_metric: str = "reward",
         pass_threshold: float = 1.0,
+        audit_skip: Mapping[str, str] | None = None,
     ):
         """`sft_examples(seed=...)`, when given, returns warm-start rows
         `{"prompt": messages, "completion": messages}` from a teacher the environment
@@ -109,7 +110,11 @@ class Environment:
 
         A rollout *passes* (for pass@k) when `pass_metric` (the reward, or one of the
         rubric's metrics such as `tests_passed_all`) is at least `pass_threshold`: declare
-        it when a reward of 1 does not mean solved (partial credit plus a format bonus)."""
+        it when a reward of 1 does not mean solved (partial credit plus a format bonus).
+
+        `audit_skip` maps reward-hacking audit checks that do not apply to this
+        environment to the reason, e.g. `{"reward_without_answer": "graded on the final
+        database state"}`; `lmgym audit` skips them and says why."""
         if dataset is None and eval_dataset is None:
             raise errors.DatasetError(f"{type(self).__name__} needs a dataset or an eval_dataset")
         if max_turns < 1:
@@ -122,6 +127,7 @@ class Environment:
         self.sft_examples = sft_examples
         self.pass_metric = pass_metric
         self.pass_threshold = pass_threshold
+        self.audit_skip = dict(audit_skip or {})
         name = type(self).__name__
         kwargs = {"system_prompt": system_prompt, "few_shot": few_shot}
         self.dataset = to_examples(dataset, name=f"{name} dataset", **kwargs) if dataset is not None else None

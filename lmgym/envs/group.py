@@ -43,6 +43,10 @@ class EnvGroup(Environment):
         self.parser = next(iter(self.envs.values())).parser
         self.rubric = Rubric(parser=self.parser)  # unused: each example is scored by its own environment
         self.sampling_args, self.max_turns, self.tools, self.sft_examples = {}, 1, None, None
+        # a check skipped by one environment would hide findings in the others: skip only the shared ones
+        shared = set.intersection(*(set(env.audit_skip) for env in self.envs.values()))
+        first = next(iter(self.envs.values()))
+        self.audit_skip = {check: first.audit_skip[check] for check in sorted(shared)}
         criteria = {(env.pass_metric, env.pass_threshold) for env in self.envs.values()}
         self.pass_metric, self.pass_threshold = criteria.pop() if len(criteria) == 1 else ("reward", 1.0)
         self._originals: dict[Any, tuple[Environment, Example]] = {}
