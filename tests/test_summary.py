@@ -86,3 +86,14 @@ def test_first_error_of_each_kind_is_kept_shortened():
     s.add({**record(1, None, error="timeout"), "error": {"kind": "timeout", "message": "second"}})
     first = s.to_dict()["first_errors"]["timeout"]
     assert first.startswith("first x") and len(first) == 200 and "second" not in first
+
+
+def test_records_of_odd_types_are_counted_not_summed():
+    """A hand-made or foreign results file: a text metric, a null or text reward, odd usage."""
+    s = Summary()
+    s.add(record(0, 1.0, metrics={"m": 1.0, "note": "fine", "flag": True}))
+    s.add(record(1, None))
+    s.add({**record(2, "high"), "usage": {"prompt_tokens": "10"}, "latency_s": "slow"})
+    d = s.to_dict()
+    assert d["rollouts"] == 3 and d["scored"] == 1 and d["metrics"] == {"m": 1.0}
+    assert d["pass_at_k"] == {"1": 1.0} and d["prompt_tokens"] == 20

@@ -106,7 +106,7 @@ def test_sft_jsonl_is_what_lmgym_sft_reads(tmp_path):
     out = tmp_path / "sft.jsonl"
     result = lmgym("traces", str(FIXTURES), "--to", "sft", "-o", str(out))
     assert result.returncode == 0, result.stderr
-    for label, count in [("lines read", 13), ("dropped: malformed lines", 2), ("dropped: HTTP errors and broken streams", 2),
+    for label, count in [("lines read", 13), ("dropped: malformed lines or fields", 2), ("dropped: HTTP errors and broken streams", 2),
                          ("dropped: duplicates", 1), ("kept", 5)]:
         assert table_count(result.stdout, label) == count
     assert f"lmgym sft CONFIG.toml --sft.data {out}" in result.stderr

@@ -43,7 +43,7 @@ def distill_command(
     env_args: Annotated[Optional[str], typer.Option("--env-args", "-a", help="JSON object passed to load_environment.")] = None,
     sampling_args: Annotated[Optional[str], typer.Option("--sampling-args", "-S", help="JSON object merged into each teacher request, e.g. '{\"temperature\": 0.8}'.")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Most teacher requests in flight at once.")] = 32,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for one teacher response.")] = 120.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds one teacher request may take as a whole, from connecting to its last byte, per try.")] = 120.0,
     max_retries: Annotated[int, typer.Option("--max-retries", help="Retries of a teacher request on 429/5xx/timeouts.")] = 5,
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Where everything goes (teacher/, sft.jsonl, sft_dataset/, student/, distill.json). Default runs/distill/ENV--TEACHER--TIME. Running again with the same -o continues the teacher run.")] = None,
     student: Annotated[Optional[Path], typer.Option("--student", help="A training config (TOML): fine-tune its model on the kept rollouts and evaluate it before and after. Extra dotted options override it, e.g. --sft.max_steps 50.")] = None,

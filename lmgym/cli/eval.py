@@ -96,7 +96,7 @@ def eval_command(
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Run directory for results.jsonl and metadata.json. Default runs/eval/ENV--MODEL--TIME.")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this directory: rollouts already saved are skipped.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Shuffle the examples with this seed before taking -n of them.")] = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds to wait for one response. Default 120.")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds one request may take as a whole, from connecting to its last byte, per try (a timed-out try is retried). Default 120.")] = None,
     max_retries: Annotated[Optional[int], typer.Option("--max-retries", help="Retries of a request on 429/5xx/timeouts before the rollout is recorded as failed. Default 5.")] = None,
     pass_metric: Annotated[Optional[str], typer.Option("--pass-metric", help="A rollout passes (for pass@k) when this metric, or `reward`, is at least --pass-threshold. Default: what the environment declares, else the reward.")] = None,
     pass_threshold: Annotated[Optional[float], typer.Option("--pass-threshold", help="A rollout passes (for pass@k) when its reward (or --pass-metric) is at least this. Default: what the environment declares, else 1.0.")] = None,

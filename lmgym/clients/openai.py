@@ -10,6 +10,12 @@ and tested: 429, 5xx, timeouts, dropped connections and malformed bodies are ret
 exponential backoff and jitter, honouring `Retry-After`; after `max_retries` the error
 is raised and the rollout records it. Other 4xx are not retried. The API key is never
 logged or written anywhere, and it is scrubbed from error messages.
+
+`timeout` bounds each try as a whole, from connecting to the last byte of the body: the
+HTTP client's own timeout applies to each read, so a server that sends a byte now and
+then would otherwise hold a rollout for as long as it likes. A 200 body of the wrong
+shape (no `choices` list, a message that is not an object, ...) is malformed like a torn
+one: a proxy or an overloaded server in front of the model, not the model, wrote it.
 """
 
 from __future__ import annotations
@@ -85,8 +91,8 @@ def translate_error(exc: BaseException, secret: str | None = None) -> errors.Mod
 
     if isinstance(exc, errors.ModelError):
         return exc
-    if isinstance(exc, openai.APITimeoutError):
-        return errors.ModelTimeoutError("the model server did not answer within the timeout")
+    if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
+        return errors.ModelTimeoutError("the model server did not send its whole answer within the timeout")
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
         return errors.ModelConnectionError(scrub(f"cannot reach the model server: {cause}"))
@@ -100,8 +106,8 @@ def translate_error(exc: BaseException, secret: str | None = None) -> errors.Mod
         if status >= 500:
             return errors.ModelServerError(f"server error (HTTP {status}): {detail}")
         return errors.ModelRequestError(f"request rejected (HTTP {status}): {detail}")
-    if isinstance(exc, (orjson.JSONDecodeError, KeyError, IndexError, TypeError)):
-        return errors.ModelResponseError(f"malformed response from the server: {exc!r}")
+    if isinstance(exc, (orjson.JSONDecodeError, MalformedResponse)):
+        return errors.ModelResponseError(scrub(f"malformed response from the server: {exc}"))
     return errors.ModelError(scrub(f"{type(exc).__name__}: {exc}"))
 
 
@@ -129,25 +135,58 @@ def is_retryable(error: errors.ModelError) -> bool:
     )
 
 
-def parse_chat_response(data: dict[str, Any], latency_s: float) -> ModelResponse:
-    """Decode a chat.completion JSON body into a `ModelResponse`."""
-    if not isinstance(data, dict) or not data.get("choices"):
-        raise errors.ModelResponseError(f"response has no choices: {str(data)[:200]}")
-    choice = data["choices"][0]
-    raw = choice.get("message") or {}
-    message: Message = {"role": "assistant", "content": raw.get("content")}
-    if raw.get("tool_calls"):
-        message["tool_calls"] = raw["tool_calls"]
-    usage_data = data.get("usage") or {}
+class MalformedResponse(ValueError):
+    """A 200 body that is valid JSON but not a chat completion; says which field is wrong."""
+
+
+def _preview(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()[:200]
+
+
+def _expect(value: Any, kinds: type | tuple[type, ...], where: str, *, optional: bool = True) -> Any:
+    """`value` when it is of `kinds` (or None, when optional); else MalformedResponse naming `where`."""
+    if (value is None and optional) or (isinstance(value, kinds) and not isinstance(value, bool)):
+        return value
+    raise MalformedResponse(f"{where} is {_preview(value)}")
+
+
+def _count(value: Any, where: str) -> int:
+    """A token count: a whole number (some servers send 12.0), 0 when absent."""
+    number = _expect(value, (int, float), where) or 0
+    if not math.isfinite(number) or number < 0 or number != int(number):
+        raise MalformedResponse(f"{where} is {_preview(value)}")
+    return int(number)
+
+
+def _logprobs(choice: dict[str, Any]) -> list[float] | None:
+    """The sampled tokens' logprobs of a choice, when the server sent them."""
+    logprobs = _expect(choice.get("logprobs"), dict, "choices[0].logprobs") or {}
+    content = _expect(logprobs.get("content"), list, "choices[0].logprobs.content") or []
+    items = [_expect(item, dict, "choices[0].logprobs.content[]", optional=False) for item in content]
+    where = "choices[0].logprobs.content[].logprob"
+    return [float(_expect(item.get("logprob"), (int, float), where, optional=False)) for item in items] or None
+
+
+def parse_chat_response(data: Any, latency_s: float) -> ModelResponse:
+    """Decode a chat.completion JSON body into a `ModelResponse`; MalformedResponse when
+    the body is not shaped like one."""
+    data = _expect(data, dict, "the body", optional=False)
+    choices = _expect(data.get("choices"), list, "choices", optional=False)
+    if not choices:
+        raise MalformedResponse("choices is empty")
+    choice = _expect(choices[0], dict, "choices[0]", optional=False)
+    raw = _expect(choice.get("message"), dict, "choices[0].message", optional=False)
+    message: Message = {"role": "assistant", "content": _expect(raw.get("content"), str, "choices[0].message.content")}
+    if tool_calls := _expect(raw.get("tool_calls"), list, "choices[0].message.tool_calls"):
+        message["tool_calls"] = [_expect(call, dict, "choices[0].message.tool_calls[]", optional=False) for call in tool_calls]
+    usage_data = _expect(data.get("usage"), dict, "usage") or {}
     usage = Usage(
-        prompt_tokens=int(usage_data.get("prompt_tokens") or 0),
-        completion_tokens=int(usage_data.get("completion_tokens") or 0),
+        prompt_tokens=_count(usage_data.get("prompt_tokens"), "usage.prompt_tokens"),
+        completion_tokens=_count(usage_data.get("completion_tokens"), "usage.completion_tokens"),
         requests=1,
     )
-    logprobs = None
-    if content := (choice.get("logprobs") or {}).get("content"):
-        logprobs = [float(item["logprob"]) for item in content]
-    return ModelResponse(message, choice.get("finish_reason"), usage, latency_s, logprobs=logprobs)
+    finish_reason = _expect(choice.get("finish_reason"), str, "choices[0].finish_reason")
+    return ModelResponse(message, finish_reason, usage, latency_s, logprobs=_logprobs(choice))
 
 
 def wire_messages(messages: list[Message]) -> list[Message]:
@@ -173,6 +212,7 @@ class OpenAIClient:
         max_connections: int = 1000,
     ):
         self.base_url = base_url
+        self.timeout = timeout
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -208,10 +248,12 @@ class OpenAIClient:
         for attempt in range(self.max_retries + 1):
             started = time.perf_counter()
             try:
-                http_response = await self._sdk.post(
-                    "/chat/completions", cast_to=_http.Response, body=body
-                )
-                data = orjson.loads(http_response.content)
+                async with asyncio.timeout(self.timeout):  # the whole try, not each read
+                    http_response = await self._sdk.post(
+                        "/chat/completions", cast_to=_http.Response, body=body
+                    )
+                    content = http_response.content
+                data = orjson.loads(content)
                 response = parse_chat_response(data, time.perf_counter() - started)
                 self.usage.add(response.usage)
                 if not response.message["content"] and not response.message.get("tool_calls"):

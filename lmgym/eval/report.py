@@ -153,6 +153,14 @@ def _json_text(value: Any, clip: Clipper) -> str | None:
     return clip(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str).decode())  # indented on the page
 
 
+def _metric(value: Any, clip: Clipper) -> float | str | None:
+    """A metric as the table shows it: a finite number, or the text of anything else (a
+    string, a list, a boolean), which is shown but never summarised or drawn."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return _number(value)
+    return _json_text(value, clip)
+
+
 def rollout_row(record: dict[str, Any], messages: MessageTable) -> dict[str, Any]:
     """One table row: what the table shows and sorts on, and indices into the message table."""
     error = record.get("error")
@@ -169,7 +177,7 @@ def rollout_row(record: dict[str, Any], messages: MessageTable) -> dict[str, Any
         "step": record.get("step"),
         "task": record.get("task"),
         "reward": reward,
-        "metrics": {k: _number(v) for k, v in (record.get("metrics") or {}).items()},
+        "metrics": {k: _metric(v, clip) for k, v in (record.get("metrics") or {}).items()},
         "error": {"kind": str(error.get("kind")), "message": clip(str(error.get("message", "")))} if error else None,
         "stop_reason": record.get("stop_reason"),
         "finish_reason": record.get("finish_reason"),
@@ -211,12 +219,14 @@ def histogram(values: Iterable[float | None], max_bins: int = HISTOGRAM_BINS) ->
 
 
 def distributions(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The reward histogram and one per metric, over scored (not errored) rollouts."""
+    """The reward histogram and one per metric with numbers, over scored (not errored)
+    rollouts; a metric's values that are text (see `_metric`) are left out."""
     scored = [r for r in rows if not r["errored"]]
-    names = sorted({name for r in scored for name in r["metrics"]})
+    numbers = [{k: v for k, v in r["metrics"].items() if isinstance(v, float)} for r in scored]
+    names = sorted({name for metrics in numbers for name in metrics})
     return {
         "reward": histogram(r["reward"] for r in scored),
-        "metrics": {name: histogram(r["metrics"].get(name) for r in scored) for name in names},
+        "metrics": {name: histogram(metrics.get(name) for metrics in numbers) for name in names},
     }
 
 
@@ -248,13 +258,21 @@ def curves(metric_rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def unrewarded(record: dict[str, Any]) -> bool:
+    """Neither an error nor a numeric reward (a null or text reward, in a hand-made or
+    foreign results file): shown as missing, left out of the summary."""
+    return not record.get("error") and _number(record.get("reward")) is None
+
+
 def _summary(records: Sequence[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any] | None:
+    records = [r for r in records if not unrewarded(r)]
     if not records:
         return None
     threshold = config.get("pass_threshold")
-    summary = Summary(1.0 if threshold is None else threshold, config.get("price_input"), config.get("price_output"))
+    summary = Summary(1.0 if threshold is None else threshold, config.get("price_input"), config.get("price_output"),
+                      pass_metric=config.get("pass_metric") or "reward")
     for record in records:
-        summary.add(record)
+        summary.add(record)  # numbers only: a text metric is shown in the table, not averaged
     return summary.to_dict()
 
 
@@ -286,6 +304,8 @@ def report_data(run_dir: Path, *, max_chars: int = MAX_CHARS) -> dict[str, Any]:
         notes.append(f"{METRICS_FILE} holds no steps yet.")
     if metric_rows and not samples:
         notes.append("This training run saved no sampled rollouts, so only its curves are shown.")
+    if missing := sum(map(unrewarded, records)):
+        notes.append(f"{missing:,} rollouts have no error and no numeric reward: their reward shows as missing (–), and the summary leaves them out.")
     if clip.cuts:
         notes.append(f"{clip.cuts:,} strings longer than {max_chars:,} characters were cut short; the run's files hold them whole.")
     title = " × ".join(str(config[k]) for k in ("env", "model") if config.get(k)) or run_dir.resolve().name

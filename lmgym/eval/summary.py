@@ -42,7 +42,7 @@ def rollout_passes(record: dict[str, Any], metric: str, threshold: float) -> boo
     """Whether a scored rollout passes: its reward, or the environment's named metric (a
     missing or non-numeric metric fails), is at least the threshold."""
     value = record.get("reward") if metric == "reward" else (record.get("metrics") or {}).get(metric)
-    return isinstance(value, (int, float)) and value >= threshold
+    return _is_number(value) and value >= threshold
 
 
 @dataclass
@@ -79,22 +79,27 @@ class Summary:
                                            split_by_task=False, pass_metric=self.pass_metric)
             self.tasks[task].add(record)
         self.rollouts += 1
-        usage = record.get("usage") or {}
-        self.prompt_tokens += usage.get("prompt_tokens", 0)
-        self.completion_tokens += usage.get("completion_tokens", 0)
-        self.requests += usage.get("requests", 0)
-        if record.get("latency_s") is not None:
+        usage = record.get("usage") if isinstance(record.get("usage"), dict) else {}
+        self.prompt_tokens += _count(usage.get("prompt_tokens"))
+        self.completion_tokens += _count(usage.get("completion_tokens"))
+        self.requests += _count(usage.get("requests"))
+        if _is_number(record.get("latency_s")):
             self.latencies.append(record["latency_s"])
         if record.get("error"):
-            kind = record["error"]["kind"]
+            error = record["error"] if isinstance(record["error"], dict) else {"kind": "error", "message": record["error"]}
+            kind = str(error.get("kind", "error"))
             self.errors[kind] += 1
-            self.first_errors.setdefault(kind, _shorten(str(record["error"].get("message", ""))))
+            self.first_errors.setdefault(kind, _shorten(str(error.get("message", ""))))
             return
-        reward = record["reward"]
+        reward = record.get("reward")
+        if not _is_number(reward):  # a hand-made or foreign file: counted, never scored
+            return
         self.rewards.append(reward)
-        for name, value in (record.get("metrics") or {}).items():
-            self.metric_sums[name] += value
-            self.metric_counts[name] += 1
+        metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
+        for name, value in metrics.items():
+            if _is_number(value):  # a metric that is text is shown by the report, not averaged
+                self.metric_sums[name] += value
+                self.metric_counts[name] += 1
         tally = self.passes[_hashable(record["example_id"])]
         tally[0] += 1
         tally[1] += rollout_passes(record, self.pass_metric, self.pass_threshold)
@@ -145,6 +150,14 @@ class Summary:
             "latency_p95_s": _finite(percentile(latencies, 0.95)),
             **({"tasks": {name: task.to_dict() for name, task in sorted(self.tasks.items())}} if len(self.tasks) > 1 else {}),
         }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _shorten(text: str, limit: int = 200) -> str:

@@ -3,7 +3,10 @@
 Traces are the JSON lines `lmgym.flywheel.proxy` writes (its docstring is the format).
 `select_traces` reads them, drops what cannot or should not become data, and counts why:
 
-    malformed       a line that is not a trace (a torn last line, an edited file)
+    malformed       a line that is not a trace (a torn last line, an edited file), or a
+                    trace with a field of the wrong type (a list for `model`, a string
+                    for `tool_calls`, a message without a `role`): a warning names the
+                    file, line and field
     error           an HTTP error, or a stream that broke (its reply is partial)
     not_chat        /v1/completions: a raw text prompt is not a chat conversation
     empty           a reply with neither text nor tool calls
@@ -67,7 +70,7 @@ CHAT_ENDPOINT = "/v1/chat/completions"
 MESSAGE_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name")
 FORMATS = ("jsonl", "hf", "parquet")
 DROP_REASONS = {
-    "malformed": "malformed lines",
+    "malformed": "malformed lines or fields",
     "error": "HTTP errors and broken streams",
     "not_chat": "/v1/completions (not chat)",
     "empty": "empty replies",
@@ -84,6 +87,13 @@ DROP_REASONS = {
 
 class NonTextContent(ValueError):
     """A message holds image or audio parts, which a text dataset cannot keep."""
+
+
+class MalformedTrace(ValueError):
+    """A trace that is valid JSON but holds a field of the wrong type; says which field.
+
+    Such traces are dropped rather than mended: a row with a list where other rows have a
+    string would end up in the dataset as it is (JSONL), or break the Arrow formats."""
 
 
 # ------------------------------------------------------------------------------ reading
@@ -121,9 +131,10 @@ class Counts:
         return {"files": self.files, "read": self.read, "kept": self.kept, "dropped": dict(self.dropped)}
 
 
-def read_traces(files: Iterable[Path], counts: Counts) -> Iterator[dict[str, Any]]:
-    """Every trace of the files, in order; a line that is not a JSON object is counted
-    as malformed and skipped (the proxy may be writing the last line right now)."""
+def read_traces(files: Iterable[Path], counts: Counts) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every trace of the files, in order, with where it is (`FILE:LINE`); a line that is
+    not a JSON object is counted as malformed and skipped (the proxy may be writing the
+    last line right now)."""
     for path in files:
         counts.files += 1
         lines = path.read_bytes().split(b"\n")
@@ -140,7 +151,65 @@ def read_traces(files: Iterable[Path], counts: Counts) -> Iterator[dict[str, Any
                 logger.log(logging.DEBUG if torn else logging.WARNING, "%s:%d: not a trace, skipped", path, number)
                 counts.drop("malformed")
                 continue
-            yield trace
+            yield f"{path}:{number}", trace
+
+
+# -------------------------------------------------------------------------------- shape
+
+JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+
+
+def expect(value: Any, kind: type | tuple[type, ...], where: str, *, required: bool = False) -> Any:
+    """`value` when it is of `kind` (or null, unless required); else MalformedTrace naming `where`."""
+    if (value is None and not required) or (isinstance(value, kind) and not isinstance(value, bool)):
+        return value
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    wanted = " or ".join(dict.fromkeys(JSON_KINDS[k] for k in kinds))
+    found = JSON_KINDS.get(type(value), type(value).__name__)
+    text = orjson.dumps(value, default=str).decode()
+    shown = text if len(text) <= 80 else text[:80] + "…"
+    raise MalformedTrace(f"{where} is {found} ({shown}), expected {wanted}")
+
+
+def check_tool_calls(calls: Any, where: str) -> None:
+    for i, call in enumerate(expect(calls, list, where) or []):
+        expect(call, dict, f"{where}[{i}]", required=True)
+        expect(call.get("id"), str, f"{where}[{i}].id")
+        function = expect(call.get("function"), dict, f"{where}[{i}].function", required=True)
+        expect(function.get("name"), str, f"{where}[{i}].function.name", required=True)
+        expect(function.get("arguments"), str, f"{where}[{i}].function.arguments")
+
+
+def check_message(message: Any, where: str) -> None:
+    """The keys a chat template reads have the types it expects; content parts other than
+    text are left to `text_of` (they are dropped as non_text, not malformed)."""
+    expect(message, dict, where, required=True)
+    if "role" not in message:
+        raise MalformedTrace(f"{where} has no role")
+    expect(message["role"], str, f"{where}.role", required=True)
+    expect(message.get("content"), (str, list), f"{where}.content")
+    check_tool_calls(message.get("tool_calls"), f"{where}.tool_calls")
+    for key in ("tool_call_id", "name"):
+        expect(message.get(key), str, f"{where}.{key}")
+
+
+def check_trace(trace: Mapping[str, Any]) -> None:
+    """MalformedTrace naming the first field a row would copy whose type is wrong."""
+    expect(trace.get("id"), str, "id")
+    expect(trace.get("session_id"), str, "session_id")
+    expect(trace.get("started_at"), (int, float), "started_at")
+    request, response = trace["request"], trace["response"]
+    expect(request.get("model"), str, "request.model")
+    for i, tool in enumerate(expect(request.get("tools"), list, "request.tools") or []):
+        expect(tool, dict, f"request.tools[{i}]", required=True)
+    if not request["messages"]:
+        raise MalformedTrace("request.messages is empty")
+    for i, message in enumerate(request["messages"]):
+        check_message(message, f"request.messages[{i}]")
+    expect(response.get("model"), str, "response.model")
+    expect(response.get("content"), (str, list), "response.content")
+    check_tool_calls(response.get("tool_calls"), "response.tool_calls")
+    expect(response.get("finish_reason"), str, "response.finish_reason")
 
 
 # ----------------------------------------------------------------------------- messages
@@ -245,22 +314,22 @@ class Selected:
 
 
 def usable(trace: Mapping[str, Any]) -> tuple[Messages, Message] | str:
-    """(prompt, reply) of a trace, or why it cannot become data."""
+    """(prompt, reply) of a trace, or why it cannot become data; MalformedTrace when a
+    field has the wrong type."""
     response, status = trace.get("response"), trace.get("status")
     if trace.get("error") or not isinstance(response, dict) or (isinstance(status, int) and status >= 400):
         return "error"
     messages = trace["request"].get("messages")
     if trace.get("endpoint", CHAT_ENDPOINT) != CHAT_ENDPOINT or not isinstance(messages, list):
         return "not_chat"
+    check_trace(trace)
     if not response.get("content") and not response.get("tool_calls"):
         return "empty"
     try:
-        prompt = [normalise_message(m) for m in messages if isinstance(m, Mapping)]
+        prompt = [normalise_message(m) for m in messages]
         reply = normalise_message(reply_message(response))
     except NonTextContent:
         return "non_text"
-    if len(prompt) != len(messages) or not prompt:
-        return "malformed"
     return prompt, reply
 
 
@@ -268,11 +337,16 @@ def dedupe_key(prompt: Messages, completion: Message, tools: Any) -> bytes:
     return orjson.dumps([prompt, completion, tools], option=orjson.OPT_SORT_KEYS)
 
 
-def select_traces(traces: Iterable[dict[str, Any]], flt: TraceFilter, counts: Counts) -> list[Selected]:
-    """The traces that can become data and pass the filters, duplicates dropped."""
+def select_traces(traces: Iterable[tuple[str, dict[str, Any]]], flt: TraceFilter, counts: Counts) -> list[Selected]:
+    """The traces (with where each is, from `read_traces`) that can become data and pass
+    the filters, duplicates dropped."""
     kept, seen = [], set()
-    for trace in traces:
-        found = usable(trace)
+    for where, trace in traces:
+        try:
+            found = usable(trace)
+        except MalformedTrace as exc:
+            logger.warning("%s: %s; trace skipped", where, exc)
+            found = "malformed"
         reason = found if isinstance(found, str) else flt.reject(trace)
         if reason is None:
             prompt, reply = found
@@ -415,12 +489,44 @@ def save_rows(rows: Sequence[Mapping[str, Any]], out: Path, format: str, *, over
     from datasets import Dataset, disable_progress_bars
 
     disable_progress_bars()
-    dataset = Dataset.from_list([dict(row) for row in rows])
+    try:
+        dataset = Dataset.from_list([dict(row) for row in rows])
+    except (TypeError, ValueError) as exc:  # pyarrow's ArrowTypeError and ArrowInvalid
+        found = mixed_column(rows)
+        raise errors.UsageError(
+            f"cannot write {out} as {format}: {found or str(exc).splitlines()[0]}; Arrow needs one type per "
+            "column: write a .jsonl file, which keeps each row as it is"
+        ) from None
     if format == "parquet":
         dataset.to_parquet(str(out))
     else:
         dataset.save_to_disk(str(out))
     return out
+
+
+def mixed_column(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """Which column and row Arrow cannot hold with the rows before it, or None if it finds none."""
+    import pyarrow as pa
+
+    def fits(values: list[Any]) -> bool:
+        try:
+            pa.array(values)
+        except (TypeError, ValueError):
+            return False
+        return True
+
+    columns = dict.fromkeys(key for row in rows for key in row)
+    for column in columns:
+        values = [row.get(column) for row in rows]
+        if fits(values):
+            continue
+        good, bad = 0, len(values)  # values[:good] fit, values[:bad] do not
+        while bad - good > 1:
+            middle = (good + bad) // 2
+            good, bad = (middle, bad) if fits(values[:middle]) else (good, middle)
+        shown = orjson.dumps(values[bad - 1], default=str).decode()[:80]
+        return f"column {column!r} of row {bad} is {shown}, of a different type than in the rows before it"
+    return None
 
 
 def load_rows(path: Path | str) -> list[dict[str, Any]]:

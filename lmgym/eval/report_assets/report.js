@@ -76,7 +76,7 @@
       pairs.push(["rollouts (scored)", fmt(s.rollouts) + " (" + fmt(s.scored) + ")"]);
       pairs.push(["reward", fmt(s.reward_mean) + " ± " + fmt(s.reward_std)]);
       for (const [name, value] of Object.entries(s.metrics)) pairs.push(["  " + name, fmt(value)]);
-      for (const [k, value] of Object.entries(s.pass_at_k)) pairs.push(["pass@" + k + " (reward ≥ " + fmt(s.pass_threshold, 2) + ")", fmt(value)]);
+      for (const [k, value] of Object.entries(s.pass_at_k)) pairs.push(["pass@" + k + " (" + (s.pass_metric || "reward") + " ≥ " + fmt(s.pass_threshold, 2) + ")", fmt(value)]);
       pairs.push(["errors", Object.entries(s.errors).map(([k, n]) => k + ": " + n).join(", ") || "none"]);
       pairs.push(["tokens in / out", fmt(s.prompt_tokens) + " / " + fmt(s.completion_tokens)]);
       if (s.cost_usd !== null) pairs.push(["cost (USD)", fmt(s.cost_usd, 4)]);
