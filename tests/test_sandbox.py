@@ -8,10 +8,12 @@ the mode it reports, so a test fails if a protection silently stops applying.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import resource
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,9 +26,13 @@ from lmgym.envs.sandbox import (
     Sandbox,
     SandboxError,
     SandboxLimits,
+    cgroup_parents,
+    detect_cgroups,
     detect_isolation,
+    entries_below,
     hidden_ancestors,
     processes_of,
+    user_namespace_filter,
 )
 
 FAST = SandboxLimits(timeout_s=5)
@@ -210,10 +216,237 @@ async def test_fork_bomb_is_contained_and_the_machine_recovers(sandbox):
     assert (await run(sandbox, "print('still fine')")).stdout == "still fine\n"
 
 
-async def test_allocating_8_gb_fails_with_memory_error(sandbox):
+def memory_cgroups_usable() -> bool:
+    """Root, and a memory controller this process can give a child cgroup: then the
+    sandbox must limit memory per sandbox, not per process."""
+    return os.geteuid() == 0 and bool(cgroup_parents())
+
+
+async def test_allocating_8_gb_fails_at_the_memory_limit(sandbox):
     result = await run(sandbox, "block = bytearray(8 * 2**30)\nprint('allocated')")
-    assert result.limit == "memory" and result.exit_code == 1
-    assert "allocated" not in result.stdout and result.stderr.rstrip().endswith("MemoryError")
+    assert result.limit == "memory" and "allocated" not in result.stdout
+    if result.memory_limit == "cgroup":  # touching the pages: the kernel kills it at the sandbox's limit
+        assert (result.exit_code, result.signal, result.oom_kills) == (137, "SIGKILL", 1)
+        assert result.to_text() == "[killed by SIGKILL: out of memory, one memory limit for all processes together]"
+    else:  # the address-space rlimit refuses the allocation
+        assert result.exit_code == 1 and result.stderr.rstrip().endswith("MemoryError")
+
+
+SEVERAL_PROCESSES_TOUCH_100_MB = """
+import json, os, time
+children = []
+for _ in range(4):
+    pid = os.fork()
+    if pid == 0:
+        block = bytearray(100 * 2**20)  # zero-filled: every page is touched
+        time.sleep(1.5)  # so that all four hold theirs at once
+        os._exit(0)
+    children.append(pid)
+print(json.dumps([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]))
+"""
+
+
+@pytest.mark.parametrize("mode", ["default", "no-namespaces"])
+async def test_memory_limit_holds_for_all_processes_together(mode):
+    """Four processes of 100 MB each in a sandbox of 256 MB: with a cgroup the kernel kills
+    some of them; with the per-process fallback all four get their 100 MB (documented)."""
+    async with await open_sandbox(mode, SandboxLimits(timeout_s=20, memory_mb=256)) as box:
+        result = await run(box, SEVERAL_PROCESSES_TOUCH_100_MB)
+        directories = box.cgroup.directories if box.cgroup else ()
+        assert all(os.path.isdir(d) for d in directories)
+    assert result.exit_code == 0, result.to_text()
+    statuses = json.loads(result.stdout.splitlines()[0])
+    assert result.metadata["memory_limit"] == result.memory_limit
+    if result.memory_limit == "per-process":
+        assert statuses == [0, 0, 0, 0] and result.limit is None
+        if not memory_cgroups_usable():
+            pytest.skip("no memory cgroup can be used here (not root, or no memory controller to delegate): the limit is per process")
+    assert memory_cgroups_usable(), "a memory cgroup can be used here, yet the limit was per process"
+    assert result.memory_limit == "cgroup" and result.limit == "memory"
+    assert -9 in statuses and result.oom_kills == statuses.count(-9) >= 1, statuses
+    assert "[out of memory: the kernel killed" in result.to_text()
+    assert not any(os.path.exists(d) for d in directories)  # removed when the sandbox closed
+
+
+async def test_the_cgroup_is_made_per_sandbox_and_removed_on_close():
+    if not memory_cgroups_usable():
+        pytest.skip("no memory cgroup can be used here (not root, or no memory controller to delegate)")
+    boxes = [await open_sandbox("default", SandboxLimits(timeout_s=5, memory_mb=200, processes=7)) for _ in range(2)]
+    try:
+        first, second = (box.cgroup.directories for box in boxes)
+        assert first != second and all(os.path.isdir(d) for d in first + second)
+        limits = {f: Path(d, f).read_text().strip() for d in first for f in ("memory.max", "memory.limit_in_bytes", "pids.max") if Path(d, f).exists()}
+        assert limits.get("memory.max", limits.get("memory.limit_in_bytes")) == str(200 << 20)
+        assert limits.get("pids.max", "8") == "8"  # the processes plus the runner's supervisor
+        result = await run(boxes[0], "print(open('/proc/self/cgroup').read())")
+        assert os.path.basename(first[0]) in result.stdout
+    finally:
+        for box in boxes:
+            await box.close()
+    assert not any(os.path.exists(d) for d in first + second)
+
+
+async def test_sandboxes_prepared_at_once_all_get_their_cgroup():
+    """Rollouts open their sandboxes concurrently; the first detection of cgroups (a probe
+    cgroup of a fixed name) must not make some of them fall back to per process."""
+    if not memory_cgroups_usable():
+        pytest.skip("no memory cgroup can be used here (not root, or no memory controller to delegate)")
+    detect_cgroups.cache_clear()
+    boxes = [Sandbox(FAST) for _ in range(4)]
+    try:
+        await bounded(asyncio.gather(*(box.prepare() for box in boxes)))
+        assert [box.memory_limit for box in boxes] == ["cgroup"] * 4
+    finally:
+        for box in boxes:
+            await box.close()
+
+
+def test_cgroups_left_by_a_process_that_died_are_removed_at_the_next_start():
+    if not memory_cgroups_usable():
+        pytest.skip("no memory cgroup can be used here (not root, or no memory controller to delegate)")
+    dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout.strip()
+    left = [os.path.join(parent, f"lmgym-sandbox-{dead}-2000000000") for parent in cgroup_parents()]
+    mine = [os.path.join(parent, f"lmgym-sandbox-{os.getpid()}-1") for parent in cgroup_parents()]
+    for directory in left + mine:
+        os.mkdir(directory)
+    try:
+        detect_cgroups.cache_clear()
+        assert detect_cgroups(sys.executable) == cgroup_parents()
+        assert not any(os.path.exists(d) for d in left) and all(os.path.isdir(d) for d in mine)
+    finally:
+        for directory in left + mine:
+            if os.path.exists(directory):
+                os.rmdir(directory)
+
+
+UNIX_CLIENT = """
+import socket
+for address in ADDRESSES:
+    client = socket.socket(socket.AF_UNIX)
+    client.settimeout(3)
+    try:
+        client.connect(address)
+        client.sendall(b"leak")
+        print("CONNECTED")
+    except OSError as exc:
+        print(type(exc).__name__)
+"""
+
+
+async def test_cannot_reach_host_unix_sockets(sandbox):
+    """World-writable listening sockets in /tmp and /run (where D-Bus, databases and X11
+    put theirs) and one in the abstract namespace: with namespaces none is reachable."""
+    places = [d for d in ("/tmp", "/run") if os.path.isdir(d) and os.access(d, os.W_OK)]
+    servers, addresses = [], []
+    try:
+        for place in places:
+            path = os.path.join(place, f"lmgym-test-{os.getpid()}-{len(servers)}.sock")
+            servers.append(socket.socket(socket.AF_UNIX))
+            servers[-1].bind(path)
+            os.chmod(path, 0o777)
+            addresses.append(path)
+            if os.path.dirname(os.path.realpath(sandbox.workdir)) == place:  # and by way of its working directory
+                addresses.append(os.path.join("..", os.path.basename(path)))
+        servers.append(socket.socket(socket.AF_UNIX))
+        servers[-1].bind(f"\0lmgym-test-{os.getpid()}")
+        addresses.append(f"\0lmgym-test-{os.getpid()}")
+        for server in servers:
+            server.listen()
+            server.setblocking(False)
+        result = await run(sandbox, f"ADDRESSES = {addresses!r}\n{UNIX_CLIENT}")
+        accepted = 0
+        for server in servers:
+            while True:
+                try:
+                    server.accept()[0].close()
+                    accepted += 1
+                except BlockingIOError:
+                    break
+    finally:
+        for server in servers:
+            server.close()
+        for path in addresses[:-1]:
+            if os.path.isabs(path):
+                os.unlink(path)
+    outcomes = result.stdout.split()
+    assert result.exit_code == 0 and len(outcomes) == len(addresses), result.to_text()
+    if result.network == "namespace":  # a private /tmp and /run; the abstract namespace is the network's
+        assert outcomes == ["FileNotFoundError"] * (len(addresses) - 1) + ["ConnectionRefusedError"] and accepted == 0
+    else:  # documented: without namespaces host unix sockets are reachable
+        assert outcomes == ["CONNECTED"] * len(addresses) and accepted == len(addresses)
+
+
+async def test_private_scratch_directories_show_only_the_working_directory(sandbox):
+    marker = Path(tempfile.gettempdir(), f"lmgym-test-host-file-{os.getpid()}")
+    marker.write_text("host")
+    try:
+        code = (
+            "import json, os\n"
+            f"print(os.path.exists({str(marker)!r}), os.getcwd() == os.environ['HOME'])\n"
+            f"print(json.dumps(sorted(os.listdir({tempfile.gettempdir()!r}))))\n"
+            "print(json.dumps(sorted(os.listdir('..'))))\n"
+            f"open('/dev/shm/lmgym-test-{os.getpid()}', 'w').write('x')\n"
+        )
+        result = await run(sandbox, code)
+    finally:
+        marker.unlink()
+    lines = result.stdout.splitlines()
+    assert result.exit_code == 0, result.to_text()
+    if result.network == "namespace":
+        assert lines[0] == "False True"
+        assert os.path.basename(sandbox.workdir) in json.loads(lines[1]) and len(json.loads(lines[1])) <= 2  # the workdir (and a venv there)
+        assert lines[2] == lines[1]  # `..` of the working directory is the private /tmp too, not the host's
+        assert not os.path.exists(f"/dev/shm/lmgym-test-{os.getpid()}")  # it was the sandbox's own
+    else:  # documented: without namespaces /tmp is the host's
+        assert lines[0] == "True True"
+        os.unlink(f"/dev/shm/lmgym-test-{os.getpid()}")
+
+
+UNSHARE_USER = """
+import ctypes, os, shutil, subprocess, threading
+libc = ctypes.CDLL(None, use_errno=True)
+print("unshare(CLONE_NEWUSER):", libc.unshare(0x10000000), os.strerror(ctypes.get_errno()))
+if shutil.which("unshare"):
+    child = subprocess.run(["unshare", "-r", "id", "-u"], capture_output=True, text=True)
+    print("unshare -r:", child.returncode, (child.stdout + child.stderr).strip())
+else:
+    print("unshare -r: no unshare here")
+thread = threading.Thread(target=lambda: print("threads work"))
+thread.start()
+thread.join()
+print(subprocess.run(["sh", "-c", "echo subprocesses work"], capture_output=True, text=True).stdout.strip())
+"""
+
+
+def kernel_takes_seccomp_filters() -> bool:
+    return "Seccomp:" in Path("/proc/self/status").read_text()  # CONFIG_SECCOMP
+
+
+async def test_a_new_user_namespace_is_denied(sandbox):
+    result = await run(sandbox, UNSHARE_USER)
+    lines = result.stdout.splitlines()
+    assert lines[2:] == ["threads work", "subprocesses work"], result.to_text()  # clone3 → ENOSYS → clone
+    if result.user_namespaces == "allowed":
+        assert not kernel_takes_seccomp_filters(), "seccomp works here, yet user namespaces were allowed"
+        pytest.skip("this kernel takes no seccomp filter, so user namespaces cannot be denied")
+    assert result.user_namespaces == "denied" and result.metadata["user_namespaces"] == "denied"
+    assert lines[0] == "unshare(CLONE_NEWUSER): -1 Operation not permitted"
+    assert lines[1] in ("unshare -r: 1 unshare: unshare failed: Operation not permitted", "unshare -r: no unshare here")
+
+
+def test_the_user_namespace_filter_is_well_formed():
+    """Every jump lands inside the program and it ends in a return, for each machine."""
+    for machine in ("x86_64", "aarch64"):
+        program = user_namespace_filter(machine)
+        for index, (code, true_offset, false_offset, _k) in enumerate(program):
+            if code & 0x07 == 0x05:  # BPF_JMP
+                assert index + 1 + max(true_offset, false_offset) < len(program)
+        assert program[-1][0] == 0x06
+    assert user_namespace_filter("sparc") == ()
+
+
+def test_entries_below_names_what_a_tmpfs_must_show_again():
+    assert entries_below("/tmp", ["/tmp/lmgym-sandbox-x", "/tmp/venv/bin/python", "/usr/bin", "/tmpfoo/x", "/tmp"]) == ("lmgym-sandbox-x", "venv")
 
 
 async def test_infinite_loop_is_killed_at_the_timeout(sandbox):
@@ -243,7 +476,8 @@ async def test_file_size_limit(sandbox):
 
 async def test_writes_outside_the_working_directory(sandbox, tmp_path):
     """Documented: as its own uid the code cannot write the parent's directories nor
-    enter private ones, but it can read world-readable files and write /tmp."""
+    enter private ones, but it can read world-readable files and write /tmp; with
+    namespaces, /tmp is its own (the host's files there are not even visible)."""
     private = tmp_path / "private"  # under pytest's 0700 directories, owned by the parent
     private.mkdir()
     public = Path(tempfile.mkdtemp(prefix="lmgym-test-public-"))
@@ -266,12 +500,16 @@ async def test_writes_outside_the_working_directory(sandbox, tmp_path):
     try:
         result = await run(sandbox, code)
         lines = result.stdout.splitlines()
-        if isolated_user(result):
+        if result.network == "namespace":  # all three directories are in the host's /tmp
+            assert lines == ["write private FileNotFoundError", "write public FileNotFoundError", "read public FileNotFoundError", "write tmp ok"]
+            assert not in_tmp.exists()  # written to its private /tmp, gone with the call
+        elif isolated_user(result):
             assert lines == ["write private PermissionError", "write public PermissionError", "read public ok", "write tmp ok"]
             assert not (private / "x").exists() and not (public / "x").exists()
+            assert in_tmp.exists()  # documented as not prevented without namespaces
         else:  # documented: not root, so the code runs as your own user
             assert lines == ["write private ok", "write public ok", "read public ok", "write tmp ok"]
-        assert in_tmp.exists()  # documented as not prevented
+            assert in_tmp.exists()
     finally:
         in_tmp.unlink(missing_ok=True)
         shutil.rmtree(public)

@@ -4,9 +4,9 @@
 once where code cannot be isolated, instead of failing every tool call); the tool gets it
 as a hidden argument, so the model never sees or forges it. `teardown_state` closes it
 and leaves a JSON-safe record in its place: `state["sandbox"]` becomes `{"network": ...,
-"uid": ..., "runs": [metadata of each run]}`, which results.jsonl keeps. The weight-0
-metrics `sandbox_runs`, `sandbox_timeouts` and `sandbox_limits` (runs that hit any
-limit) come from that record.
+"memory_limit": ..., "user_namespaces": ..., "uid": ..., "runs": [metadata of each run]}`,
+which results.jsonl keeps. The weight-0 metrics `sandbox_runs`, `sandbox_timeouts` and
+`sandbox_limits` (runs that hit any limit) come from that record.
 
 Calls of one turn share the sandbox and run one after another, so the tool timeout is
 the sandbox's plus a margin for waiting.
@@ -85,6 +85,8 @@ class PythonEnv(StatefulToolEnv):
                 isolation = sandbox.isolation
                 state["sandbox"] = {
                     "network": isolation.network if isolation else None,
+                    "memory_limit": sandbox.memory_limit,
+                    "user_namespaces": isolation.user_namespaces if isolation else None,
                     "uid": sandbox.uid,
                     "runs": sandbox.history,
                 }

