@@ -2,16 +2,20 @@
 
 The real `openai` SDK talks real HTTP to it and parses real JSON, so a test exercises the
 same code as a run against OpenAI or vLLM, but the answers are deterministic: a `reply`
-function maps each request to a reply (text, or a message with tool calls). Faults can
-be injected for the next requests: HTTP errors (500, 503, 429 with Retry-After), stalls
-longer than the client's timeout, and malformed JSON bodies.
+function maps each request to a reply (text, or a message with tool calls and perhaps
+`reasoning_content`). A request with `stream: true` gets server-sent events as the real
+servers send them (see `stream_chunks`), with a usage chunk when
+`stream_options.include_usage` asks for one. Faults can be injected for the next
+requests: HTTP errors (500, 503, 429 with Retry-After), stalls longer than the client's
+timeout, and malformed JSON bodies.
 
     with ScriptedServer(reply=lambda request: "<answer>4</answer>") as server:
         client = OpenAIClient(server.base_url)
         server.fail_next(503, times=2)
 
 It is a bare ASGI app served by uvicorn (extra `dev`), in a thread for tests or as its own
-process for benchmarks: `python -m lmgym.testing --port 8000 --reply 42`.
+process for benchmarks: `python -m lmgym.testing --port 8000 --reply 42`. `BackgroundServer`
+serves any other ASGI app the same way.
 """
 
 from __future__ import annotations
@@ -19,16 +23,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import re
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import orjson
 
 Reply = str | dict[str, Any]
 ReplyFunc = Callable[[dict[str, Any]], Reply]
+# How a server cuts a streamed reply: OpenAI sends a tool call's id, type and name in its
+# first fragment only and opens a tool-call reply with `"content": null`; llama-cpp-python
+# repeats id, type and name in every fragment, and here opens with `"content": ""` (as
+# its functionary handler and vLLM do), the opening that once made traces differ.
+StreamStyle = Literal["openai", "llama.cpp"]
 
 
 @dataclass(frozen=True)
@@ -62,13 +72,48 @@ def _count_tokens(text: str) -> int:
     return len(text.split())
 
 
+def _pieces(text: str) -> list[str]:
+    """Text cut into the word-sized deltas a server streams (joined, they are the text)."""
+    return re.findall(r"^\s+|\S+\s*", text)
+
+
+def _argument_pieces(arguments: str) -> list[str]:
+    """Tool-call arguments cut into three fragments (one when too short to cut)."""
+    third = -(-len(arguments) // 3) or 1
+    return [arguments[i:i + third] for i in range(0, len(arguments), third)] or [""]
+
+
+def stream_chunks(message: dict[str, Any], style: StreamStyle = "openai") -> list[dict[str, Any]]:
+    """The `choices[0]` of each chunk a server streams for an assistant `message`: the role,
+    `reasoning_content` and `content` as word deltas, each tool call in fragments cut the
+    way `style` does, then the finish reason."""
+    calls = message.get("tool_calls") or []
+    opening = None if calls and style == "openai" and not message.get("content") else ""
+    choices = [{"delta": {"role": "assistant", "content": opening}}]
+    choices += [{"delta": {"reasoning_content": piece}} for piece in _pieces(message.get("reasoning_content") or "")]
+    choices += [{"delta": {"content": piece}} for piece in _pieces(message.get("content") or "")]
+    for index, call in enumerate(calls):
+        head = {"id": call["id"], "type": call.get("type", "function")}
+        name = call["function"]["name"]
+        if style == "openai":
+            fragments = [{"index": index, **head, "function": {"name": name, "arguments": ""}}]
+            fragments += [{"index": index, "function": {"arguments": piece}} for piece in _argument_pieces(call["function"]["arguments"])]
+        else:
+            fragments = [{"index": index, **head, "function": {"name": name, "arguments": piece}}
+                         for piece in _argument_pieces(call["function"]["arguments"])]
+        choices += [{"delta": {"tool_calls": [fragment]}} for fragment in fragments]
+    choices.append({"delta": {}, "finish_reason": "tool_calls" if calls else "stop"})
+    return [{"index": 0, "finish_reason": None, **choice} for choice in choices]
+
+
 class ScriptedApp:
     """The ASGI application: `/v1/chat/completions` and `/v1/models`."""
 
-    def __init__(self, reply: ReplyFunc, api_key: str | None = None, model: str = "scripted"):
+    def __init__(self, reply: ReplyFunc, api_key: str | None = None, model: str = "scripted", stream_style: StreamStyle = "openai"):
         self.reply = reply
         self.api_key = api_key
         self.model = model
+        self.stream_style = stream_style
         self.faults: deque[Fault] = deque()
         self.requests: list[dict[str, Any]] = []
         self._ids = itertools.count()
@@ -109,7 +154,21 @@ class ScriptedApp:
         if fault and fault.malformed:
             await _send_raw(send, 200, b'{"id": "broken", "choices": [', {})
             return
-        await _send_json(send, 200, self._completion(request))
+        completion = self._completion(request)
+        if request.get("stream") is True:
+            await self._stream(completion, bool((request.get("stream_options") or {}).get("include_usage")), send)
+        else:
+            await _send_json(send, 200, completion)
+
+    async def _stream(self, completion: dict[str, Any], include_usage: bool, send) -> None:
+        base = {key: completion[key] for key in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+        events = [{**base, "choices": [choice]} for choice in stream_chunks(completion["choices"][0]["message"], self.stream_style)]
+        if include_usage:
+            events.append({**base, "choices": [], "usage": completion["usage"]})
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for event in events:
+            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(event) + b"\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
     def _completion(self, request: dict[str, Any]) -> dict[str, Any]:
         reply = self.reply(request)
@@ -146,15 +205,57 @@ async def _send_raw(send, status: int, body: bytes, headers: dict[str, str]) -> 
     await send({"type": "http.response.body", "body": body})
 
 
-class ScriptedServer:
-    """Runs a `ScriptedApp` with uvicorn in a background thread on a free loopback port."""
+class BackgroundServer:
+    """Serves any ASGI app with uvicorn in a background thread on loopback (port 0: a free
+    one). `config` goes to `uvicorn.Config` (e.g. `lifespan="on"`, `http=...`)."""
 
-    def __init__(self, reply: ReplyFunc | str = "OK", *, api_key: str | None = None, port: int = 0):
-        reply_func = reply if callable(reply) else (lambda _request, text=reply: text)
-        self.app = ScriptedApp(reply_func, api_key=api_key)
+    def __init__(self, app, *, port: int = 0, **config: Any):
+        self.app = app
+        self._config = {"lifespan": "off", "timeout_graceful_shutdown": 1, "log_level": "warning", **config}
         self._port = port
         self._server = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._server.servers[0].sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        """The root URL, http://127.0.0.1:PORT."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        import uvicorn
+
+        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self._port, **self._config))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"uvicorn did not start serving {type(self.app).__name__}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+class ScriptedServer(BackgroundServer):
+    """Runs a `ScriptedApp` with uvicorn in a background thread on a free loopback port."""
+
+    def __init__(self, reply: ReplyFunc | str = "OK", *, api_key: str | None = None, port: int = 0, stream_style: StreamStyle = "openai"):
+        reply_func = reply if callable(reply) else (lambda _request, text=reply: text)
+        super().__init__(ScriptedApp(reply_func, api_key=api_key, stream_style=stream_style), port=port)
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -162,11 +263,7 @@ class ScriptedServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    @property
-    def port(self) -> int:
-        return self._server.servers[0].sockets[0].getsockname()[1]
+        return f"{self.url}/v1"
 
     def fail_next(self, status: int, times: int = 1, retry_after: float | None = None) -> None:
         self.app.faults.extend([Fault(status=status, retry_after=retry_after)] * times)
@@ -176,34 +273,6 @@ class ScriptedServer:
 
     def malformed_next(self, times: int = 1) -> None:
         self.app.faults.extend([Fault(malformed=True)] * times)
-
-    def start(self) -> ScriptedServer:
-        import uvicorn
-
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self._port, log_level="warning",
-            lifespan="off", timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the scripted server did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-
-    def __enter__(self) -> ScriptedServer:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """`lmgym proxy` end to end: the real `openai` SDK -> the proxy -> a scripted upstream, all on loopback.
 
-`ScriptedApp` (lmgym.testing) answers plain chat requests and injects faults; it has no
-SSE streaming and no `/v1/completions`, so `Upstream` below adds those around it.
+`ScriptedApp` (lmgym.testing) answers chat requests and injects faults; it has no
+`/v1/completions` and cannot hold a stream half-sent, so `Upstream` below adds those
+around it (with streams of its own, split into other pieces than ScriptedApp's).
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ def test_chat_is_forwarded_and_recorded(client, upstream, traces):
     assert record["request"] == {"model": "gpt-test", "messages": messages, "tools": None,
                                  "sampling": {"temperature": 0.2, "max_tokens": 50, "top_k": 5}}
     assert record["response"] == {"model": "gpt-test", "content": "Hello from upstream, you said: Say hi",
-                                  "tool_calls": None, "finish_reason": "stop"}
+                                  "reasoning_content": None, "tool_calls": None, "finish_reason": "stop"}
     assert record["usage"] == {"prompt_tokens": 4, "completion_tokens": 7, "total_tokens": 11}  # total 0 upstream: summed
     assert record["started_at"] <= record["finished_at"] <= time.time()
     assert 0 < record["latency_s"] < 10
@@ -250,7 +251,7 @@ def test_streaming_text_with_and_without_usage(client, upstream, traces):
     assert "stream_options" not in upstream.requests[1]  # nothing added to the client's request
     with_usage, without = read_traces(traces)
     assert with_usage["stream"] is True and with_usage["status"] == 200 and with_usage["error"] is None
-    assert with_usage["response"] == {"model": "m", "content": text, "tool_calls": None, "finish_reason": "stop"}
+    assert with_usage["response"] == {"model": "m", "content": text, "reasoning_content": None, "tool_calls": None, "finish_reason": "stop"}
     assert with_usage["usage"] == {"prompt_tokens": 3, "completion_tokens": chunks[-1].usage.completion_tokens,
                                    "total_tokens": chunks[-1].usage.total_tokens}
     assert with_usage["request"]["sampling"] == {}
@@ -307,7 +308,7 @@ def test_completions_endpoint(client, traces):
     plain, stream = read_traces(traces)
     assert plain["endpoint"] == stream["endpoint"] == "/v1/completions"
     assert plain["request"] == {"model": "base", "prompt": "Once upon", "tools": None, "sampling": {"max_tokens": 5}}
-    assert plain["response"] == {"model": "base", "content": streamed, "tool_calls": None, "finish_reason": "stop"}
+    assert plain["response"] == {"model": "base", "content": streamed, "reasoning_content": None, "tool_calls": None, "finish_reason": "stop"}
     assert plain["usage"]["completion_tokens"] == 7
     assert stream["stream"] is True and stream["response"]["content"] == streamed
 
@@ -482,7 +483,7 @@ def test_stream_assembler_handles_split_events_and_errors():
     for i in range(0, len(raw), 7):  # network chunks cut lines anywhere
         assembler.feed(raw[i:i + 7])
     response, usage = assembler.result()
-    assert response == {"model": "m", "content": "Hello", "tool_calls": None, "finish_reason": "length"}
+    assert response == {"model": "m", "content": "Hello", "reasoning_content": None, "tool_calls": None, "finish_reason": "length"}
     assert usage == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     assert assembler.error == {"error": {"message": "overloaded"}} and assembler.done
 
