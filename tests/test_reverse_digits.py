@@ -8,6 +8,7 @@ import pytest
 import lmgym
 from lmgym import SingleTurnEnv
 from lmgym.envs.procedural import split_of
+from lmgym.errors import UsageError
 from lmgym.registry import BUNDLED_DIR, available_environments, describe
 from lmgym.types import Example, Rollout, Turn
 
@@ -86,7 +87,7 @@ def test_eval_split_never_overlaps_train():
     ],
 )
 def test_bad_arguments_are_rejected_naming_the_argument(args, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(UsageError, match=f"environment 'reverse-digits': {message}"):
         load(**args)
 
 

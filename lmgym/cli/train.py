@@ -57,10 +57,15 @@ def train_command(
     try:
         with exit_on_error():
             cfg = _load(config, overrides, resume)
+            from lmgym.rundir import RunLock, require_fresh_dir
             from lmgym.train.session import default_run_dir, train
 
             run_dir = resume or default_run_dir(cfg, "train")
+            if resume is None and main_rank:  # rank 0 checks before it writes; the other ranks never do
+                require_fresh_dir(run_dir)
             if nproc > 1 and "LOCAL_RANK" not in os.environ:
+                if resume is not None:
+                    RunLock(run_dir).acquire().release()  # refuse a run in use before starting N processes
                 raise typer.Exit(launch_processes(nproc, config, resume, [*overrides, "--logging.output_dir", str(run_dir)]))
             _quiet_transformers()
             if main_rank:
@@ -93,10 +98,19 @@ def sft_command(
     """
     with exit_on_error():
         cfg = _load(config, list(ctx.args), None)
+        from lmgym.rundir import require_fresh_dir
         from lmgym.train.session import default_run_dir, sft
 
         _quiet_transformers()
         run_dir = default_run_dir(cfg, "sft")
+        try:
+            require_fresh_dir(run_dir)
+        except errors.UsageError:  # its message offers --resume, which `lmgym sft` has not
+            if not run_dir.is_dir():
+                raise
+            raise errors.UsageError(
+                f"{run_dir} already holds files of another run; choose an output directory that does not exist yet"
+            ) from None
         console.print(f"run directory: {run_dir}")
         sft(cfg, run_dir)
         console.print(f"[green]done.[/] model saved to {run_dir / 'final'}")

@@ -16,8 +16,9 @@ Every key has a default, so an empty file (or no file) is a valid config:
     config = load_config("configs/reverse-digits.toml", ["--trainer.lr", "1e-4", "eval.every=0"])
     (run_dir / "config.toml").write_text(dump_config(config))
 
-Every mistake (missing file, bad TOML, unknown key, bad value) is raised as one
-`UsageError` whose message names the dotted key and says what is allowed.
+Every mistake (missing file, a file that is not UTF-8 text, bad TOML, unknown key, bad
+value, inf or nan) is raised as one `UsageError` whose message names the file, the dotted
+key and the value, and says what is allowed.
 """
 
 from __future__ import annotations
@@ -50,8 +51,14 @@ LrSchedule = Literal["constant", "linear", "cosine"]
 ImportanceSampling = Literal["none", "tis", "mis"]
 
 
+# A step holds all its rollouts in memory at once: past this, a typo (group_size = 10**7)
+# would sample until killed rather than fail when the config is read.
+MAX_ROLLOUTS_PER_STEP = 65_536
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and nan parse as TOML floats; no field means anything by them
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # ------------------------------------------------------------------------------- sections
@@ -96,7 +103,7 @@ class AlgorithmConfig(_Section):
     loss: Loss = Field("grpo", description="Policy loss variant (see `lmgym.train.losses`).")
     group_size: int = Field(8, description="Completions sampled per prompt; advantages compare within a group.")
     prompts_per_step: int = Field(
-        8, gt=0, description="Prompts per step; a step has prompts_per_step * group_size rollouts."
+        8, gt=0, description="Prompts per step; a step has prompts_per_step * group_size rollouts (at most 65,536)."
     )
     eps_low: float | None = Field(None, ge=0.0, description="Lower clip range; unset = the loss's default.")
     eps_high: float | None = Field(None, ge=0.0, description="Upper clip range; unset = the loss's default.")
@@ -219,6 +226,12 @@ class TrainConfig(_Section):
     def _micro_batches_tile_a_step(self) -> TrainConfig:
         rollouts = self.algorithm.rollouts_per_step
         micro = self.trainer.micro_batch_size
+        if rollouts > MAX_ROLLOUTS_PER_STEP:
+            raise ValueError(
+                f"the rollouts of a step, algorithm.prompts_per_step * algorithm.group_size = "
+                f"{self.algorithm.prompts_per_step} * {self.algorithm.group_size} = {rollouts}, "
+                f"must be at most {MAX_ROLLOUTS_PER_STEP:,}; lower one of them"
+            )
         if rollouts % micro:
             raise ValueError(
                 f"the rollouts of a step, algorithm.prompts_per_step * algorithm.group_size = "
@@ -303,13 +316,14 @@ def parse_overrides(args: Sequence[str]) -> list[tuple[str, str]]:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise UsageError(f"config file not found: {path}") from None
     except IsADirectoryError:
         raise UsageError(f"config path is a directory, not a TOML file: {path}") from None
     except OSError as exc:
         raise UsageError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    text = _decode_toml(path, raw)
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -320,6 +334,20 @@ def _read_toml(path: Path) -> dict[str, Any]:
             reason = message[: found.start()].strip()
             raise UsageError(f"{path}:{line}: invalid TOML at line {line}, column {column}: {reason}") from None
         raise UsageError(f"{path}: invalid TOML: {message}") from None
+
+
+def _decode_toml(path: Path, raw: bytes) -> str:
+    """TOML is UTF-8 (a leading byte-order mark is tolerated, as editors on Windows write one)."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UsageError(f"{path}: the file is UTF-16; TOML must be UTF-8, so save it again as UTF-8")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise UsageError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            f"a config must be a TOML text file"
+        ) from None
 
 
 def _parse_value(key: str, text: str) -> Any:

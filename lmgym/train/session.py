@@ -1,8 +1,10 @@
 """Wiring a training run from its config: model, environment, engine, trainer, run dir.
 
+    RUN_DIR/.lock            held (flock) by the process running the run, rank 0 under torchrun
     RUN_DIR/config.toml      the full config (CLI overrides applied), reloaded by --resume
     RUN_DIR/metrics.jsonl    one line per step
-    RUN_DIR/sft_model/       the policy after the SFT warm start (resume starts from it)
+    RUN_DIR/sft_model/       the policy after the SFT warm start (resume starts from it; when it
+                             is missing or unreadable, resume runs the warm start again)
     RUN_DIR/checkpoints/     see lmgym.train.checkpoint
     RUN_DIR/final/           the trained policy, a transformers folder
     RUN_DIR/vllm_base/       with engine.kind = "vllm": the weights the server starts from
@@ -11,6 +13,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -20,7 +25,7 @@ import torch
 from lmgym.clients.local import LocalClient
 from lmgym.errors import UsageError
 from lmgym.registry import load_environment
-from lmgym.rundir import claim_run_dir
+from lmgym.rundir import RunLock, claim_run_dir
 from lmgym.train import checkpoint as ckpt
 from lmgym.train.config import TrainConfig, dump_config
 from lmgym.train.engine import LocalEngine
@@ -29,10 +34,12 @@ from lmgym.train.metrics import MetricsSink, NullSink, make_sink
 from lmgym.train.models import load_model, save_model
 from lmgym.train.orchestrator import AsyncOrchestrator, DataStream, Orchestrator
 from lmgym.train.sft import run_sft, sft_rows
-from lmgym.train.trainer import GRPOTrainer, apply_lora
+from lmgym.train.trainer import LOG_FILES, GRPOTrainer, apply_lora
 
+logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.toml"
 SFT_MODEL = "sft_model"
+SFT_LOG_SIZES = "lmgym_log_sizes.json"  # in sft_model/: the logs' sizes when it was saved
 FINAL_MODEL = "final"
 
 
@@ -68,6 +75,51 @@ def warm_start(config: TrainConfig, model: Any, tokenizer: Any, env: Any, sink: 
     )
 
 
+def save_policy(model: Any, tokenizer: Any, path: Path, log_sizes: dict[str, int] | None = None) -> Path:
+    """A model folder of the run, written whole or not at all (see `ckpt.write_dir_atomically`)."""
+    def write(tmp: Path) -> None:
+        save_model(model, tokenizer, tmp)
+        if log_sizes is not None:
+            (tmp / SFT_LOG_SIZES).write_text(json.dumps(log_sizes))
+
+    return ckpt.write_dir_atomically(path, write)
+
+
+def load_sft_model(sft_dir: Path) -> tuple[Any, Any, dict[str, int] | None] | None:
+    """The run's saved SFT model and the logs' sizes when it was saved; None when there is
+    none or it cannot be read (a save killed by an older lmgym left only config.json)."""
+    if not sft_dir.exists():
+        return None
+    try:
+        model, tokenizer = load_model(str(sft_dir))
+    except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, TypeError, ...
+        logger.warning("%s cannot be read (%s); running the SFT warm start again", sft_dir, ckpt.first_line(exc))
+        return None
+    sizes = sft_dir / SFT_LOG_SIZES
+    return model, tokenizer, json.loads(sizes.read_text()) if sizes.exists() else None
+
+
+def initial_policy(config: TrainConfig, env: Any, run_dir: Path, device: torch.device, sink: MetricsSink, world: World) -> tuple[Any, Any]:
+    """`model.name`, after the SFT warm start when configured (saved to RUN_DIR/sft_model)."""
+    model, tokenizer = load_model(config.model.name)
+    model.to(device)
+    if config.sft.warm_start:
+        warm_start(config, model, tokenizer, env, sink)
+        if world.is_main:
+            save_policy(model, tokenizer, run_dir / SFT_MODEL, ckpt.log_sizes(run_dir, LOG_FILES))
+    return model, tokenizer
+
+
+def resumed_log_sizes(checkpoint: tuple[Path, dict[str, Any]] | None, sft_model: tuple[Any, Any, dict[str, int] | None] | None) -> dict[str, int] | None:
+    """The logs' sizes at the point a resume continues from: its checkpoint, else the SFT
+    model, else the start (empty logs). None when the point predates recording them."""
+    if checkpoint is not None:
+        return checkpoint[1].get("logs")
+    if sft_model is not None:
+        return sft_model[2]
+    return dict.fromkeys(LOG_FILES, 0)
+
+
 def make_orchestrator(config: TrainConfig, env: Any, client: Any, data: DataStream, world: World, **engine: Any) -> Orchestrator:
     """Synchronous, or asynchronous with bounded staleness when max_off_policy_steps > 0;
     `engine` holds a remote engine's publisher and closer."""
@@ -85,19 +137,17 @@ def build_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, *, resu
     if config.algorithm.prompts_per_step % world.size:
         raise UsageError(f"algorithm.prompts_per_step = {config.algorithm.prompts_per_step} must be divisible by the {world.size} processes")
     env = load_environment(config.env.name, **config.env.args)
-    sft_dir = run_dir / SFT_MODEL
     device = device_for(world, resolve_device(config.trainer.device))
     setup(world, device)
-    if resume and sft_dir.exists():
-        model, tokenizer = load_model(str(sft_dir))
-        model.to(device)
+    checkpoint = ckpt.latest_readable_checkpoint(run_dir) if resume else None
+    saved = load_sft_model(run_dir / SFT_MODEL) if resume else None
+    sizes = resumed_log_sizes(checkpoint, saved) if resume else None
+    if world.is_main and sizes is not None:
+        ckpt.rewind_logs(run_dir, sizes)  # before anything is logged: what follows is logged again
+    if saved is not None:
+        model, tokenizer = saved[0].to(device), saved[1]
     else:
-        model, tokenizer = load_model(config.model.name)
-        model.to(device)
-        if config.sft.warm_start:
-            warm_start(config, model, tokenizer, env, sink)
-            if world.is_main:
-                save_model(model, tokenizer, sft_dir)
+        model, tokenizer = initial_policy(config, env, run_dir, device, sink, world)
     remote = start_vllm(config, model, tokenizer, run_dir, world) if config.engine.kind == "vllm" else None
     if config.model.lora.enabled:
         model = apply_lora(model, config.model.lora)
@@ -110,11 +160,9 @@ def build_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, *, resu
     orchestrator = make_orchestrator(config, env, client, data, world, publisher=publisher, closer=closer)
     eval_examples = env.get_eval_examples(config.eval.num_examples) if config.eval.every else []
     trainer = GRPOTrainer(config, model, tokenizer, orchestrator, run_dir, sink, eval_examples, world=world)
-    if resume:
-        checkpoint = ckpt.latest_checkpoint(run_dir)
-        if checkpoint is not None:
-            trainer.resume(checkpoint)
-            orchestrator.publish(model, trainer.step)  # the server started from the initial weights
+    if checkpoint is not None:
+        trainer.resume(*checkpoint)
+        orchestrator.publish(model, trainer.step)  # the server started from the initial weights
     return trainer
 
 
@@ -128,8 +176,7 @@ def start_vllm(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path, w
         raise UsageError("engine.kind = \"vllm\" runs one trainer process; drop --nproc (or attach every rank to its own server)")
     if engine.base_url:
         return VLLMEngine(engine.base_url, tokenizer, run_dir, keep_versions=engine.keep_versions)
-    base = run_dir / "vllm_base"
-    save_model(model, tokenizer, base)
+    base = save_policy(model, tokenizer, run_dir / "vllm_base")
     return VLLMEngine.launch(
         base, tokenizer, run_dir, keep_versions=engine.keep_versions, python=engine.python, dtype=engine.dtype,
         max_model_len=engine.max_model_len, kv_cache_gb=engine.kv_cache_gb, seed=config.trainer.seed,
@@ -138,34 +185,38 @@ def start_vllm(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path, w
 
 
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, sink: MetricsSink | None = None) -> dict[str, float]:
-    """Run GRPO to `max_steps`, then save the policy to RUN_DIR/final."""
+    """Run GRPO to `max_steps`, then save the policy to RUN_DIR/final. The run directory is
+    locked for the whole run (by rank 0 under torchrun): a second process, a second
+    `--resume` included, is refused with RunLockedError."""
     world = world_from_env()
-    if world.is_main:
-        write_config(run_dir, config)
-    sink = sink or (make_sink(config.logging, run_dir, config.model_dump()) if world.is_main else NullSink())
-    try:
-        trainer = build_trainer(config, run_dir, sink, resume=resume)
-        metrics = trainer.train()
+    with RunLock(run_dir) if world.is_main else contextlib.nullcontext():
         if world.is_main:
-            policy = trainer.model.merge_and_unload() if config.model.lora.enabled else trainer.model
-            save_model(policy, trainer.tokenizer, run_dir / FINAL_MODEL)
-        return metrics
-    finally:
-        sink.close()
-        teardown(world)
+            write_config(run_dir, config)
+        sink = sink or (make_sink(config.logging, run_dir, config.model_dump()) if world.is_main else NullSink())
+        try:
+            trainer = build_trainer(config, run_dir, sink, resume=resume)
+            metrics = trainer.train()
+            if world.is_main:
+                policy = trainer.model.merge_and_unload() if config.model.lora.enabled else trainer.model
+                save_policy(policy, trainer.tokenizer, run_dir / FINAL_MODEL)
+            return metrics
+        finally:
+            sink.close()
+            teardown(world)
 
 
 def sft(config: TrainConfig, run_dir: Path, sink: MetricsSink | None = None) -> dict[str, float]:
-    """Supervised fine-tuning only; the model is saved to RUN_DIR/final."""
-    write_config(run_dir, config)
-    sink = sink or make_sink(config.logging, run_dir, config.model_dump())
-    try:
-        seed_everything(config.trainer.seed)
-        env = load_environment(config.env.name, **config.env.args)
-        model, tokenizer = load_model(config.model.name)
-        model.to(resolve_device(config.trainer.device))
-        metrics = warm_start(config, model, tokenizer, env, sink)
-        save_model(model, tokenizer, run_dir / FINAL_MODEL)
-        return metrics
-    finally:
-        sink.close()
+    """Supervised fine-tuning only, holding the run directory's lock; the model is saved to RUN_DIR/final."""
+    with RunLock(run_dir):
+        write_config(run_dir, config)
+        sink = sink or make_sink(config.logging, run_dir, config.model_dump())
+        try:
+            seed_everything(config.trainer.seed)
+            env = load_environment(config.env.name, **config.env.args)
+            model, tokenizer = load_model(config.model.name)
+            model.to(resolve_device(config.trainer.device))
+            metrics = warm_start(config, model, tokenizer, env, sink)
+            save_policy(model, tokenizer, run_dir / FINAL_MODEL)
+            return metrics
+        finally:
+            sink.close()

@@ -22,23 +22,46 @@ from lmgym.train.tokens import TokenSample, encode, pad_batch, render
 
 def split_row(row: Mapping[str, Any], where: str) -> tuple[list, list]:
     """(prompt messages, completion messages) of one SFT row."""
+    if not isinstance(row, Mapping):
+        raise DatasetError(f"{where}: expected an object with `prompt` and `completion`, or `messages`; found {_preview(row)}")
     if "prompt" in row and "completion" in row:
-        return list(row["prompt"]), list(row["completion"])
+        prompt, completion = chat_messages(row["prompt"], f"{where} `prompt`"), chat_messages(row["completion"], f"{where} `completion`")
+        if not completion:
+            raise DatasetError(f"{where}: `completion` is empty; there is nothing to learn")
+        return prompt, completion
     if "messages" in row:
-        messages = list(row["messages"])
-        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+        messages = chat_messages(row["messages"], f"{where} `messages`")
+        last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
         if last is None:
             raise DatasetError(f"{where}: `messages` has no assistant message to learn")
         return messages[:last], messages[last : last + 1]
-    raise DatasetError(f"{where}: expected `prompt` and `completion`, or `messages`; found {sorted(row)}")
+    raise DatasetError(f"{where}: expected `prompt` and `completion`, or `messages`; found the keys {', '.join(map(str, row)) or 'none'}")
 
 
-def sft_sample(tokenizer: Any, prompt: list, completion: list, max_seq_len: int) -> TokenSample:
+def chat_messages(value: Any, where: str) -> list[dict[str, Any]]:
+    """`value` as a list of chat messages, each an object with a string `role`."""
+    if not isinstance(value, list):
+        raise DatasetError(f"{where}: expected a list of chat messages, found {_preview(value)}")
+    for message in value:
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+            raise DatasetError(f"{where}: expected chat messages like {{\"role\": \"user\", \"content\": \"...\"}}, found {_preview(message)}")
+    return [dict(m) for m in value]
+
+
+def _preview(value: Any) -> str:
+    text = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def sft_sample(tokenizer: Any, prompt: list, completion: list, max_seq_len: int, where: str = "SFT row") -> TokenSample:
     """Prompt ids (mask 0) then the completion's ids as the template renders them (mask 1)."""
-    prompt_text = render(tokenizer, prompt, add_generation_prompt=True)
-    full_text = render(tokenizer, [*prompt, *completion], add_generation_prompt=False)
+    try:
+        prompt_text = render(tokenizer, prompt, add_generation_prompt=True)
+        full_text = render(tokenizer, [*prompt, *completion], add_generation_prompt=False)
+    except Exception as exc:  # noqa: BLE001 - jinja raises TemplateError, TypeError, ... for messages it cannot render
+        raise DatasetError(f"{where}: the chat template cannot render these messages ({type(exc).__name__}: {exc})") from None
     if not full_text.startswith(prompt_text):
-        raise DatasetError("the chat template does not render the completion after the generation prompt")
+        raise DatasetError(f"{where}: the chat template does not render the completion after the generation prompt")
     prompt_ids, completion_ids = encode(tokenizer, prompt_text), encode(tokenizer, full_text[len(prompt_text):])
     ids = (prompt_ids + completion_ids)[:max_seq_len]
     mask = ([0] * len(prompt_ids) + [1] * len(completion_ids))[:max_seq_len]
@@ -46,13 +69,23 @@ def sft_sample(tokenizer: Any, prompt: list, completion: list, max_seq_len: int)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a JSON Lines file: one JSON object per line, blank lines skipped."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"sft.data = {str(path)!r}: no such file") from None
+    except OSError as exc:
+        raise DatasetError(f"sft.data = {str(path)!r}: cannot be read ({exc.strerror or exc})") from None
     rows = []
-    for number, line in enumerate(Path(path).read_bytes().splitlines(), start=1):
+    for number, line in enumerate(data.splitlines(), start=1):
         if line.strip():
             try:
-                rows.append(orjson.loads(line))
+                row = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{number}: not valid JSON ({exc})") from None
+                raise DatasetError(f"{path}:{number}: not valid JSON ({exc}); SFT data is JSON Lines, one object per line") from None
+            if not isinstance(row, dict):
+                raise DatasetError(f"{path}:{number}: expected one JSON object per line, found {_preview(row)}")
+            rows.append(row)
     return rows
 
 
@@ -81,7 +114,10 @@ def run_sft(
 ) -> dict[str, float]:
     """Fine-tune `model` in place; logs `sft/loss` per step and returns the last metrics."""
     sink = sink or NullSink()
-    samples = [sft_sample(tokenizer, *split_row(row, f"{source} row {i}"), max_seq_len) for i, row in enumerate(rows)]
+    samples = []
+    for i, row in enumerate(rows):
+        where = f"{source} row {i}"
+        samples.append(sft_sample(tokenizer, *split_row(row, where), max_seq_len, where))
     if not samples:
         raise DatasetError(f"{source} is empty")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

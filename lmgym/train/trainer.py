@@ -40,12 +40,13 @@ from lmgym.train.config import TrainConfig
 from lmgym.train.importance import IS_CORRECTIONS, mismatch_kl
 from lmgym.train.distributed import World, mean_metrics, sum_gradients, sum_over_ranks
 from lmgym.train.losses import LOSSES, batch_units
-from lmgym.train.metrics import MetricsSink, NullSink
+from lmgym.train.metrics import METRICS_FILE, MetricsSink, NullSink
 from lmgym.train.orchestrator import Batch, Orchestrator
 from lmgym.train.tokens import pad_batch
 
 logger = logging.getLogger(__name__)
 SAMPLES_FILE = "samples.jsonl"
+LOG_FILES = (METRICS_FILE, SAMPLES_FILE)  # cut back to a checkpoint's step on resume
 
 
 class TrainingError(LmgymError):
@@ -270,10 +271,10 @@ class GRPOTrainer:
             return metrics
         if config.eval.every and self.eval_examples and self.step % config.eval.every == 0:
             metrics.update(self.evaluate())
+        self.sink.log(self.step, metrics)  # before the checkpoint: a step that has one has its rows
+        write_samples(self.run_dir, self.step, batch.records)
         if config.checkpoint.every and self.step % config.checkpoint.every == 0:
             self.save()
-        self.sink.log(self.step, metrics)
-        write_samples(self.run_dir, self.step, batch.records)
         return metrics
 
     def _fresh_batch(self) -> tuple[Batch, int]:
@@ -302,17 +303,21 @@ class GRPOTrainer:
             "scheduler": self.scheduler.state_dict(),
             "rng": ckpt.rng_state(self._engine_generator()),
             "data": self.data_position,
+            "logs": ckpt.log_sizes(self.run_dir, LOG_FILES),
         }
         self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, self.step, state, self.model, self.tokenizer, self.config.checkpoint.keep)
         return self.last_checkpoint
 
-    def resume(self, checkpoint: Path) -> None:
-        state = ckpt.load_state(checkpoint)
-        ckpt.load_trainable(self.model, state["weights"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        ckpt.restore_rng(state["rng"], self._engine_generator())
-        self.orchestrator.data.seek(state["data"])
+    def resume(self, checkpoint: Path, state: dict[str, Any]) -> None:
+        """Continue from `state`, read from `checkpoint` by `ckpt.load_state`."""
+        try:
+            ckpt.load_trainable(self.model, state["weights"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            ckpt.restore_rng(state["rng"], self._engine_generator())
+            self.orchestrator.data.seek(state["data"])
+        except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as exc:
+            raise ckpt.CheckpointError(f"{checkpoint / ckpt.STATE_FILE}: does not fit this run's model and config ({ckpt.first_line(exc)})") from None
         self.data_position = state["data"]
         self.step = state["step"]
         self.last_checkpoint = checkpoint
