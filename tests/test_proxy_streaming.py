@@ -107,3 +107,23 @@ def test_reasoning_of_earlier_turns_is_kept_in_the_request(proxied, traces):
     proxied.chat.completions.create(model="m", messages=messages)
     [record] = read_traces(traces)
     assert record["request"]["messages"] == messages
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_reaches_sft_rows_and_replay_datasets(proxied, traces, stream):
+    from lmgym.flywheel import traces as tr
+
+    messages = [{"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "Hello.", "reasoning_content": "Greet back."},
+                {"role": "user", "content": "think"}]
+    result = proxied.chat.completions.create(model="m", messages=messages, stream=stream)
+    if stream:
+        list(result)
+    counts = tr.Counts()
+    [selected] = tr.select_traces(tr.read_traces(tr.trace_files([traces]), counts), tr.TraceFilter(), counts)
+    sft = tr.sft_row(selected)
+    assert sft["completion"] == [{"role": "assistant", "content": "Hello there.", "reasoning_content": REASONING}]
+    assert sft["prompt"][1]["reasoning_content"] == "Greet back."
+    replay = tr.env_row(selected)
+    assert replay["answer"] == "Hello there." and replay["info"]["reasoning_content"] == REASONING
+    assert replay["prompt"][1]["reasoning_content"] == "Greet back."

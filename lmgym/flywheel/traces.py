@@ -67,7 +67,9 @@ logger = logging.getLogger(__name__)
 
 TRACE_FILE = re.compile(r"traces-(\d+)\.jsonl")
 CHAT_ENDPOINT = "/v1/chat/completions"
-MESSAGE_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name")
+# reasoning_content (vLLM's reasoning parser, reasoning APIs) is kept: it is the training
+# data of reasoning models; templates that do not know it ignore it.
+MESSAGE_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name", "reasoning_content")
 FORMATS = ("jsonl", "hf", "parquet")
 DROP_REASONS = {
     "malformed": "malformed lines or fields",
@@ -189,7 +191,7 @@ def check_message(message: Any, where: str) -> None:
     expect(message["role"], str, f"{where}.role", required=True)
     expect(message.get("content"), (str, list), f"{where}.content")
     check_tool_calls(message.get("tool_calls"), f"{where}.tool_calls")
-    for key in ("tool_call_id", "name"):
+    for key in ("tool_call_id", "name", "reasoning_content"):
         expect(message.get(key), str, f"{where}.{key}")
 
 
@@ -208,6 +210,7 @@ def check_trace(trace: Mapping[str, Any]) -> None:
         check_message(message, f"request.messages[{i}]")
     expect(response.get("model"), str, "response.model")
     expect(response.get("content"), (str, list), "response.content")
+    expect(response.get("reasoning_content"), str, "response.reasoning_content")
     check_tool_calls(response.get("tool_calls"), "response.tool_calls")
     expect(response.get("finish_reason"), str, "response.finish_reason")
 
@@ -244,8 +247,9 @@ def clean_message(message: Mapping[str, Any]) -> Message:
 def reply_message(response: Mapping[str, Any]) -> Message:
     """The recorded reply as an assistant message."""
     message: dict[str, Any] = {"role": "assistant", "content": response.get("content")}
-    if response.get("tool_calls"):
-        message["tool_calls"] = response["tool_calls"]
+    for key in ("tool_calls", "reasoning_content"):
+        if response.get(key):
+            message[key] = response[key]
     return message  # type: ignore[return-value]
 
 
@@ -461,7 +465,8 @@ def env_row(item: Selected) -> dict[str, Any]:
     sft = sft_row(item)
     calls = item.completion.get("tool_calls")
     info = {k: sft[k] for k in ("trace_id", "session_id", "model", "tools", "finish_reason")}
-    info.update(tool_calls=tools_text(calls), reference=render_transcript([item.completion]), reward=item.reward)
+    info.update(tool_calls=tools_text(calls), reference=render_transcript([item.completion]), reward=item.reward,
+                reasoning_content=item.completion.get("reasoning_content"))
     return {"id": sft["trace_id"], "prompt": item.prompt, "answer": item.completion.get("content") or "", "info": info}
 
 
