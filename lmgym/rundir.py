@@ -55,16 +55,15 @@ def claim_run_dir(kind: str, env: str, model: str, root: Path = Path("runs")) ->
     raise UsageError(f"could not claim a run directory next to {base}: 10,000 names are taken")
 
 
-def require_fresh_dir(path: Path, resume_flag: str = "--resume") -> None:
+def require_fresh_dir(path: Path, resume_flag: Optional[str] = "--resume") -> None:
     """A directory the user named for a new run must be new or empty: never count or
-    overwrite another run's files as this run's."""
+    overwrite another run's files as this run's. `resume_flag=None`: runs of this kind
+    cannot be continued (`lmgym sft`)."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path} exists and is not a directory; choose another output directory")
     if path.is_dir() and any(p.name != LOCK_FILE for p in path.iterdir()):
-        raise UsageError(
-            f"{path} already holds files of another run. To continue that run use {resume_flag} {path}; "
-            f"to start a new one choose an output directory that does not exist yet"
-        )
+        resume = f"To continue that run use {resume_flag} {path}; to start a new one" if resume_flag else "To start a new run,"
+        raise UsageError(f"{path} already holds files of another run. {resume} choose an output directory that does not exist yet")
 
 
 @contextlib.contextmanager

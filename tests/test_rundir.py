@@ -73,3 +73,10 @@ def test_a_failed_start_leaves_no_directory_but_a_used_one_stays(tmp_path):
                 (path / "metadata.json").write_text("{}")
             raise KeyError("boom")
     assert not unused.exists() and (used / "metadata.json").exists()
+
+
+def test_a_run_kind_that_cannot_resume_is_not_told_to(tmp_path):
+    (tmp_path / "old.txt").write_text("x")
+    with pytest.raises(UsageError) as caught:
+        require_fresh_dir(tmp_path, resume_flag=None)
+    assert "--resume" not in str(caught.value) and "choose an output directory that does not exist yet" in str(caught.value)
