@@ -4,6 +4,7 @@
     ├── UsageError                 bad input from the user; the message says what to fix
     │   ├── EnvironmentNotFoundError   unknown environment name (lists the known ones)
     │   ├── DatasetError               dataset without `prompt`/`question`, bad rows
+    │   ├── EnvironmentArgumentError   a value load_environment refused (also a ValueError)
     │   └── ResultsFileError           a results.jsonl that cannot be resumed
     ├── ModelError                 a request to a model failed (after retries, where retried)
     │   ├── ModelConnectionError       server unreachable or connection dropped   (fatal)
@@ -51,6 +52,13 @@ class DatasetError(UsageError):
 
 class ResultsFileError(UsageError):
     kind = "results_file"
+
+
+class EnvironmentArgumentError(UsageError, ValueError):
+    """An argument `load_environment` refused. Also a ValueError, which is how environment
+    authors refuse a value, so code catching that keeps working."""
+
+    kind = "environment_argument"
 
 
 class ModelError(LmgymError):

@@ -111,7 +111,7 @@ def load_environment(name: str, **args: Any):
     try:
         return factory(**args)
     except ValueError as exc:  # how load_environment functions refuse a value (`min_operands must be ...`)
-        raise errors.UsageError(f"environment {name!r}: {exc}") from None
+        raise errors.EnvironmentArgumentError(f"environment {name!r}: {exc}") from None
 
 
 def check_argument_types(name: str, factory: Any, args: dict[str, Any]) -> None:
@@ -127,7 +127,7 @@ def check_argument_types(name: str, factory: Any, args: dict[str, Any]) -> None:
         try:
             pydantic.TypeAdapter(hints[arg]).validate_python(value)
         except pydantic.ValidationError:
-            raise errors.UsageError(
+            raise errors.EnvironmentArgumentError(
                 f"environment {name!r}: argument {arg!r} must be {_type_name(hints[arg])}, got {value!r}"
             ) from None
         except pydantic.PydanticSchemaGenerationError:

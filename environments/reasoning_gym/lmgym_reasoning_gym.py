@@ -101,7 +101,7 @@ def draw_eval(weights, config, n: int, seed: int, taken: set[str]) -> list[dict]
 
 
 def load_environment(
-    tasks: list[str] | dict[str, float] = ("leg_counting", "basic_arithmetic"),
+    tasks: str | list[str] | dict[str, float] = ("leg_counting", "basic_arithmetic"),
     size: int = 200,
     num_eval_examples: int = 100,
     seed: int = 0,
