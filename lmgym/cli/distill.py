@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -16,12 +14,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-import lmgym
 from lmgym import errors
 from lmgym.cli.common import console, exit_on_error, print_error
-from lmgym.cli.eval import DEFAULTS, parse_json_object, progress_bar, run_with_progress
+from lmgym.cli.eval import parse_json_object, progress_bar, run_with_progress
 from lmgym.clients.openai import OpenAIClient
-from lmgym.eval.results import METADATA_FILE, RESULTS_FILE, read_metadata, read_results, write_metadata
+from lmgym.eval.config import build_config
+from lmgym.eval.results import METADATA_FILE, RESULTS_FILE, read_metadata, read_results
+from lmgym.eval.run import EvalRun
 from lmgym.eval.summary import Summary
 from lmgym.flywheel import distill as ds
 from lmgym.flywheel.traces import save_rows
@@ -69,17 +68,17 @@ def distill_command(
             raise errors.UsageError(f"{env} has no eval split to evaluate the student on without the training examples")
         out = output_dir or claim_run_dir("distill", env, teacher)
         stack.enter_context(RunLock(out))
-        settings = {
-            **DEFAULTS, "env": env, "model": teacher, "base_url": base_url, "api_key_var": api_key_var,
+        settings = build_config({
+            "env": env, "model": teacher, "base_url": base_url, "api_key_var": api_key_var,
             "num_examples": num_examples, "rollouts_per_example": tries, "concurrency": concurrency,
             "env_args": given_env_args, "sampling_args": given_sampling, "seed": seed, "timeout": timeout,
-            "max_retries": max_retries, "pass_threshold": min_reward, "split": "train",
-        }
-        summary = run_teacher(environment, examples, settings, out / ds.TEACHER_DIR)
+            "max_retries": max_retries, "pass_metric": "reward", "pass_threshold": min_reward, "split": "train",
+        })
+        summary = run_teacher(EvalRun(environment, settings, out / ds.TEACHER_DIR, examples))
         records = _current_records(out / ds.TEACHER_DIR, examples, tries)
         selection = ds.select_rollouts(records, min_reward, max_per_example=max_per_example, teacher=teacher)
         print_selection(selection, min_reward, max_per_example)
-        report: dict[str, Any] = {"config": settings, "selection": selection.to_dict(), "teacher_summary": summary.to_dict()}
+        report: dict[str, Any] = {"config": settings.model_dump(), "selection": selection.to_dict(), "teacher_summary": summary.to_dict()}
         if not selection.rows:
             _write_report(out, report)
             print_error(f"no teacher rollout reached reward {min_reward:g}; nothing to train on")
@@ -98,35 +97,24 @@ def _student_config(path: Path, overrides: list[str]):
     return load_config(path, overrides)
 
 
-def run_teacher(environment: Any, examples: list, settings: dict[str, Any], run_dir: Path) -> Summary:
+def run_teacher(run: EvalRun) -> Summary:
     """The teacher's rollouts into RUN_DIR/results.jsonl, continuing what is there."""
-    api_key = os.environ.get(settings["api_key_var"])
-    if api_key is None and settings["base_url"] is None:
-        raise errors.UsageError(f"no API key: set the environment variable {settings['api_key_var']} (or pick another with --api-key-var)")
-    _refuse_another_teacher_run(run_dir, settings)
-    summary = Summary(settings["pass_threshold"])
-    metadata = {"lmgym_version": lmgym.__version__, "config": settings, "status": "running",
-                "started_at": datetime.now(timezone.utc).isoformat()}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_metadata(run_dir, metadata)
-    client = OpenAIClient(settings["base_url"], api_key, timeout=settings["timeout"], max_retries=settings["max_retries"])
-    started, status = time.perf_counter(), "completed"
-
+    settings, run_dir = run.config, run.run_dir
+    api_key = os.environ.get(settings.api_key_var)
+    if api_key is None and settings.base_url is None:
+        raise errors.UsageError(f"no API key: set the environment variable {settings.api_key_var} (or pick another with --api-key-var)")
+    _refuse_another_teacher_run(run_dir, settings.model_dump())
+    client = OpenAIClient(settings.base_url, api_key, timeout=settings.timeout, max_retries=settings.max_retries)
     try:
         with progress_bar() as progress:
-            task = progress.add_task(f"teacher {settings['model']} on {settings['env']}", total=None, reward="")
-            asyncio.run(run_with_progress(environment, client, settings, examples, settings["concurrency"], run_dir, summary, progress, task))
+            task = progress.add_task(f"teacher {settings.model} on {settings.env}", total=None, reward="")
+            asyncio.run(run_with_progress(run, client, settings.concurrency, progress, task))
     except (KeyboardInterrupt, errors.ModelError) as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         if isinstance(exc, errors.ModelError):
             print_error(exc)
-        console.print(f"{summary.rollouts} teacher rollouts are saved in {run_dir / RESULTS_FILE}; run the same command with -o {run_dir.parent} to continue")
-        raise typer.Exit(130 if status == "interrupted" else 1) from None
-    finally:
-        metadata.update(status=status, finished_at=datetime.now(timezone.utc).isoformat(),
-                        wall_time_s=time.perf_counter() - started, summary=summary.to_dict())
-        write_metadata(run_dir, metadata)
-    return summary
+        console.print(f"{run.summary.rollouts} teacher rollouts are saved in {run_dir / RESULTS_FILE}; run the same command with -o {run_dir.parent} to continue")
+        raise typer.Exit(130 if isinstance(exc, KeyboardInterrupt) else 1) from None
+    return run.summary
 
 
 # What makes teacher rollouts of a continued run the same kind of data (-n and -k may grow).

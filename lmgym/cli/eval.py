@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -16,39 +14,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-import lmgym
 from lmgym import errors
 from lmgym.cli.audit import print_audit
 from lmgym.cli.common import console, exit_on_error, print_error
 from lmgym.clients.openai import OpenAIClient
 from lmgym.embedded import DEFAULT_MODEL, EmbeddedServer
 from lmgym.eval.export import export_run
-from lmgym.eval.results import RESULTS_FILE, read_metadata, write_metadata
-from lmgym.eval.runner import EvalPlan, run_eval
+from lmgym.eval.config import resolve_config
+from lmgym.eval.results import RESULTS_FILE, read_metadata
+from lmgym.eval.run import EvalRun
+from lmgym.eval.runner import EvalPlan
 from lmgym.eval.summary import Summary
 from lmgym.registry import load_environment
 from lmgym.rundir import RunLock, claim_run_dir, discard_if_unused, require_fresh_dir
-
-
-DEFAULTS: dict[str, Any] = {
-    "model": DEFAULT_MODEL,
-    "base_url": None,
-    "api_key_var": "OPENAI_API_KEY",
-    "num_examples": 5,
-    "rollouts_per_example": 3,
-    "concurrency": 32,
-    "env_args": {},
-    "sampling_args": {},
-    "seed": None,
-    "timeout": 120.0,
-    "max_retries": 5,
-    "pass_metric": None,  # None: what the environment declares (default: the reward)
-    "pass_threshold": None,  # None: what the environment declares (default: 1.0)
-    "price_input": None,
-    "price_output": None,
-}
-# Settings a resumed run may change; the others define which rollouts the run holds.
-RESUMABLE_OVERRIDES = {"concurrency", "timeout", "max_retries", "api_key_var", "base_url"}
 
 
 def parse_json_object(text: str, flag: str) -> dict[str, Any]:
@@ -63,24 +41,6 @@ def parse_json_object(text: str, flag: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise errors.UsageError(f"{flag} must be a JSON object like '{{\"key\": 1}}', got {text!r}")
     return value
-
-
-def resolve_config(given: dict[str, Any], resume: Optional[Path]) -> dict[str, Any]:
-    """Flags given now, over the stored config of a resumed run, over the defaults."""
-    if resume is None:
-        return {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
-    stored = read_metadata(resume)["config"]
-    conflicts = {
-        k: v for k, v in given.items()
-        if v is not None and k not in RESUMABLE_OVERRIDES and k != "env" and stored.get(k) != v
-    }
-    if given.get("env") and given["env"] != stored["env"]:
-        conflicts["env"] = given["env"]
-    if conflicts:
-        names = ", ".join(f"{k}={v!r} (run has {stored.get(k)!r})" for k, v in conflicts.items())
-        raise errors.UsageError(f"--resume {resume}: these settings differ from the run's own: {names}")
-    overrides = {k: v for k, v in given.items() if v is not None and k in RESUMABLE_OVERRIDES}
-    return {**DEFAULTS, **stored, **overrides}
 
 
 def eval_command(
@@ -121,14 +81,14 @@ def eval_command(
         }
         if env is None and resume is None:
             raise errors.UsageError("name an environment (see `lmgym list`) or give --resume RUN_DIR")
-        config = resolve_config(given, resume)
-        environment = load_environment(config["env"], **config["env_args"])  # before any directory is made
+        config = resolve_config(given, read_metadata(resume)["config"] if resume else None, resume)
+        environment = load_environment(config.env, **config.env_args)  # before any directory is made
         created_here = resume is None and (output_dir is None or not output_dir.exists())
-        run_dir = resume or output_dir or claim_run_dir("eval", config["env"], config["model"])
+        run_dir = resume or output_dir or claim_run_dir("eval", config.env, config.model)
         with RunLock(run_dir), discard_if_unused(run_dir, created_here):
             if resume is None:
                 require_fresh_dir(run_dir)
-            exit_code = evaluate(environment, config, run_dir)
+            exit_code = evaluate(EvalRun(environment, config, run_dir))
         if audit:
             print_audit(run_dir)
         if save_dataset is not None and exit_code == 0:
@@ -137,28 +97,13 @@ def eval_command(
     raise typer.Exit(exit_code)
 
 
-def evaluate(environment: Any, config: dict[str, Any], run_dir: Path) -> int:
-    """Run and summarise one evaluation in `run_dir` (locked by the caller); returns the exit code."""
-    examples = environment.get_eval_examples(config["num_examples"], seed=config["seed"])
-    if not examples:
-        raise errors.UsageError(f"{config['env']} has no evaluation examples to run")
-    warn_if_fewer(environment, config["num_examples"], len(examples))
-    config = resolve_pass_criterion(config, environment)
-    summary = Summary(config["pass_threshold"], config["price_input"], config["price_output"], pass_metric=config["pass_metric"])
-    metadata = {
-        "lmgym_version": lmgym.__version__,
-        "config": config,
-        "status": "running",
-        "started_at": datetime.now(timezone.utc).isoformat(),
-        "audit_skip": environment.audit_skip,
-    }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_metadata(run_dir, metadata)
-    embedded = config["base_url"] is None and config["model"] == DEFAULT_MODEL
-    started = time.perf_counter()
+def evaluate(run: EvalRun) -> int:
+    """Run and summarise one evaluation (its directory locked by the caller); returns the exit code."""
+    config, run_dir, summary = run.config, run.run_dir, run.summary
+    warn_if_fewer(run)
     with contextlib.ExitStack() as stack:
-        base_url, concurrency = config["base_url"], config["concurrency"]
-        if embedded:
+        base_url, concurrency = config.base_url, config.concurrency
+        if config.embedded:
             with console.status("starting the embedded model (SmolLM2-135M-Instruct on llama.cpp)..."):
                 server = stack.enter_context(EmbeddedServer())
             base_url, concurrency = server.base_url, 1
@@ -166,76 +111,48 @@ def evaluate(environment: Any, config: dict[str, Any], run_dir: Path) -> int:
                 "[dim]embedded model: llama.cpp serves one request at a time and ignores n>1, "
                 "so lmgym sends one request per rollout, one at a time.[/]"
             )
-        api_key = os.environ.get(config["api_key_var"])
-        if api_key is None and not embedded and base_url is None:
-            raise errors.UsageError(f"no API key: set the environment variable {config['api_key_var']} (or pick another with --api-key-var)")
-        client = OpenAIClient(base_url, api_key, timeout=config["timeout"], max_retries=config["max_retries"])
-        status, exit_code = "completed", 0
+        api_key = os.environ.get(config.api_key_var)
+        if api_key is None and not config.embedded and base_url is None:
+            raise errors.UsageError(f"no API key: set the environment variable {config.api_key_var} (or pick another with --api-key-var)")
+        client = OpenAIClient(base_url, api_key, timeout=config.timeout, max_retries=config.max_retries)
+        exit_code = 0
         try:
             with progress_bar() as progress:
-                task = progress.add_task(f"{config['env']} × {config['model']}", total=None, reward="")
-                asyncio.run(
-                    run_with_progress(environment, client, config, examples, concurrency, run_dir, summary, progress, task)
-                )
+                task = progress.add_task(f"{config.env} × {config.model}", total=None, reward="")
+                asyncio.run(run_with_progress(run, client, concurrency, progress, task))
         except KeyboardInterrupt:
-            status, exit_code = "interrupted", 130
+            exit_code = 130
             console.print(f"[yellow]interrupted.[/] {summary.rollouts} rollouts are saved; continue with:\n  lmgym eval --resume {run_dir}")
         except errors.ModelError as exc:
-            status, exit_code = "failed", 1
+            exit_code = 1
             print_error(exc)
             if isinstance(exc, errors.ModelAuthError) and api_key is None:
                 console.print(
-                    f"no API key was sent: the environment variable {config['api_key_var']} is unset "
+                    f"no API key was sent: the environment variable {config.api_key_var} is unset "
                     f"(set it, or name another with --api-key-var)", highlight=False, markup=False,
                 )
             console.print(f"{summary.rollouts} rollouts are saved in {run_dir / RESULTS_FILE}; after fixing this, continue with:\n  lmgym eval --resume {run_dir}")
-    metadata.update(
-        status=status,
-        finished_at=datetime.now(timezone.utc).isoformat(),
-        wall_time_s=time.perf_counter() - started,
-        summary=summary.to_dict(),
-    )
-    write_metadata(run_dir, metadata)
     print_summary(summary, run_dir)
     return exit_code
 
 
-def warn_if_fewer(environment: Any, asked: int, got: int) -> None:
+def warn_if_fewer(run: EvalRun) -> None:
     """`-n 500` on a 100-example eval set runs 100: say so, so no rate is computed from 500."""
-    environments = len(getattr(environment, "envs", None) or [environment])
-    if asked >= 0 and got < asked * environments:
-        console.print(
-            f"[yellow]note:[/] {got} examples, not {asked * environments}: the evaluation set has no more"
-            + (" (-n counts per environment)" if environments > 1 else ""),
-            highlight=False,
-        )
+    if run.asked is not None and len(run.examples) < run.asked:
+        grouped = " (-n counts per environment)" if getattr(run.environment, "envs", None) else ""
+        console.print(f"[yellow]note:[/] {len(run.examples)} examples, not {run.asked}: the evaluation set has no more{grouped}", highlight=False)
 
 
-def resolve_pass_criterion(config: dict[str, Any], environment: Any) -> dict[str, Any]:
-    """The flags win, else what the environment declares; stored resolved, so the report
-    and the audit read the criterion the run used."""
-    metric = config.get("pass_metric") or getattr(environment, "pass_metric", "reward")
-    threshold = config.get("pass_threshold")
-    if threshold is None:
-        threshold = getattr(environment, "pass_threshold", 1.0)
-    return {**config, "pass_metric": metric, "pass_threshold": threshold}
-
-
-async def run_with_progress(environment, client, config, examples, concurrency, run_dir, summary, progress, task) -> None:
-    """`run_eval` keeping the progress bar's task up to date; closes `client` at the end."""
+async def run_with_progress(run: EvalRun, client: Any, concurrency: int, progress: Progress, task: Any) -> None:
+    """`run.run` keeping the progress bar's task up to date; closes `client` at the end."""
     def on_start(plan: EvalPlan) -> None:
-        progress.update(task, total=plan.total, completed=len(plan.done), reward=reward_text(summary))
+        progress.update(task, total=plan.total, completed=len(plan.done), reward=reward_text(run.summary))
 
     def on_record(record: dict[str, Any], summary: Summary) -> None:
         progress.update(task, advance=1, reward=reward_text(summary))
 
     try:
-        await run_eval(
-            environment, client, model=config["model"], examples=examples,
-            rollouts_per_example=config["rollouts_per_example"], concurrency=concurrency,
-            run_dir=run_dir, sampling_args=config["sampling_args"], summary=summary,
-            on_record=on_record, on_start=on_start,
-        )
+        await run.run(client, concurrency=concurrency, on_start=on_start, on_record=on_record)
     finally:
         await client.aclose()
 
