@@ -15,7 +15,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from lmgym.audit import (
+from lmgym.eval.audit import (
     CHECKS,
     audit,
     audit_run,

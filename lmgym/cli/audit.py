@@ -1,4 +1,4 @@
-"""`lmgym audit RUN_DIR`: look for signs that the reward is being gamed (see `lmgym.audit`)."""
+"""`lmgym audit RUN_DIR`: look for signs that the reward is being gamed (see `lmgym.eval.audit`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lmgym.audit import AUDIT_FILE, CHECKS, AuditReport, Finding, audit_run
+from lmgym.eval.audit import AUDIT_FILE, CHECKS, AuditReport, Finding, audit_run
 from lmgym.cli.common import console, exit_on_error
 
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "dim"}

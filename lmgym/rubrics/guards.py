@@ -17,7 +17,7 @@ use two of one kind), so its metric has a clear name.
 
 Every guard reads the assistant text only: tool results and environment messages are not
 the model's words. The text helpers (`completion_text`, `words`, `repeated_ngram_fraction`,
-`prompt_overlap`) are public because `lmgym.audit` measures the same things on records.
+`prompt_overlap`) are public because `lmgym.eval.audit` measures the same things on records.
 """
 
 from __future__ import annotations
