@@ -32,6 +32,8 @@ from typing import Any, Callable, Literal
 
 import orjson
 
+from lmgym.messages import last_user_text  # public here: scripted replies key on it
+
 Reply = str | dict[str, Any]
 ReplyFunc = Callable[[dict[str, Any]], Reply]
 # How a server cuts a streamed reply: OpenAI sends a tool call's id, type and name in its
@@ -58,14 +60,6 @@ def tool_call(name: str, arguments: dict[str, Any], call_id: str | None = None) 
         "type": "function",
         "function": {"name": name, "arguments": orjson.dumps(arguments).decode()},
     }
-
-
-def last_user_text(request: dict[str, Any]) -> str:
-    """The content of the last user message of a chat request (a common reply key)."""
-    for message in reversed(request.get("messages", [])):
-        if message.get("role") == "user":
-            return message.get("content") or ""
-    return ""
 
 
 def _count_tokens(text: str) -> int:

@@ -39,7 +39,7 @@ import orjson
 
 from lmgym.errors import UsageError
 from lmgym.eval.results import METADATA_FILE, RESULTS_FILE, read_jsonl
-from lmgym.parsers.parser import last_assistant_text
+from lmgym.messages import last_assistant_text
 from lmgym.rubrics.guards import (
     completion_text,
     ngrams,

@@ -9,16 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from lmgym.types import Messages
-
-
-def last_assistant_text(completion: str | Messages) -> str | None:
-    """The text of the last assistant message (or the string itself); None if there is none."""
-    if isinstance(completion, str):
-        return completion
-    for message in reversed(completion):
-        if message.get("role") == "assistant":
-            return message.get("content") or ""
-    return None
+from lmgym.messages import last_assistant_text
 
 
 class Parser:

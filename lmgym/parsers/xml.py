@@ -15,18 +15,11 @@ import re
 from types import SimpleNamespace
 from typing import Callable
 
-from lmgym.parsers.parser import Parser, last_assistant_text
+from lmgym.messages import assistant_contents, last_assistant_text
+from lmgym.parsers.parser import Parser
 from lmgym.types import Messages
 
 Field = str | tuple[str, ...]
-
-
-def assistant_contents(completion: str | Messages) -> list[str | None]:
-    """The text of every assistant reply in order; a bare string counts as one reply."""
-    if isinstance(completion, str):
-        return [completion]
-    # a reply that is only tool calls has no text to format: it is not judged
-    return [m.get("content") for m in completion if m.get("role") == "assistant" and (m.get("content") or not m.get("tool_calls"))]
 
 
 def mean_reward(completion: str | Messages, score: Callable[[str], float]) -> float:

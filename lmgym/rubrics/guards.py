@@ -24,27 +24,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
-from lmgym.parsers.xml import assistant_contents
 from lmgym.types import Messages
+from lmgym.messages import assistant_contents, completion_text, prompt_text
 
 Measure = Literal["chars", "words"] | Callable[[str], int]
 _WORD = re.compile(r"\w+")
-
-
-def completion_text(completion: str | Messages) -> str:
-    """Every assistant reply of a completion, joined by newlines (a string is itself)."""
-    return "\n".join(c for c in assistant_contents(completion) if isinstance(c, str) and c)
-
-
-def prompt_text(prompt: str | Messages | Any) -> str:
-    """The text of every prompt message (system and user alike), joined by newlines."""
-    if isinstance(prompt, str):
-        return prompt
-    if not isinstance(prompt, list):
-        return ""
-    return "\n".join(m["content"] for m in prompt if isinstance(m, dict) and isinstance(m.get("content"), str))
 
 
 def words(text: str) -> list[str]:

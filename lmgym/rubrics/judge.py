@@ -34,6 +34,7 @@ from lmgym.rubrics.rubric import Rubric
 from lmgym.rubrics.verdicts import json_field, parse_json, parse_score, parse_yes_no
 from lmgym.parsers.parser import Parser
 from lmgym.types import Messages
+from lmgym.messages import last_text, message_text, render_transcript
 
 DEFAULT_TEMPLATE = """Grade a response to a question against the reference answer.
 
@@ -65,32 +66,6 @@ Question:
 {responses}
 
 Reply with only a JSON object listing the response numbers from best to worst: {{"ranking": [...]}}"""
-
-
-def message_text(message: Mapping[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, list):  # content parts
-        return "".join(part.get("text", "") for part in content if isinstance(part, Mapping))
-    return content or ""
-
-
-def render_transcript(messages: Messages) -> str:
-    """Messages as plain text for a judge: roles, tool calls and tool results."""
-    lines = []
-    for message in messages:
-        text = message_text(message)
-        for call in message.get("tool_calls") or []:
-            function = call.get("function") or {}
-            text += f"\n[calls {function.get('name')}({function.get('arguments')})]"
-        lines.append(f"{message.get('role', '?').upper()}: {text.strip()}")
-    return "\n\n".join(lines)
-
-
-def last_text(messages: Messages, role: str) -> str:
-    for message in reversed(messages):
-        if message.get("role") == role:
-            return message_text(message)
-    return ""
 
 
 def template_fields(template: str) -> list[str]:
