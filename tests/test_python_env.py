@@ -16,7 +16,7 @@ import pytest
 import lmgym
 from lmgym import OpenAIClient
 from lmgym.envs.python_env import PythonEnv
-from lmgym.envs.sandbox import SandboxLimits
+from lmgym.sandbox import SandboxLimits
 from lmgym.registry import BUNDLED_DIR, available_environments, describe
 from lmgym.testing import ScriptedServer, tool_call
 

@@ -1,7 +1,7 @@
 """Sandbox: what model-written code can and cannot do, each case bounded in time.
 
 The security tests run in every isolation mode this machine offers (namespaces, and
-blocked sockets without namespaces) and assert what `lmgym/envs/sandbox.py` documents for
+blocked sockets without namespaces) and assert what `lmgym/sandbox/` documents for
 the mode it reports, so a test fails if a protection silently stops applying.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from lmgym.envs.sandbox import (
+from lmgym.sandbox import (
     ExecutionResult,
     Sandbox,
     SandboxError,

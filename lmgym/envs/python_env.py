@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from lmgym.envs.sandbox import Sandbox, SandboxLimits
+from lmgym.sandbox import Sandbox, SandboxLimits
 from lmgym.envs.tools import StatefulToolEnv
 from lmgym.rubrics.rubric import Rubric
 from lmgym.types import Example

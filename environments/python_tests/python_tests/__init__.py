@@ -30,7 +30,7 @@ from datasets import Dataset
 from lmgym import Rubric
 from lmgym.envs.procedural import split_of
 from lmgym.envs.python_env import PythonEnv
-from lmgym.envs.sandbox import Sandbox, SandboxLimits
+from lmgym.sandbox import Sandbox, SandboxLimits
 from lmgym.parsers.parser import Parser, last_assistant_text
 
 PROBLEMS = Path(__file__).with_name("problems.jsonl")
