@@ -5,12 +5,33 @@ never imports torch.
 """
 
 from lmgym.clients import ModelClient, OpenAIClient
-from lmgym.envs import EnvGroup, Environment, MultiAgentEnv, MultiTurnEnv, PythonEnv, SimulatedUser, SingleTurnEnv, StatefulToolEnv, ToolEnv, UserSimEnv
+from lmgym.envs import (
+    EnvGroup,
+    Environment,
+    MultiAgentEnv,
+    MultiTurnEnv,
+    PythonEnv,
+    RolloutContext,
+    SimulatedUser,
+    SingleTurnEnv,
+    StatefulToolEnv,
+    ToolEnv,
+    UserSimEnv,
+)
 from lmgym.errors import LmgymError
 from lmgym.parsers import Parser, ThinkParser, XMLParser
 from lmgym.registry import load_environment
 from lmgym.rubrics import Rubric, group_reward
-from lmgym.types import Example, Message, ModelResponse, Rollout, RolloutError, ToolCall, Turn, Usage
+from lmgym.types import (
+    Example,
+    Message,
+    ModelResponse,
+    Rollout,
+    RolloutError,
+    ToolCall,
+    Turn,
+    Usage,
+)
 
 __version__ = "0.1.0"
 
@@ -28,6 +49,7 @@ __all__ = [
     "Parser",
     "PythonEnv",
     "Rollout",
+    "RolloutContext",
     "RolloutError",
     "Rubric",
     "SimulatedUser",

@@ -239,11 +239,13 @@ async def test_mastermind_scripted_games(server):
     assert lost.reward == pytest.approx(0.2 * 0.5 + 0.2)
 
 
-async def test_is_done_plays_each_reply_once():
+async def test_each_reply_is_played_in_on_reply_and_is_done_only_asks():
     env = load("wordle", num_examples=1)
     state = {"turn": 1}
     await env.setup_state(state, replace(env.dataset[0], answer="apple"))
     messages = [{"role": "assistant", "content": "<guess>crane</guess>"}]
+    assert not await env.is_done(messages, state) and state["guesses"] == [] and state["feedback"] == []
+    await env.on_reply(messages, state)
     assert not await env.is_done(messages, state) and not await env.is_done(messages, state)
     assert state["guesses"] == [["crane", "--Y-G"]] and len(state["feedback"]) == 1
 

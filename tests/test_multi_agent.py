@@ -300,6 +300,34 @@ async def test_an_async_opponent_function_plays(learner):
     assert rollout.state["moves"][:3] == [["x", "5"], ["o", "1"], ["x", "2"]] and rollout.error is None
 
 
+async def test_fifty_concurrent_games_in_one_environment_play_as_they_would_alone(learner):
+    """Each game's seat, state and random opponent come from its own rollout context."""
+    env = load(opponent="random", opening_moves=0)
+    games = [(on_board(env, "." * 9, example_id=f"g{i}"), i % 4) for i in range(50)]
+    client = OpenAIClient(learner.base_url, max_retries=0)
+    async with env.running():
+        together = await asyncio.gather(*(env.rollout(client, "scripted", example, index=index) for example, index in games))
+        alone = [await env.rollout(client, "scripted", example, index=index) for example, index in games]
+    await client.aclose()
+    for (example, index), a, b in zip(games, together, alone):
+        assert a.error is None and a.state["seat"] == env.learner_of(example, index) == "xo"[index % 2]
+        assert a.state["moves"] == b.state["moves"] and a.example.id == example.id and a.state["over"]
+    assert len({str(r.state["moves"]) for r in together}) > 10  # the random opponent is seeded per rollout, not shared
+
+
+async def test_is_done_only_asks_and_on_reply_plays_the_learners_move():
+    env = load(opponent="random")
+    state = {
+        "seats": ["x", "o"], "seat": "x", "to_move": "x", "moves": [], "illegal_moves": {"x": 0, "o": 0}, "over": False,
+        "forfeit": None, "winner": None, "rewards": None, "histories": {}, "seat_usage": {}, "board": "." * 9, "turn": 1,
+    }
+    messages = [{"role": "assistant", "content": "<move>5</move>"}]
+    assert not await env.is_done(messages, state) and state["moves"] == [] and state["board"] == "." * 9
+    await env.on_reply(messages, state)
+    assert not await env.is_done(messages, state) and not await env.is_done(messages, state)
+    assert state["moves"] == [["x", "5"]] and state["board"] == "....x...." and state["to_move"] == "o"
+
+
 # --- errors ---------------------------------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ import lmgym
 def test_exported_names():
     assert sorted(lmgym.__all__) == sorted([
         "EnvGroup", "Environment", "Example", "LmgymError", "Message", "ModelClient", "ModelResponse",
-        "MultiAgentEnv", "MultiTurnEnv", "OpenAIClient", "Parser", "PythonEnv", "Rollout", "RolloutError", "Rubric",
+        "MultiAgentEnv", "MultiTurnEnv", "OpenAIClient", "Parser", "PythonEnv", "Rollout", "RolloutContext", "RolloutError", "Rubric",
         "SimulatedUser", "SingleTurnEnv", "StatefulToolEnv", "ThinkParser", "ToolCall", "ToolEnv", "Turn", "Usage", "UserSimEnv", "XMLParser",
         "group_reward", "load_environment",
     ])

@@ -24,8 +24,9 @@ from typing import Any
 from datasets import Dataset
 
 from lmgym import XMLParser
-from lmgym.envs.game import GuessingGameEnv, InvalidGuess, game_rubric
+from lmgym.envs.game import GuessingGameEnv, game_rubric
 from lmgym.envs.procedural import split_of
+from lmgym.errors import InvalidGuess
 
 SYSTEM_PROMPT = (
     "Let's play Mastermind. I picked a secret code of {length} digits, each from 0 to {top}; a digit "

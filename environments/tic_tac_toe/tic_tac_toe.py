@@ -27,7 +27,8 @@ import re
 from typing import Any, ClassVar
 
 from lmgym import XMLParser
-from lmgym.envs.multi_agent import IllegalMove, MultiAgentEnv, multi_agent_rubric
+from lmgym.envs.multi_agent import MultiAgentEnv, multi_agent_rubric
+from lmgym.errors import IllegalMove
 
 RULES = (
     "Let's play tic-tac-toe. Two players, X and O, take turns marking an empty cell of a 3x3 grid; X moves "

@@ -1,10 +1,21 @@
 """`Environment`: a dataset, a parser, a rubric, sampling defaults, and the one rollout loop.
 
 The loop is multi-turn; single-turn is the loop stopping after one reply. Per turn:
-ask the model, then `is_done`; if not done, the environment *always* answers
-(`env_response`: tool results, feedback) before the turn budget is checked, so the last
-action of an agent that ran out of turns is still executed and seen by the rubric (the
-bug of verifiers #465 was to stop before it).
+ask the model, let the environment act on the reply (`on_reply`: play a move, record a
+guess), then `is_done`; if not done, the environment *always* answers (`env_response`:
+tool results, feedback) before the turn budget is checked, so the last action of an
+agent that ran out of turns is still executed and seen by the rubric (the bug of
+verifiers #465 was to stop before it). `is_done` is only a question: it may be asked
+more than once per turn, so nothing is played there.
+
+An environment object serves many rollouts at once. What belongs to one rollout (its
+example, tools, seat, client) reaches the hooks in a `RolloutContext`, given to each hook
+that declares a `context` parameter; hooks written without one are called as before.
+
+`Environment` is an abstract base class: a hook that a kind of environment leaves to its
+author (`MultiTurnEnv.env_response`, a game's `play`) is an `abstractmethod`, so an
+environment that forgets it fails with a TypeError naming it when it is created, not
+half-way through a run.
 
 `state` is a plain dict for the environment author's own fields; lmgym's own bookkeeping
 (`turn`, `stop_reason`) lives in it under documented keys, everything else is the
@@ -15,15 +26,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import random
 import time
+from abc import ABC
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from lmgym import errors
 from lmgym.clients.base import ModelClient
+from lmgym.envs.context import RolloutContext, declares_context
 from lmgym.parsers.parser import Parser
 from lmgym.rubrics.rubric import Rubric
 from lmgym.types import Example, Message, Messages, Rollout, RolloutError, Turn
@@ -84,8 +99,14 @@ def to_examples(
     return examples
 
 
-class Environment:
-    """Base class of every environment. Subclasses override `is_done` and `env_response`."""
+class Environment(ABC):
+    """Base class of every environment. Subclasses override the hooks they need; the
+    kinds below (`MultiTurnEnv`, the games) mark the ones their authors must write."""
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        if cls.__abstractmethods__:  # Python's own message names neither the base nor the fix
+            raise TypeError(f"{cls.__name__} cannot be created: {_missing_hooks(cls)}")
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -178,15 +199,52 @@ class Environment:
         """Release what `setup_state` opened. Runs once per rollout however it ended
         (finished, errored, cancelled); an exception here is logged, never raised."""
 
+    async def on_reply(self, messages: Messages, state: dict[str, Any]) -> None:
+        """Act on the model's latest reply (play its move, record its guess): called once
+        per reply, before `is_done` is asked."""
+
     async def is_done(self, messages: Messages, state: dict[str, Any]) -> bool:
-        """True when the episode is over after the latest assistant message."""
+        """True when the episode is over. Asked after the model's reply and again after
+        the environment's answer, so it only asks: acting on the reply is `on_reply`'s."""
         return False
 
     async def env_response(self, messages: Messages, state: dict[str, Any]) -> Messages:
         """The environment's answer to the latest assistant message (tool results, feedback)."""
         return []
 
+    def tools_for(self, example: Example) -> list[dict[str, Any]] | None:
+        """The tool schemas offered to the model in rollouts of `example`: the
+        environment's own, unless a subclass offers each example its own."""
+        return self.tools
+
+    def seat_for(self, example: Example, index: int) -> str | None:
+        """The learner's seat in rollout `index` of `example` (multi-agent games), else None."""
+        return None
+
     # -- the loop --------------------------------------------------------------------------
+    def rollout_context(
+        self,
+        client: ModelClient,
+        model: str,
+        example: Example,
+        *,
+        index: int = 0,
+        sampling_args: Mapping[str, Any] | None = None,
+    ) -> RolloutContext:
+        """A fresh context for one rollout: its own state, tools, seat and random generator."""
+        return RolloutContext(
+            env=self,
+            example=example,
+            index=index,
+            state={},
+            tools=self.tools_for(example),
+            seat=self.seat_for(example, index),
+            client=client,
+            model=model,
+            sampling={**self.sampling_args, **(sampling_args or {})},
+            rng=random.Random(f"{example.id}/{index}"),
+        )
+
     async def rollout(
         self,
         client: ModelClient,
@@ -198,16 +256,22 @@ class Environment:
     ) -> Rollout:
         """Run one episode. Model and environment failures are recorded on the rollout;
         fatal model errors (unreachable server, rejected key) propagate to stop the run."""
-        rollout = Rollout(example=example, index=index)
+        return await self.run_rollout(self.rollout_context(client, model, example, index=index, sampling_args=sampling_args))
+
+    async def run_rollout(self, context: RolloutContext, prompt: Messages | None = None) -> Rollout:
+        """The loop, for one context. `prompt`, when given, replaces the example's as the
+        first messages the model sees (a game's opening view), and the rollout records
+        the example with it, under the same id."""
+        example = context.example if prompt is None else dataclasses.replace(context.example, prompt=prompt)
+        rollout = Rollout(example=example, index=context.index, state=context.state)
         state = rollout.state
         state["turn"] = 0
-        sampling = {**self.sampling_args, **(sampling_args or {})}
         started = time.perf_counter()
         messages: Messages = list(example.prompt)
         try:
-            await self._hook(lambda _messages, state: self.setup_state(state, example), messages, state, name="setup_state")
+            await self._call("setup_state", context, state, example)
             while True:
-                response = await client.chat(messages, model=model, sampling=sampling, tools=self.tools)
+                response = await context.client.chat(messages, model=context.model, sampling=context.sampling, tools=context.tools)
                 rollout.usage.add(response.usage)
                 turn = Turn(
                     assistant=response.message,
@@ -219,12 +283,13 @@ class Environment:
                 rollout.turns.append(turn)
                 messages.append(response.message)
                 state["turn"] += 1
-                if await self._hook(self.is_done, messages, state):
+                await self._call("on_reply", context, messages, state)
+                if await self._call("is_done", context, messages, state):
                     state.setdefault("stop_reason", "done")
                     break
-                turn.env_messages = self._env_messages(await self._hook(self.env_response, messages, state))
+                turn.env_messages = self._env_messages(await self._call("env_response", context, messages, state))
                 messages.extend(turn.env_messages)
-                if await self._hook(self.is_done, messages, state):
+                if await self._call("is_done", context, messages, state):
                     state.setdefault("stop_reason", "done")
                     break
                 if state["turn"] >= self.max_turns:
@@ -235,13 +300,13 @@ class Environment:
                 raise
             rollout.error = RolloutError(exc.kind, str(exc))
         finally:
-            await self._teardown(state)
+            await self._teardown(context)
             rollout.latency_s = time.perf_counter() - started
         return rollout
 
-    async def _teardown(self, state: dict[str, Any]) -> None:
+    async def _teardown(self, context: RolloutContext) -> None:
         try:
-            result = self.teardown_state(state)
+            result = self._invoke(self.teardown_state, context, context.state)
             if inspect.isawaitable(result):
                 await asyncio.shield(result)
         except Exception:
@@ -256,18 +321,33 @@ class Environment:
         return list(reply)
 
     @staticmethod
-    async def _hook(hook, messages: Messages, state: dict[str, Any], name: str | None = None):
-        """Call a hook written as `def` or `async def`, as reward functions may be."""
+    def _invoke(hook: Callable[..., Any], context: RolloutContext, *args: Any) -> Any:
+        """`hook(*args)`, plus `context=` when the hook declares it."""
+        return hook(*args, context=context) if declares_context(hook) else hook(*args)
+
+    async def _call(self, name: str, context: RolloutContext, *args: Any) -> Any:
+        """Call hook `name`, written as `def` or `async def` as reward functions may be;
+        what it raises, other than lmgym's own errors, is the environment's failure."""
         try:
-            result = hook(messages, state)
+            result = self._invoke(getattr(self, name), context, *args)
             return await result if inspect.isawaitable(result) else result
-        except errors.LmgymError:
-            raise
         except Exception as exc:
-            raise errors.EnvironmentHookError(f"{name or hook.__qualname__} raised {type(exc).__name__}: {exc}") from exc
+            if errors.passes_through(exc):
+                raise
+            raise errors.EnvironmentHookError(f"{type(self).__name__}.{name} raised {type(exc).__name__}: {exc}") from exc
 
     async def score_group(self, rollouts: Sequence[Rollout]) -> None:
         await self.rubric.score_group(rollouts)
+
+
+def _missing_hooks(cls: type) -> str:
+    """'it does not define env_response, which MultiTurnEnv leaves to its subclasses'."""
+    declared: dict[str, list[str]] = {}
+    for name in sorted(cls.__abstractmethods__):
+        owner = next(base for base in cls.__mro__ if getattr(base.__dict__.get(name), "__isabstractmethod__", False))
+        declared.setdefault(owner.__name__, []).append(name)
+    parts = [f"{', '.join(names)}, which {owner} leaves to its subclasses" for owner, names in declared.items()]
+    return f"it does not define {'; nor '.join(parts)}"
 
 
 def _describe(value: Any) -> str:

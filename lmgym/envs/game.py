@@ -2,12 +2,14 @@
 
 Wordle, Mastermind and many puzzles share this shape, so a game writes only `judge`:
 read one guess, record what it learnt in `state`, return the feedback text and whether
-the secret is found (or raise `InvalidGuess` saying why the guess cannot be played).
+the secret is found (or raise `lmgym.errors.InvalidGuess` saying why the guess cannot be
+played).
 
-Each reply is played exactly once, in `is_done` (the loop asks it right after the
-reply); `env_response` sends that reply's feedback. An invalid reply is told why and
-still uses a turn: a free retry would let a model loop on bad replies without bound.
-The last feedback of a lost game reveals the secret.
+Each reply is played exactly once, in `on_reply` (the loop calls it right after the
+reply); `is_done` asks whether it found the secret, and `env_response` sends that
+reply's feedback. An invalid reply is told why and still uses a turn: a free retry
+would let a model loop on bad replies without bound. The last feedback of a lost game
+reveals the secret.
 
 `state`: `secret`, `guesses` (what `judge` appends), `feedback` (one text per reply),
 `invalid_guesses`, `solved`, `max_turns`. `game_rubric` holds the rewards every such
@@ -19,16 +21,14 @@ the strict format reward (0.2), and the weight-0 metrics `guesses_used` and
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from lmgym.envs.multi_turn import MultiTurnEnv
+from lmgym.errors import InvalidGuess
 from lmgym.parsers.parser import Parser
 from lmgym.rubrics.rubric import Rubric
 from lmgym.types import Example, Messages
-
-
-class InvalidGuess(ValueError):
-    """The reply holds no guess that can be played; the message says why."""
 
 
 class GuessingGameEnv(MultiTurnEnv):
@@ -37,9 +37,10 @@ class GuessingGameEnv(MultiTurnEnv):
     async def setup_state(self, state: dict[str, Any], example: Example) -> None:
         state.update(secret=example.answer, guesses=[], feedback=[], invalid_guesses=0, solved=False, max_turns=self.max_turns)
 
+    async def on_reply(self, messages: Messages, state: dict[str, Any]) -> None:
+        self.play(messages[-1].get("content") or "", state)
+
     async def is_done(self, messages: Messages, state: dict[str, Any]) -> bool:
-        if len(state["feedback"]) < state["turn"]:
-            self.play(messages[-1].get("content") or "", state)
         return state["solved"]
 
     async def env_response(self, messages: Messages, state: dict[str, Any]) -> Messages:

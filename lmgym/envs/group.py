@@ -1,7 +1,8 @@
 """`EnvGroup`: several environments served as one dataset.
 
 Each example keeps its own environment: its rollout runs through that environment's
-loop, tools, sampling defaults and turn budget, and is scored by its rubric. In the
+loop, tools, sampling defaults and turn budget, and is scored by its rubric, which sees
+the example as that environment knows it (its own id and task). In the
 group, an example's `task` is its environment's name and its id is prefixed with it
 (`wordle/17`; training examples `wordle/train/17`, as environments number both splits
 from 0), so ids stay unique, results resume, and the summary reports every metric per
@@ -13,17 +14,19 @@ Training samples the interleaved dataset uniformly; `sft_examples` is not combin
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import random
+from collections.abc import Mapping, Sequence
 from itertools import chain, zip_longest
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from lmgym.clients.base import ModelClient
 from lmgym.envs.base import Environment
 from lmgym.rubrics.rubric import Rubric
 from lmgym.types import Example, Rollout
+
+SCORED_FIELDS = [f.name for f in dataclasses.fields(Rollout) if f.name != "example"]  # what scoring may set
 
 
 def interleave(lists: Sequence[Sequence[Example]]) -> list[Example]:
@@ -114,21 +117,14 @@ class EnvGroup(Environment):
         return rollout
 
     async def score_group(self, rollouts: Sequence[Rollout]) -> None:
-        """Scored by the example's own environment, which sees its own example (id, task)."""
+        """Scored by the example's own environment, on views of the rollouts that show its
+        own example (id, task); the group's rollouts keep theirs throughout."""
         if not rollouts:
             return
         env, original = self.environment_of(rollouts[0].example)
-        with _showing(rollouts, original):
-            await env.score_group(rollouts)
+        views = [dataclasses.replace(rollout, example=original) for rollout in rollouts]
+        await env.score_group(views)
+        for rollout, view in zip(rollouts, views):
+            for name in SCORED_FIELDS:
+                setattr(rollout, name, getattr(view, name))
 
-
-@contextlib.contextmanager
-def _showing(rollouts: Sequence[Rollout], example: Example) -> Iterator[None]:
-    grouped = [r.example for r in rollouts]
-    for rollout in rollouts:
-        rollout.example = example
-    try:
-        yield
-    finally:
-        for rollout, shown in zip(rollouts, grouped):
-            rollout.example = shown

@@ -36,15 +36,16 @@ import logging
 import os
 import shlex
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cached_property
-from typing import IO, Any, Mapping, Sequence
+from typing import IO, Any
 
 import jsonschema
 
 from lmgym import errors
-from lmgym.envs.tools import BadToolCall, ToolEnv, calls_of
-from lmgym.errors import ToolServerError
+from lmgym.envs.tools import ToolEnv, calls_of
+from lmgym.errors import BadToolCall, ToolServerError
 from lmgym.types import Messages, Rollout
 
 try:

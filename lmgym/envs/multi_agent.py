@@ -28,15 +28,19 @@ The base loop asks the model first, so the opponents' moves that come before the
 learner's first one are played in `rollout`, before the loop. The learner's first prompt
 is the example's prompt plus one user message with its view of the game, and the rollout
 records the example with that prompt (same id), so results show what the learner saw.
+The hooks reach the rollout's learner client, seat and random generator through their
+`RolloutContext`, so one environment object plays many games at once.
 
-A game implements `new_game`, `play`, `observe` and `outcome`. Each reply is played once,
-in `is_done`. When `play` rejects a reply (`IllegalMove`), the move is counted against
-that seat, the seat is told why, and it moves again. The seat's `max_illegal`-th illegal
-move forfeits the game, and so does the learner running out of turns: the forfeiting
-seat scores 0 and every other seat 1. `state["rewards"]` holds every seat's reward once
-the game is over. `multi_agent_rubric` scores the learner's (`seat_reward`) and adds the
-metrics `won`, `drew`, `lost`, `illegal_moves` and `forfeited`, all for the learner (not
-`win`/`loss`: the trainer logs its own `loss` in the same namespace).
+A game implements `new_game`, `play`, `observe` and `outcome` (abstract: a game without
+one fails when it is created). Each learner reply is played once, in `on_reply`;
+`is_done` only asks whether the game is over. When `play` rejects a reply
+(`lmgym.errors.IllegalMove`), the move is counted against that seat, the seat is told
+why, and it moves again. The seat's `max_illegal`-th illegal move forfeits the game,
+and so does the learner running out of turns: the forfeiting seat scores 0 and every
+other seat 1. `state["rewards"]` holds every seat's reward once the game is over.
+`multi_agent_rubric` scores the learner's (`seat_reward`) and adds the metrics `won`,
+`drew`, `lost`, `illegal_moves` and `forfeited`, all for the learner (not `win`/`loss`:
+the trainer logs its own `loss` in the same namespace).
 
 If an opponent model fails, its lmgym `ModelError` is raised again with the seat named
 in the message. A fatal one (unreachable server, rejected key) stops the run; any other
@@ -51,28 +55,27 @@ seat or None), `winner` (the one seat with the highest reward, else None), `rewa
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import inspect
 import random
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from abc import abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from lmgym import errors
 from lmgym.clients.base import ModelClient
 from lmgym.clients.openai import OpenAIClient
 from lmgym.clients.per_loop import LoopClients
+from lmgym.envs.context import RolloutContext
 from lmgym.envs.multi_turn import MultiTurnEnv
+from lmgym.errors import IllegalMove
 from lmgym.parsers.parser import Parser
 from lmgym.rubrics.rubric import Rubric
 from lmgym.types import Example, Message, Messages, Rollout, RolloutError
 
 Policy = Callable[[dict[str, Any], str, random.Random], Any]  # -> reply text (or an awaitable of it)
-
-
-class IllegalMove(ValueError):
-    """`play` cannot play the reply; the message says why (the seat is told)."""
 
 
 class SelfSeat:
@@ -134,21 +137,6 @@ def seat_of(spec: Any, policies: Mapping[str, Policy]) -> Seat:
     raise ValueError(f"unknown opponent {spec!r}: use {known}, a function, or {{'model': ..., 'base_url': ...}}")
 
 
-@dataclass
-class _Match:
-    """One rollout's learner and the game state, for the hooks (a context variable)."""
-
-    client: ModelClient
-    model: str
-    sampling: dict[str, Any]
-    example: Example
-    rng: random.Random
-    state: dict[str, Any] = field(default_factory=dict)
-
-
-_match: contextvars.ContextVar[_Match] = contextvars.ContextVar("lmgym_match")
-
-
 def user(text: str) -> Message:
     return {"role": "user", "content": text}
 
@@ -181,23 +169,23 @@ class MultiAgentEnv(MultiTurnEnv):
         self.opponents: dict[str, Seat] = {s: shared or seat_of(opponents[s], self.policies) for s in needed}
 
     # -- the game's hooks ---------------------------------------------------------------
+    @abstractmethod
     def new_game(self, state: dict[str, Any], example: Example) -> None:
         """Set up the shared game in `state` (a board, a pile) and `state["to_move"]`,
         the seat that moves first (the first seat unless changed here)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def play(self, state: dict[str, Any], seat: str, reply: str) -> str:
         """Play `seat`'s reply on the shared state and return the move as recorded in
         `state["moves"]`; raise IllegalMove (saying why) when it cannot be played."""
-        raise NotImplementedError
 
+    @abstractmethod
     def observe(self, state: dict[str, Any], seat: str) -> str:
         """What `seat` is told when it is to move, or when the game ended on another seat's move."""
-        raise NotImplementedError
 
+    @abstractmethod
     def outcome(self, state: dict[str, Any]) -> dict[str, float] | None:
         """Every seat's reward if the game is over after the latest move, else None."""
-        raise NotImplementedError
 
     def next_seat(self, state: dict[str, Any], seat: str) -> str:
         """Who moves after `seat`'s legal move: the next seat, round the table."""
@@ -215,6 +203,9 @@ class MultiAgentEnv(MultiTurnEnv):
             return self.seats[stable_index(example.id) % len(self.seats)]
         return self.learner_seat
 
+    def seat_for(self, example: Example, index: int) -> str:
+        return self.learner_of(example, index)
+
     async def rollout(
         self,
         client: ModelClient,
@@ -225,64 +216,55 @@ class MultiAgentEnv(MultiTurnEnv):
         sampling_args: Mapping[str, Any] | None = None,
     ) -> Rollout:
         """Open the game (the opponents' first moves), then run the one loop from the learner's first prompt."""
-        sampling = {**self.sampling_args, **(sampling_args or {})}
-        match = _Match(client, model, sampling, example, random.Random(f"{example.id}/{index}"))
-        state = match.state
+        context = self.rollout_context(client, model, example, index=index, sampling_args=sampling_args)
+        state = context.state
         state.update(
-            seats=list(self.seats), seat=self.learner_of(example, index), to_move=self.seats[0], moves=[],
+            seats=list(self.seats), seat=context.seat, to_move=self.seats[0], moves=[],
             illegal_moves=dict.fromkeys(self.seats, 0), over=False, forfeit=None, winner=None, rewards=None,
-            histories={}, seat_usage={}, played=0,
+            histories={}, seat_usage={},
         )
         started = time.perf_counter()
         try:
-            prompt = await self._opening(state, example, match)
+            prompt = await self._opening(context)
         except errors.LmgymError as exc:  # as the loop itself records them
             if exc.fatal:
                 raise
             error = RolloutError(exc.kind, str(exc))
             return Rollout(example, index, state=state, error=error, latency_s=time.perf_counter() - started)
-        token = _match.set(match)
-        try:
-            seen = replace(example, prompt=prompt)  # the prompt the learner saw, under the same id
-            rollout = await super().rollout(client, model, seen, index=index, sampling_args=sampling_args)
-        finally:
-            _match.reset(token)
+        rollout = await self.run_rollout(context, prompt)  # the prompt the learner saw, under the same id
         if rollout.error is None and not rollout.state["over"]:
             self._end(rollout.state, forfeit=rollout.state["seat"])  # out of turns
         rollout.latency_s = time.perf_counter() - started
         return rollout
 
-    async def _opening(self, state: dict[str, Any], example: Example, match: _Match) -> Messages:
+    async def _opening(self, context: RolloutContext) -> Messages:
         """Set the game up and play the opponents' moves before the learner's first one."""
+        state = context.state
         try:
-            self.new_game(state, example)
-            await self._advance(state, match)
-            return [*example.prompt, user(self.observe(state, state["seat"]))]
-        except errors.LmgymError:
-            raise
+            self.new_game(state, context.example)
+            await self._advance(context)
+            return [*context.example.prompt, user(self.observe(state, state["seat"]))]
         except Exception as exc:
+            if errors.passes_through(exc):
+                raise
             raise errors.EnvironmentHookError(
                 f"{type(self).__name__} could not open the game: {type(exc).__name__}: {exc}"
             ) from exc
 
-    async def setup_state(self, state: dict[str, Any], example: Example) -> None:
-        """Take over the game that `rollout` opened (subclasses: call this first)."""
-        match = _match.get()
-        state.update(match.state)
-        match.state = state
-
-    async def is_done(self, messages: Messages, state: dict[str, Any]) -> bool:
-        if not state["over"] and state["played"] < state["turn"]:  # the learner's reply, played once
-            state["played"] = state["turn"]
+    async def on_reply(self, messages: Messages, state: dict[str, Any]) -> None:
+        """Play the learner's reply; an illegal one leaves the note it is told."""
+        if not state["over"]:
             note = self._play(state, state["seat"], messages[-1].get("content") or "")
             if note:
                 state["note"] = note
+
+    async def is_done(self, messages: Messages, state: dict[str, Any]) -> bool:
         return state["over"]
 
-    async def env_response(self, messages: Messages, state: dict[str, Any]) -> Messages:
+    async def env_response(self, messages: Messages, state: dict[str, Any], context: RolloutContext) -> Messages:
         note = state.pop("note", None)
         if note is None:  # after a legal move the others play; after an illegal one the learner retries
-            await self._advance(state, _match.get())
+            await self._advance(context)
         return [user("\n".join(filter(None, [note, self.observe(state, state["seat"])])))]
 
     async def stop(self) -> None:
@@ -292,26 +274,27 @@ class MultiAgentEnv(MultiTurnEnv):
         await super().stop()
 
     # -- moves ------------------------------------------------------------------------------
-    async def _advance(self, state: dict[str, Any], match: _Match) -> None:
+    async def _advance(self, context: RolloutContext) -> None:
         """The opponents move until it is the learner's turn or the game is over."""
+        state = context.state
         notes: dict[str, str | None] = {}
         while not state["over"] and state["to_move"] != state["seat"]:
             seat = state["to_move"]
-            reply = await self._opponent_reply(state, seat, match, notes.pop(seat, None))
+            reply = await self._opponent_reply(context, seat, notes.pop(seat, None))
             notes[seat] = self._play(state, seat, reply)
 
-    async def _opponent_reply(self, state: dict[str, Any], seat: str, match: _Match, note: str | None) -> str:
-        player = self.opponents[seat]
+    async def _opponent_reply(self, context: RolloutContext, seat: str, note: str | None) -> str:
+        state, player = context.state, self.opponents[seat]
         if isinstance(player, PolicySeat):
-            reply = player.policy(state, seat, match.rng)
+            reply = player.policy(state, seat, context.rng)
             return str(await reply if inspect.isawaitable(reply) else reply)
         if isinstance(player, ModelSeat):
             client, model, sampling = player.client(), player.model, player.sampling
         else:
-            client, model, sampling = match.client, match.model, match.sampling
+            client, model, sampling = context.client, context.model, context.sampling
         history = state["histories"].get(seat)
         if history is None:
-            prompt = match.example.prompt
+            prompt = context.example.prompt
             if getattr(player, "system_prompt", None):
                 prompt = [{"role": "system", "content": player.system_prompt}, *(m for m in prompt if m["role"] != "system")]
             history = state["histories"][seat] = list(prompt)

@@ -21,14 +21,16 @@ import asyncio
 import inspect
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pydantic
 
 from lmgym import errors
 from lmgym.envs.multi_turn import MultiTurnEnv
+from lmgym.errors import BadToolCall
 from lmgym.rubrics.rubric import Rubric
 from lmgym.types import Message, Messages, ToolCall
 
@@ -69,10 +71,6 @@ def _is_json(value: Any) -> bool:
         return True
     except (TypeError, ValueError):
         return False
-
-
-class BadToolCall(ValueError):
-    """The model's call cannot be run as made (unknown tool, bad arguments, ...)."""
 
 
 def parse_arguments(raw: Any) -> Any:
@@ -238,14 +236,14 @@ class ToolEnv(MultiTurnEnv):
             state.setdefault("calls", {})[name] = state.get("calls", {}).get(name, 0) + 1
             arguments = {**tool.validate(parse_arguments(function.get("arguments"))), **self.hidden_arguments(tool, state)}
             content = await tool.call(arguments, self.tool_timeout)
-        except errors.LmgymError:
-            raise  # the environment's own fault, not the model's: the rollout records it
-        except asyncio.TimeoutError:
-            content = self._error(state, f"{name} did not return within {self.tool_timeout:g}s")
         except BadToolCall as exc:
             content = self._error(state, str(exc))
-        except Exception as exc:  # the tool itself failed: the model sees why
-            content = self._error(state, f"{name} raised {type(exc).__name__}: {exc}")
+        except TimeoutError:
+            content = self._error(state, f"{name} did not return within {self.tool_timeout:g}s")
+        except Exception as exc:
+            if errors.passes_through(exc):
+                raise  # the environment's own fault, not the model's: the rollout records it
+            content = self._error(state, f"{name} raised {type(exc).__name__}: {exc}")  # the tool failed: the model sees why
         return {"role": "tool", "tool_call_id": call.get("id", ""), "content": content}
 
     @staticmethod

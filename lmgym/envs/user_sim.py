@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from lmgym import errors
 from lmgym.clients.per_loop import LoopClients

@@ -4,7 +4,6 @@ the recorded one (the bundled environment `traces`).
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any, Mapping
 
@@ -86,11 +85,7 @@ def load_traces_environment(
 class TracesEnv(SingleTurnEnv):
     """One reply per recorded prompt, offered the tools its recorded request offered."""
 
-    async def rollout(self, client, model, example, **kwargs):
+    def tools_for(self, example):
+        """The tools the recorded request offered, for this rollout only."""
         tools = example.info.get("tools")
-        env = self
-        if tools:
-            env = copy.copy(self)  # the loop reads self.tools, and other rollouts run concurrently
-            env.tools = json.loads(tools)
-        return await SingleTurnEnv.rollout(env, client, model, example, **kwargs)
-
+        return json.loads(tools) if tools else self.tools
