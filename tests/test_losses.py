@@ -6,6 +6,7 @@ The running example: B=2 completions padded to T=3 tokens.
     seq 1: 3 tokens, logprobs [-0.5, -1.5, -3.0], advantage A1 = -0.5
 
 so the batch has 5 tokens. Off-policy cases set old = logp - log(r) to get chosen ratios r.
+dr_grpo's constant T is 3 unless a test says otherwise (`OPTIONS`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ LOGP = [[-1.0, -2.0, 0.0], [-0.5, -1.5, -3.0]]
 MASK = [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
 ADV = [1.0, -0.5]
 NAN = float("nan")
+OPTIONS = {"dr_grpo": {"length": 3}}  # the options a variant cannot do without
+
+
+def call(name: str, *args, **kwargs) -> LossOutput:
+    """LOSSES[name] with its required options (`OPTIONS`) unless the test gives them."""
+    return LOSSES[name](*args, **{**OPTIONS.get(name, {}), **kwargs})
 
 
 def batch(ratios=None, logp=LOGP):
@@ -75,7 +82,7 @@ ON_POLICY_GRAD = {
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_on_policy_loss_is_minus_the_normalised_mean_advantage(name):
     logprobs, old, adv, mask = batch()
-    out = LOSSES[name](logprobs, old, adv, mask)
+    out = call(name, logprobs, old, adv, mask)
     assert out.loss.ndim == 0
     assert out.loss.item() == approx(ON_POLICY_LOSS[name])
     assert out.clip_fraction == 0.0 and out.ratio_mean == approx(1.0) and out.kl == 0.0
@@ -119,7 +126,7 @@ def test_dr_grpo_differs_from_grpo_only_in_the_length_normaliser():
     # loss = -(1.7/3 - 2.15/3)/2 = 0.45/6 = 0.075   (grpo: -1/15 -- the sign even flips,
     # because the 3-token negative sequence now weighs 3/2 as much as the 2-token one)
     logprobs, old, adv, mask = batch(RATIOS)
-    out = dr_grpo(logprobs, old, adv, mask)
+    out = dr_grpo(logprobs, old, adv, mask, length=3)
     assert out.loss.item() == approx(0.075)
     assert out.clip_fraction == approx(2 / 5)
     # Gradient: -(1/B)(1/T) A_i r_it where not clipped.
@@ -159,7 +166,7 @@ def test_grpo_and_dapo_agree_when_lengths_are_equal():
     adv, mask = torch.tensor([1.0, -0.5]), torch.ones(2, 2)
     g = grpo(logprobs, old, adv, mask).loss.item()
     assert dapo(logprobs, old, adv, mask, eps_high=0.2).loss.item() == approx(g)
-    assert dr_grpo(logprobs, old, adv, mask).loss.item() == approx(g)  # |o| = T = 2
+    assert dr_grpo(logprobs, old, adv, mask, length=2).loss.item() == approx(g)  # |o| = T = 2
 
 
 # --- GSPO: one ratio per sequence ---------------------------------------------------------
@@ -211,31 +218,48 @@ def test_gspo_clips_whole_sequences_where_grpo_clips_tokens():
 # --- CISPO: clipped, detached IS weight on A * log pi ---------------------------------------
 
 
-def test_cispo_gradient_is_clipped_ratio_times_advantage_over_tokens():
-    # ratios seq 0: [1.5, 8.0] -> weights [1.5, 6.0] (8 capped at 1 + eps_high = 6)
-    #        seq 1: [0.5, 1.0, 2.0] -> weights unchanged (no lower bound: 1 - eps_low = 0)
+def test_cispo_gradient_is_capped_ratio_times_advantage_over_tokens():
+    # ratios seq 0: [1.5, 8.0] -> weights [1.5, 5.0] (8 capped at cap = 5, the default)
+    #        seq 1: [0.5, 1.0, 2.0] -> weights unchanged (no lower bound)
     # loss = -sum w A logp / 5
-    #      = -(1.5*1*(-1) + 6*1*(-2) + 0.5*(-0.5)*(-0.5) + 1*(-0.5)*(-1.5) + 2*(-0.5)*(-3))/5
-    #      = -(-1.5 - 12 + 0.125 + 0.75 + 3)/5 = 9.625/5 = 1.925
+    #      = -(1.5*1*(-1) + 5*1*(-2) + 0.5*(-0.5)*(-0.5) + 1*(-0.5)*(-1.5) + 2*(-0.5)*(-3))/5
+    #      = -(-1.5 - 10 + 0.125 + 0.75 + 3)/5 = 7.625/5 = 1.525
     logprobs, old, adv, mask = batch([[1.5, 8.0, 1.0], [0.5, 1.0, 2.0]])
     out = cispo(logprobs, old, adv, mask)
-    assert out.loss.item() == approx(1.925)
+    assert out.loss.item() == approx(1.525)
     assert out.clip_fraction == approx(1 / 5)
     assert out.ratio_mean == approx((1.5 + 8.0 + 0.5 + 1.0 + 2.0) / 5)
     # Stop-gradient: d loss/d logp_it = -w_it A_i / 5 exactly, no d w/d logp term
     # (without the detach, token (0, 0) would get an extra -r A logp / 5 = +0.3).
-    #   seq 0: [-1.5/5, -6/5] = [-0.3, -1.2]
+    #   seq 0: [-1.5/5, -5/5] = [-0.3, -1.0]
     #   seq 1: [0.5*0.5/5, 1*0.5/5, 2*0.5/5] = [0.05, 0.1, 0.2]
     # Unlike PPO's clip, the capped token (0, 1) keeps a gradient.
-    assert_grad(grad_of(out, logprobs), [[-0.3, -1.2, 0.0], [0.05, 0.1, 0.2]])
+    assert_grad(grad_of(out, logprobs), [[-0.3, -1.0, 0.0], [0.05, 0.1, 0.2]])
 
 
-def test_cispo_lower_clip_when_asked():
-    # eps_low 0.2: r=0.5 -> weight 0.8.  seq 1 token 0 gradient: 0.8*0.5/5 = 0.08
-    logprobs, old, adv, mask = batch([[1.0, 1.0, 1.0], [0.5, 1.0, 1.0]])
-    out = cispo(logprobs, old, adv, mask, eps_low=0.2)
+def test_cispo_cap_is_the_weight_itself_as_trls_epsilon_high():
+    # TRL's cispo clamps the ratio at epsilon_high (5.0 in its docs), not at 1 + epsilon_high:
+    # a ratio of 5.5 gets weight 5.0 with cap 5.0 (1 + 5 = 6 would let it through at 5.5).
+    # One token, A = +1, logp = -2: loss = -w * A * logp = 2w; gradient -w.
+    logprobs = torch.tensor([[-2.0]], requires_grad=True)
+    old = logprobs.detach() - math.log(5.5)
+    adv, mask = torch.tensor([1.0]), torch.tensor([[1.0]])
+    out = cispo(logprobs, old, adv, mask, cap=5.0)
+    assert out.loss.item() == approx(10.0)
+    assert out.clip_fraction == 1.0
+    assert_grad(grad_of(out, logprobs), [[-5.0]])
+    assert cispo(logprobs, old, adv, mask, cap=6.0).loss.item() == approx(11.0)  # under the cap: weight 5.5
+
+
+def test_cispo_clip_fraction_counts_only_tokens_above_the_cap():
+    # cap 1.8: ratios [1.5, 0.01 | 1.9, 0.5, 1.7]. Only 1.9 is capped: a tiny ratio is never
+    # raised (no lower bound), and 1.5 or 1.7, above any 1 + eps of PPO, are under the cap.
+    # weights [1.5, 0.01 | 1.8, 0.5, 1.7]; gradient -w A / 5:
+    #   seq 0: [-0.3, -0.002];  seq 1: [1.8*0.5/5, 0.5*0.5/5, 1.7*0.5/5] = [0.18, 0.05, 0.17]
+    logprobs, old, adv, mask = batch([[1.5, 0.01, 1.0], [1.9, 0.5, 1.7]])
+    out = cispo(logprobs, old, adv, mask, cap=1.8)
     assert out.clip_fraction == approx(1 / 5)
-    assert_grad(grad_of(out, logprobs), [[-0.2, -0.2, 0.0], [0.08, 0.1, 0.1]])
+    assert_grad(grad_of(out, logprobs), [[-0.3, -0.002, 0.0], [0.18, 0.05, 0.17]])
 
 
 # --- KL to a reference: k3 ----------------------------------------------------------------
@@ -272,7 +296,7 @@ def test_k3_values_by_hand():
 def test_kl_penalty_is_beta_times_k3_with_the_variants_normalisation(name):
     logprobs, old, adv, mask = batch()
     ref = logprobs.detach() + torch.tensor(KL_D)
-    out = LOSSES[name](logprobs, old, adv, mask, ref_logprobs=ref, beta=0.1)
+    out = call(name, logprobs, old, adv, mask, ref_logprobs=ref, beta=0.1)
     assert out.kl == approx(KL_TOKEN_MEAN)  # the logged stat is always the token mean
     assert out.loss.item() == approx(ON_POLICY_LOSS[name] + 0.1 * KL_TERM[name])
     # d k3/d logp = 1 - exp(d): the KL part of the gradient pulls logp towards ref.
@@ -314,11 +338,10 @@ def garbage_batch(pad_logp: float, pad_old: float, pad_ref: float, ratios=RATIOS
     [(-math.inf, -math.inf, -math.inf), (1e9, -1e9, 1e9), (NAN, NAN, NAN), (-math.inf, 1e9, NAN)],
 )
 def test_garbage_at_masked_positions_changes_nothing(name, pad_logp, pad_old, pad_ref):
-    loss_fn = LOSSES[name]
     clean = garbage_batch(0.0, 0.0, 0.0)
     dirty = garbage_batch(pad_logp, pad_old, pad_ref)
-    a = loss_fn(*clean[:4], ref_logprobs=clean[4], beta=0.1)
-    b = loss_fn(*dirty[:4], ref_logprobs=dirty[4], beta=0.1)
+    a = call(name, *clean[:4], ref_logprobs=clean[4], beta=0.1)
+    b = call(name, *dirty[:4], ref_logprobs=dirty[4], beta=0.1)
     assert math.isfinite(b.loss.item())
     assert b.loss.item() == a.loss.item()
     assert (b.clip_fraction, b.kl, b.ratio_mean) == (a.clip_fraction, a.kl, a.ratio_mean)
@@ -331,9 +354,9 @@ def test_garbage_at_masked_positions_changes_nothing(name, pad_logp, pad_old, pa
 def test_an_all_padding_row_changes_nothing(name):
     logprobs, old, adv, mask = batch(RATIOS)
     ref = logprobs.detach() + torch.tensor(KL_D)
-    a = LOSSES[name](logprobs, old, adv, mask, ref_logprobs=ref, beta=0.1)
+    a = call(name, logprobs, old, adv, mask, ref_logprobs=ref, beta=0.1)
     pad = torch.full((1, 3), -math.inf)
-    b = LOSSES[name](
+    b = call(name, 
         torch.cat([logprobs, pad]),
         torch.cat([old, pad]),
         torch.cat([adv, torch.tensor([5.0])]),
@@ -349,33 +372,72 @@ def test_an_all_padding_row_changes_nothing(name):
     )
 
 
-@pytest.mark.parametrize("name", sorted(set(LOSSES) - {"dr_grpo"}))
-def test_an_extra_padding_column_changes_nothing(name):
-    logprobs, old, adv, mask = batch(RATIOS)
-    a = LOSSES[name](logprobs, old, adv, mask).loss.item()
-    pad = torch.full((2, 1), -math.inf)
-    b = LOSSES[name](
-        torch.cat([logprobs, pad], 1), torch.cat([old, pad], 1), adv, torch.cat([mask, torch.zeros(2, 1)], 1)
-    )
-    assert b.loss.item() == approx(a)
+def pad_columns(tensor: torch.Tensor, n: int, value: float) -> torch.Tensor:
+    return torch.cat([tensor, torch.full((tensor.shape[0], n), value)], 1)
 
 
-def test_dr_grpo_normaliser_is_the_padded_length():
-    # Padding to T=4 instead of 3 scales dr_grpo's loss by 3/4: 0.075 * 3/4 = 0.05625.
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_thirty_padding_columns_change_neither_loss_nor_gradient(name):
+    # One long prompt or completion elsewhere in a step pads every row: that must not
+    # change any token's weight (it used to scale dr_grpo's loss by 3/33).
     logprobs, old, adv, mask = batch(RATIOS)
-    pad = torch.zeros(2, 1)
-    out = dr_grpo(torch.cat([logprobs, pad], 1), torch.cat([old, pad], 1), adv, torch.cat([mask, pad], 1))
-    assert out.loss.item() == approx(0.075 * 3 / 4)
+    ref = logprobs.detach() + torch.tensor(KL_D)
+    a = call(name, logprobs, old, adv, mask, ref_logprobs=ref, beta=0.1)
+    wide = pad_columns(logprobs.detach(), 30, -math.inf).requires_grad_()
+    b = call(name, wide, pad_columns(old, 30, -math.inf), adv, pad_columns(mask, 30, 0.0),
+             ref_logprobs=pad_columns(ref, 30, -math.inf), beta=0.1)
+    assert b.loss.item() == approx(a.loss.item())
+    grad_a, grad_b = grad_of(a, logprobs), grad_of(b, wide)
+    assert_grad([row[:3] for row in grad_b], grad_a)
+    assert all(g == 0.0 for row in grad_b for g in row[3:])
+
+
+def test_dr_grpo_divides_by_completions_times_the_constant_length():
+    # TRL's dr_grpo: sum of every token term / (batch size * max_completion_length).
+    # Surrogates (clip 0.2, see the grpo test): seq 0: 1.2 + 0.5 = 1.7; seq 1: -0.75 - 0.4 - 1.0 = -2.15
+    # KL (beta 0.1): sum of k3 over the 5 tokens; T = 4 while the batch is 3 wide.
+    logprobs, old, adv, mask = batch(RATIOS)
+    ref = logprobs.detach() + torch.tensor(KL_D)
+    out = dr_grpo(logprobs, old, adv, mask, length=4, ref_logprobs=ref, beta=0.1)
+    kl_sum = sum(K[0]) + sum(K[1])
+    assert out.loss.item() == approx(-(1.7 - 2.15) / (2 * 4) + 0.1 * kl_sum / (2 * 4))
+    # Policy gradient -A_i r_it / (B T) where the clip does not bind, 1/8 here, plus the
+    # KL's beta (1 - e^d) / (B T):
+    #   seq 0: [0 + kl, -0.5/8 + kl];  seq 1: [0.5*1.5/8 + kl, 0 + kl, 0.5*2/8 + kl]
+    policy = [[0.0, -0.5 / 8, 0.0], [0.75 / 8, 0.0, 1.0 / 8]]
+    kl = [[0.1 * (1 - math.exp(d)) / 8 * m for d, m in zip(row_d, row_m)] for row_d, row_m in zip(KL_D, MASK)]
+    assert_grad(grad_of(out, logprobs), [[p + k for p, k in zip(rp, rk)] for rp, rk in zip(policy, kl)])
+
+
+def test_dr_grpo_micro_batches_of_their_own_width_sum_to_the_whole_batch():
+    # As the trainer (and each rank) does: every part weighed by its share of the
+    # completions, each padded only to its own longest row. seq 0 alone is 2 wide.
+    logprobs, old, adv, mask = batch(RATIOS)
+    whole = dr_grpo(logprobs, old, adv, mask, length=5)
+    whole_grad = grad_of(whole, logprobs)
+    first = logprobs.detach()[:1, :2].clone().requires_grad_()
+    second = logprobs.detach()[1:].clone().requires_grad_()
+    part_a = dr_grpo(first, old[:1, :2], adv[:1], mask[:1, :2], length=5)
+    part_b = dr_grpo(second, old[1:], adv[1:], mask[1:], length=5)
+    assert (part_a.loss * 0.5 + part_b.loss * 0.5).item() == approx(whole.loss.item())
+    (part_a.loss * 0.5 + part_b.loss * 0.5).backward()
+    assert_grad([first.grad[0].tolist() + [0.0], second.grad[0].tolist()], whole_grad)
+
+
+def test_dr_grpo_needs_a_positive_length():
+    logprobs, old, adv, mask = batch()
+    with pytest.raises(ValueError, match="length T must be positive"):
+        dr_grpo(logprobs, old, adv, mask, length=0)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_bool_mask_equals_float_mask_and_low_precision_inputs_work(name):
     logprobs, old, adv, mask = batch(RATIOS)
-    a = LOSSES[name](logprobs, old, adv, mask).loss
-    b = LOSSES[name](logprobs, old, adv, mask.bool()).loss
+    a = call(name, logprobs, old, adv, mask).loss
+    b = call(name, logprobs, old, adv, mask.bool()).loss
     assert b.item() == a.item()
     low = logprobs.detach().bfloat16().requires_grad_()
-    c = LOSSES[name](low, old.bfloat16(), adv.bfloat16(), mask.bool())
+    c = call(name, low, old.bfloat16(), adv.bfloat16(), mask.bool())
     assert c.loss.dtype == torch.float32
     c.loss.backward()
     assert low.grad is not None and low.grad.dtype == torch.bfloat16 and torch.isfinite(low.grad).all()
@@ -385,7 +447,7 @@ def test_bool_mask_equals_float_mask_and_low_precision_inputs_work(name):
 def test_gradients_stay_finite_for_extreme_ratios(name):
     # log-ratios of +-30 (ratios ~1e13 and ~1e-13) on real tokens.
     logprobs, old, adv, mask = batch([[math.exp(30), math.exp(-30), 1.0], [math.exp(-30), math.exp(30), 1.0]])
-    out = LOSSES[name](logprobs, old, adv, mask)
+    out = call(name, logprobs, old, adv, mask)
     assert math.isfinite(out.loss.item())
     grad_of(out, logprobs)  # asserts finite
 
@@ -412,4 +474,4 @@ def test_bad_inputs_are_rejected(name, change, message):
     args.update(change)
     ref = args.pop("ref_logprobs")
     with pytest.raises(ValueError, match=message):
-        LOSSES[name](*args.values(), ref_logprobs=ref)
+        call(name, *args.values(), ref_logprobs=ref)

@@ -31,7 +31,7 @@ def test_train_then_resume_to_more_steps(tmp_path):
     result = lmgym("train", "configs/reverse-digits.toml", *QUICK, "--trainer.max_steps", "2",
                    "--checkpoint.every", "2", "--logging.output_dir", str(run))
     assert result.returncode == 0, result.stderr
-    assert "reward" in result.stdout and "eval/reward" in result.stdout and "sft loss" in result.stdout
+    assert "sampled reward" in result.stdout and "greedy reward" in result.stdout and "sft   step" in result.stdout
     assert (run / "config.toml").exists() and (run / "final" / "config.json").exists()
     assert (run / "checkpoints" / "step_000002" / "state.pt").exists()
     assert steps(run) == [1, 2]

@@ -219,6 +219,23 @@ def test_group_size_one():
     assert "algorithm.group_size = 1" in message and "group_size must be at least 2" in message
 
 
+def test_cispo_takes_an_absolute_cap_not_a_clip_range(tmp_path):
+    # TRL's epsilon_high = 5.0 for cispo is a cap of 5; lmgym's old eps_high = 5.0 meant 6.
+    path = write(tmp_path, '[algorithm]\nloss = "cispo"\neps_high = 5.0\n')
+    message = error_of(path)
+    assert str(path) in message and "algorithm.eps_high = 5.0" in message and "algorithm.cispo_cap" in message
+    assert "absolute" in message
+    assert "algorithm.eps_low = 0.2" in error_of(None, ["algorithm.loss=cispo", "algorithm.eps_low=0.2"])
+    assert load_config(None, ["algorithm.loss=cispo", "algorithm.cispo_cap=5"]).algorithm.cispo_cap == 5.0
+    assert "cispo_cap" in error_of(None, ["algorithm.cispo_cap=0"])
+
+
+def test_dr_grpo_length_is_positive_and_optional():
+    assert load_config(None).algorithm.dr_grpo_length is None
+    assert load_config(None, ["algorithm.dr_grpo_length=1024"]).algorithm.dr_grpo_length == 1024
+    assert "algorithm.dr_grpo_length = 0" in error_of(None, ["algorithm.dr_grpo_length=0"])
+
+
 def test_micro_batch_must_divide_the_rollouts_of_a_step():
     message = error_of(None, ["algorithm.prompts_per_step=3", "algorithm.group_size=4", "trainer.micro_batch_size=8"])
     assert "12" in message and "8" in message

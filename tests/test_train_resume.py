@@ -86,7 +86,7 @@ def test_a_kill_while_the_warm_start_saves_its_model_leaves_a_resumable_run(tmp_
     result = lmgym("train", "--resume", str(run))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run / "sft_model" / "model.safetensors").exists() and (run / "final" / "config.json").exists()
-    assert [r["step"] for r in rows(run) if "sft/loss" in r] == [1, 2, 3]  # the warm start ran again, logged once
+    assert [r["sft_step"] for r in rows(run) if "sft/loss" in r] == [1, 2, 3]  # the warm start ran again, logged once
     assert rl_steps(run) == [1, 2]
 
 

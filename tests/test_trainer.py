@@ -105,7 +105,7 @@ def test_learning_reverse_digits(tmp_path):
     assert (tmp_path / "final" / "config.json").exists()
 
 
-@pytest.mark.parametrize("loss", ["grpo", "dapo", "gspo", "cispo"])
+@pytest.mark.parametrize("loss", ["grpo", "dr_grpo", "dapo", "gspo", "cispo"])
 def test_micro_batches_windows_and_skipped_samples_keep_the_full_batch_gradient(tmp_path, loss):
     """The trainer's savings (logit window, zero-advantage skipping, micro-batches) must
     give the gradient of the plain loss over the whole batch."""
@@ -121,7 +121,7 @@ def test_micro_batches_windows_and_skipped_samples_keep_the_full_batch_gradient(
     t = pad_batch(batch.samples, trainer.orchestrator.client.engine.pad_id)
     logprobs = token_logprobs(trainer.model, t["input_ids"], t["attention_mask"], config.sampling.temperature)
     mask = t["loss_mask"][:, 1:]
-    LOSSES[loss](logprobs, logprobs.detach(), torch.tensor(batch.advantages), mask).loss.backward()
+    LOSSES[loss](logprobs, logprobs.detach(), torch.tensor(batch.advantages), mask, **trainer.loss_kwargs).loss.backward()
     expected = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
     trainer.model.zero_grad(set_to_none=True)
     trainer.optimizer.step = lambda: None  # keep the gradient for inspection
@@ -129,3 +129,42 @@ def test_micro_batches_windows_and_skipped_samples_keep_the_full_batch_gradient(
     assert metrics["samples_skipped_zero_advantage"] > 0
     for name, p in trainer.model.named_parameters():
         assert torch.allclose(p.grad, expected[name], atol=1e-6, rtol=1e-4), name
+
+
+def step_gradient(trainer, batch) -> dict[str, torch.Tensor]:
+    """The gradient one train_step leaves (the optimiser step is skipped to keep it)."""
+    trainer.optimizer.step = lambda: None
+    trainer.train_step(batch)
+    return {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
+
+
+def test_dr_grpo_gradient_ignores_padding_from_a_long_masked_out_sample(tmp_path):
+    """A truncated rollout masked out of the loss (algorithm.mask_truncated) still pads the
+    batch; 30 more columns must not shrink every other token's gradient."""
+    from lmgym.train.tokens import TokenSample
+
+    config = small_config(tmp_path, "algorithm.loss=dr_grpo", "trainer.max_grad_norm=1e9")
+    trainer = build_trainer(config, tmp_path, NullSink())
+    batch = trainer.orchestrator.next_batch(trainer.step)
+    assert trainer.loss_kwargs["length"] == config.sampling.max_tokens
+    plain = step_gradient(trainer, batch)
+    long = max(batch.samples, key=lambda s: len(s.input_ids))
+    ids = long.input_ids + long.input_ids[-1:] * 30
+    masked_out = TokenSample(ids, [0] * len(ids), [0.0] * len(ids), truncated=True)
+    padded = type(batch)([*batch.samples, masked_out], [*batch.advantages, 1.0], dict(batch.metrics))
+    trainer.model.zero_grad(set_to_none=True)
+    wide = step_gradient(trainer, padded)
+    assert any(float(g.abs().max()) > 0 for g in plain.values())
+    for name, grad in plain.items():
+        assert torch.allclose(wide[name], grad, atol=1e-7, rtol=1e-4), name
+
+
+def test_loss_options_come_from_the_algorithm_section(tmp_path):
+    from lmgym.train.trainer import loss_options
+
+    assert loss_options(small_config(tmp_path, "algorithm.loss=dr_grpo", "sampling.max_tokens=12")) == {"length": 12}
+    assert loss_options(small_config(tmp_path, "algorithm.loss=dr_grpo", "algorithm.dr_grpo_length=1024", "algorithm.eps_high=0.3")) == {
+        "length": 1024, "eps_high": 0.3}
+    assert loss_options(small_config(tmp_path, "algorithm.loss=cispo")) == {"cap": 5.0}
+    assert loss_options(small_config(tmp_path, "algorithm.loss=cispo", "algorithm.cispo_cap=2.5")) == {"cap": 2.5}
+    assert loss_options(small_config(tmp_path, "algorithm.loss=dapo")) == {}

@@ -57,25 +57,38 @@ def train_command(
     try:
         with exit_on_error():
             cfg = _load(config, overrides, resume)
-            from lmgym.rundir import RunLock, require_fresh_dir
+            from lmgym.rundir import RunLock, discard_if_unused, require_fresh_dir
             from lmgym.train.session import default_run_dir, train
 
+            created_here = resume is None and not _named_dir_exists(cfg)
             run_dir = resume or default_run_dir(cfg, "train")
             if resume is None and main_rank:  # rank 0 checks before it writes; the other ranks never do
                 require_fresh_dir(run_dir)
             if nproc > 1 and "LOCAL_RANK" not in os.environ:
                 if resume is not None:
                     RunLock(run_dir).acquire().release()  # refuse a run in use before starting N processes
-                raise typer.Exit(launch_processes(nproc, config, resume, [*overrides, "--logging.output_dir", str(run_dir)]))
+                with discard_if_unused(run_dir, created_here):  # the ranks were given it: this process removes it
+                    raise typer.Exit(launch_processes(nproc, config, resume, [*overrides, "--logging.output_dir", str(run_dir)]))
             _quiet_transformers()
             if main_rank:
                 console.print(f"run directory: {run_dir}")
-            train(cfg, run_dir, resume=resume is not None)
+            train(cfg, run_dir, resume=resume is not None, created_here=created_here)
             if main_rank:
                 console.print(f"[green]done.[/] policy saved to {run_dir / 'final'}")
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted.[/] continue from the last checkpoint with: lmgym train --resume {run_dir}")
+        from lmgym.train.session import CONFIG_FILE
+
+        if run_dir is not None and (run_dir / CONFIG_FILE).exists():
+            console.print(f"[yellow]interrupted.[/] continue from the last checkpoint with: lmgym train --resume {run_dir}")
+        else:
+            console.print("[yellow]interrupted[/] before the run started; nothing was saved")
         raise typer.Exit(130) from None
+
+
+def _named_dir_exists(cfg) -> bool:
+    """Whether `logging.output_dir` names a directory that is already there (which a failed
+    start must leave in place); unset, a new directory is claimed."""
+    return cfg.logging.output_dir is not None and Path(cfg.logging.output_dir).exists()
 
 
 def launch_processes(nproc: int, config: Optional[Path], resume: Optional[Path], overrides: list[str]) -> int:
@@ -90,7 +103,7 @@ def launch_processes(nproc: int, config: Optional[Path], resume: Optional[Path],
 
 def sft_command(
     ctx: typer.Context,
-    config: Annotated[Path, typer.Argument(help="TOML config; its [sft] section says what data and how long.")],
+    config: Annotated[Path, typer.Argument(help="TOML config; its \\[sft] section says what data and how long.")],
 ) -> None:
     """Supervised fine-tuning on chat messages (a warm start before RL, or distillation).
 
@@ -102,6 +115,7 @@ def sft_command(
         from lmgym.train.session import default_run_dir, sft
 
         _quiet_transformers()
+        created_here = not _named_dir_exists(cfg)
         run_dir = default_run_dir(cfg, "sft")
         try:
             require_fresh_dir(run_dir)
@@ -112,5 +126,5 @@ def sft_command(
                 f"{run_dir} already holds files of another run; choose an output directory that does not exist yet"
             ) from None
         console.print(f"run directory: {run_dir}")
-        sft(cfg, run_dir)
+        sft(cfg, run_dir, created_here=created_here)
         console.print(f"[green]done.[/] model saved to {run_dir / 'final'}")

@@ -105,8 +105,28 @@ class AlgorithmConfig(_Section):
     prompts_per_step: int = Field(
         8, gt=0, description="Prompts per step; a step has prompts_per_step * group_size rollouts (at most 65,536)."
     )
-    eps_low: float | None = Field(None, ge=0.0, description="Lower clip range; unset = the loss's default.")
-    eps_high: float | None = Field(None, ge=0.0, description="Upper clip range; unset = the loss's default.")
+    eps_low: float | None = Field(
+        None, ge=0.0, description="Lower clip range: ratios below 1 - eps_low are clipped; unset = the loss's default. Not for cispo."
+    )
+    eps_high: float | None = Field(
+        None, ge=0.0, description="Upper clip range: ratios above 1 + eps_high are clipped; unset = the loss's default. Not for cispo."
+    )
+    cispo_cap: float = Field(
+        5.0,
+        gt=0.0,
+        description=(
+            "cispo: the largest importance weight pi/pi_old, an absolute value (not 1 + eps): "
+            "TRL's epsilon_high for its cispo loss is this same number."
+        ),
+    )
+    dr_grpo_length: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "dr_grpo: the constant T each completion's token sum is divided by (TRL: max_completion_length); "
+            "unset = sampling.max_tokens."
+        ),
+    )
     beta: float = Field(0.0, ge=0.0, description="KL coefficient towards the initial policy; 0 = no reference model.")
     scale_rewards: RewardScale = Field(
         "group", description="Divide centred rewards by the group's std, the batch's std, or nothing."
@@ -221,6 +241,22 @@ class TrainConfig(_Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Metrics sinks.")
     sft: SFTConfig = Field(default_factory=SFTConfig, description="Supervised warm start.")
+
+    @model_validator(mode="after")
+    def _cispo_has_no_clip_range(self) -> TrainConfig:
+        """cispo caps its weight at an absolute value; eps_high = 5 would silently mean 6 or 5
+        depending on which library the number came from, so only cispo_cap is taken."""
+        algorithm = self.algorithm
+        if algorithm.loss == "cispo":
+            for key in ("eps_low", "eps_high"):
+                value = getattr(algorithm, key)
+                if value is not None:
+                    raise ValueError(
+                        f"algorithm.{key} = {value} does not apply to algorithm.loss = \"cispo\", which caps the "
+                        f"importance weight at algorithm.cispo_cap, an absolute value (TRL's epsilon_high for cispo "
+                        f"is the same number); set that instead and unset {key}"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _micro_batches_tile_a_step(self) -> TrainConfig:

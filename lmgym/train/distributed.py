@@ -8,9 +8,9 @@ every rank applies the same update and the weights never drift apart.
 
 The sum is exact, not an average of averages: each micro-batch is weighed by its share of
 the loss's averaging units over *all* ranks (`global_units`), so N processes with 1/N of
-the batch each produce the gradient of one process with the whole batch. (dr_grpo's
-constant T is each rank's padded window, the one variant whose loss depends on how the
-batch is split.) Rank 0 alone logs, evaluates and writes checkpoints and samples.
+the batch each produce the gradient of one process with the whole batch (dr_grpo's T is
+a constant of the run, not a rank's padded width). Rank 0 alone logs, evaluates and
+writes checkpoints and samples.
 
 Outside torchrun (no WORLD_SIZE in the environment) everything here is a no-op.
 """

@@ -13,6 +13,7 @@ engine is free; a vLLM back end would take weights over its own API instead.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -71,6 +72,14 @@ def end_of_turn_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
+def cache_keyword(model: Any) -> str:
+    """How the model's forward names its KV cache: `cache` since transformers 5.x renamed
+    it (the old `past_key_values` still works there, with a deprecation warning on every
+    run), `past_key_values` before. A LoRA wrapper forwards to its base model's."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 class LocalEngine:
     """Samples completions for batches of token prompts with a causal LM."""
 
@@ -81,6 +90,7 @@ class LocalEngine:
         self.generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
         self.stop_ids = end_of_turn_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.cache_keyword = cache_keyword(model)
 
     def generate(self, prompts: Sequence[list[int]], params: SamplingParams) -> list[Sample]:
         samples: list[Sample] = []
@@ -107,9 +117,9 @@ class LocalEngine:
             positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1]:]
             out = self.model(
                 input_ids=step_ids, attention_mask=attention, position_ids=positions,
-                past_key_values=past, use_cache=True, logits_to_keep=1,  # only the next token's logits
+                **{self.cache_keyword: past}, use_cache=True, logits_to_keep=1,  # only the next token's logits
             )
-            past = out.past_key_values
+            past = getattr(out, self.cache_keyword)
             ids, lps = sample_next(out.logits[:, -1, :], params, self.generator)
             id_list, lp_list = ids.tolist(), lps.tolist()  # one device sync per step
             for row in torch.nonzero(active).flatten().tolist():

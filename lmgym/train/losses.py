@@ -3,6 +3,10 @@
     loss_fn(logprobs, old_logprobs, advantages, mask, *,
             eps_low, eps_high, ref_logprobs=None, beta=0.0, is_weights=None) -> LossOutput
 
+Two variants take their own option in place of, or besides, the clip range: dr_grpo
+needs `length` (its constant T, a setting of the run), and cispo takes `cap` (an
+absolute cap on the importance weight) instead of eps_low/eps_high.
+
 Shapes (B completions in the batch, T token positions, padded):
 
     logprobs      (B, T)  log pi_theta(o_t | q, o_<t) of the sampled tokens, with grad
@@ -29,10 +33,11 @@ which importance ratio, how it is clipped, and how token terms are averaged.
     dr_grpo  per token r_t       min(rA, clip(r)A), .2/.2       sum per sequence / T, mean over sequences
     dapo     per token r_t       min(rA, clip(r)A), .2/.28      sum over the batch / its number of tokens
     gspo     per sequence s_i    min(sA, clip(s)A), 3e-4/4e-4   (none: one term per sequence), mean
-    cispo    per token r_t       sg(clip(r)) A log pi, 1/5      sum over the batch / its number of tokens
+    cispo    per token r_t       sg(min(r, cap)) A log pi, 5    sum over the batch / its number of tokens
 
 with r_t = pi_theta / pi_old = exp(logprobs - old_logprobs) and clip(x) = clamp(x,
-1 - eps_low, 1 + eps_high). The loss is minus the objective, so it is minimised.
+1 - eps_low, 1 + eps_high); dr_grpo's T is a constant of the run, never the batch's
+padded width. The loss is minus the objective, so it is minimised.
 
 Optional KL penalty to the reference (GRPO's, DeepSeekMath), with Schulman's k3
 estimator, unbiased and always >= 0:
@@ -183,9 +188,10 @@ def _sequence_mean(x: Tensor, m: Tensor) -> Tensor:
     return _masked_mean(per_sequence, n > 0)
 
 
-def _constant_length_sum(x: Tensor, m: Tensor) -> Tensor:
-    """Dr. GRPO's aggregation: 1/G sum_i 1/T sum_t x_it, T = the batch's padded length."""
-    per_sequence = torch.where(m, x, 0.0).sum(-1) / m.shape[1]  # (B,)
+def _constant_length_sum(x: Tensor, m: Tensor, length: int) -> Tensor:
+    """Dr. GRPO's aggregation: 1/G sum_i 1/T sum_t x_it with T = `length`, a constant of
+    the run, so padding, micro-batching and ranks never change a token's weight."""
+    per_sequence = torch.where(m, x, 0.0).sum(-1) / length  # (B,)
     return _masked_mean(per_sequence, m.any(-1))
 
 
@@ -239,6 +245,7 @@ def dr_grpo(
     advantages: Tensor,
     mask: Tensor,
     *,
+    length: int,
     eps_low: float = 0.2,
     eps_high: float = 0.2,
     ref_logprobs: Tensor | None = None,
@@ -247,20 +254,26 @@ def dr_grpo(
 ) -> LossOutput:
     """Dr. GRPO, "GRPO done right" (arXiv 2503.20783).
 
-        J = 1/G sum_i 1/T sum_t min(r_it A_i, clip(r_it) A_i)
+        J = 1/G sum_i 1/T sum_t min(r_it A_i, clip(r_it) A_i),   T = length
 
     Differs from GRPO only in the aggregation: each completion's token sum is divided by
-    a constant, the batch's padded length T = mask.shape[1], not by its own length |o_i|,
-    so every token weighs the same whatever the length of its completion. Dr. GRPO's
-    other change, no std division of the advantages, lives in
-    `group_advantages(rewards, scale="none")`.
+    a constant T, not by its own length |o_i|, so every token weighs the same whatever
+    the length of its completion. T must be a constant of the run (the trainer passes
+    `algorithm.dr_grpo_length`, default `sampling.max_tokens`; TRL uses
+    max_completion_length): were it the batch's padded width, one long sequence would
+    shrink every token's gradient in the step, and how the batch is split into
+    micro-batches or ranks would change the update. G counts the completions with at
+    least one trained token. Dr. GRPO's other change, no std division of the
+    advantages, lives in `group_advantages(rewards, scale="none")`.
     """
+    if length <= 0:
+        raise ValueError(f"dr_grpo's length T must be positive, got {length}")
     logp, old, ref, adv, m = _prepare(logprobs, old_logprobs, advantages, mask, ref_logprobs, beta)
     ratio = torch.exp(logp - old)  # (B, T)
     surrogate, binds = _clipped_surrogate(ratio, adv[:, None], eps_low, eps_high)  # (B, T)
     surrogate = surrogate * _token_weights(is_weights, m)
     kl = _k3(logp, ref)  # (B, T)
-    loss = -_constant_length_sum(surrogate, m) + beta * _constant_length_sum(kl, m)
+    loss = -_constant_length_sum(surrogate, m, length) + beta * _constant_length_sum(kl, m, length)
     return _output(loss, binds, ratio, m, kl, m)
 
 
@@ -338,35 +351,37 @@ def cispo(
     advantages: Tensor,
     mask: Tensor,
     *,
-    eps_low: float = 1.0,
-    eps_high: float = 5.0,
+    cap: float = 5.0,
     ref_logprobs: Tensor | None = None,
     beta: float = 0.0,
     is_weights: Tensor | None = None,
 ) -> LossOutput:
     """CISPO, clipped IS-weight policy optimisation (MiniMax-M1, arXiv 2506.13585).
 
-        J = 1/sum_i |o_i| * sum_i sum_t sg(clip(r_it, 1-eps_low, 1+eps_high)) A_i log pi_theta(o_it)
+        J = 1/sum_i |o_i| * sum_i sum_t sg(min(r_it, cap)) A_i log pi_theta(o_it)
 
     Differs from GRPO in what is clipped: not the update but the importance weight,
     which is then detached (sg = stop-gradient) and multiplies a REINFORCE term
-    A * log pi. No min, so no token ever loses its gradient: with PPO's clip, rare tokens
-    whose ratio jumps past 1+eps (the "However", "Wait" forks of a reasoning chain) are
-    dropped after the first update; here they keep contributing with a capped weight.
-    Gradient per token: clip(r_it) * A_i / sum_i |o_i|. Token-level normalisation as DAPO.
+    A * log pi. No min with the unclipped term, so no token ever loses its gradient:
+    with PPO's clip, rare tokens whose ratio jumps past 1+eps (the "However", "Wait"
+    forks of a reasoning chain) are dropped after the first update; here they keep
+    contributing with a capped weight. Gradient per token: min(r_it, cap) * A_i /
+    sum_i |o_i|. Token-level normalisation as DAPO.
 
-    Clip range: the paper imposes no lower bound and tunes only the upper one, and
-    states no single value for it. Defaults here: eps_low=1.0 makes the lower bound 0,
-    which never binds since r > 0; eps_high=5.0 caps the weight at 6 (our choice).
-    clip_fraction is the share of tokens whose weight was capped (r outside the range).
+    `cap` is the largest weight itself, not an offset from 1: the same number as TRL's
+    `epsilon_high` for its cispo loss (5.0 in TRL's docs, the default here). The paper
+    imposes no lower bound, and there is none. clip_fraction is the share of tokens
+    whose weight was capped (r > cap); their gradient still flows, scaled by cap.
     """
+    if cap <= 0:
+        raise ValueError(f"cispo's cap must be positive, got {cap}")
     logp, old, ref, adv, m = _prepare(logprobs, old_logprobs, advantages, mask, ref_logprobs, beta)
     ratio = torch.exp(logp - old)  # (B, T)
-    weight = ratio.clamp(1.0 - eps_low, 1.0 + eps_high).detach()  # (B, T) sg(clip(r))
-    clipped = (ratio < 1.0 - eps_low) | (ratio > 1.0 + eps_high)  # (B, T)
+    weight = ratio.clamp(max=cap).detach()  # (B, T) sg(min(r, cap))
+    capped = ratio > cap  # (B, T)
     kl = _k3(logp, ref)  # (B, T)
     loss = -_masked_mean(weight * _token_weights(is_weights, m) * adv[:, None] * logp, m) + beta * _masked_mean(kl, m)
-    return _output(loss, clipped, ratio, m, kl, m)
+    return _output(loss, capped, ratio, m, kl, m)
 
 
 LOSSES: dict[str, LossFn] = {"grpo": grpo, "dr_grpo": dr_grpo, "dapo": dapo, "gspo": gspo, "cispo": cispo}

@@ -126,16 +126,24 @@ def rubric_metrics(rollouts: Sequence[Rollout], prefix: str = "") -> dict[str, f
     return metrics
 
 
+def tool_calls_per_rollout(rollouts: Sequence[Rollout]) -> float:
+    """Mean number of tool calls the policy made per rollout (0 when there are none)."""
+    calls = sum(len(turn.assistant.get("tool_calls") or []) for r in rollouts for turn in r.turns)
+    return calls / max(len(rollouts), 1)
+
+
 def build_batch(groups: list[list[Rollout]], algorithm: AlgorithmConfig, max_seq_len: int) -> Batch:
     """Advantages and token samples from scored groups (see the module docstring)."""
     all_rollouts = [r for group in groups for r in group]
     metrics = rubric_metrics(all_rollouts)
     complete = [g for g in groups if all(r.error is None for r in g)]
     metrics["groups_dropped_errors"] = float(len(groups) - len(complete))
+    metrics["groups"] = float(len(complete))
     if not complete:
         return Batch([], [], metrics)
     rewards = torch.tensor([[r.reward for r in g] for g in complete], dtype=torch.float32)  # (G, N)
     metrics["reward_std"] = float(rewards.std(unbiased=False))
+    metrics["groups_zero_variance"] = float((rewards == rewards[:, :1]).all(dim=1).sum())  # nothing to learn from them
     keep = dynamic_sampling_mask(rewards) if algorithm.dynamic_sampling else torch.ones(len(complete), dtype=torch.bool)
     metrics["groups_dropped_zero_variance"] = float((~keep).sum())
     advantages = group_advantages(rewards, algorithm.scale_rewards)  # (G, N)
@@ -186,6 +194,8 @@ class Orchestrator:
         batch = build_batch(groups, self.algorithm, self.max_seq_len)
         batch.policy_version, batch.data_position = version, position
         batch.records = [group[0].to_dict() for group in groups[: self.records_per_step]]
+        if self.env.tools:
+            batch.metrics["tool_calls_per_rollout"] = tool_calls_per_rollout([r for g in groups for r in g])
         batch.metrics["generation_s"] = elapsed
         batch.metrics["generation_tokens_per_s"] = sum(len(t.token_ids or []) for g in groups for r in g for t in r.turns) / max(elapsed, 1e-9)
         return batch
@@ -205,7 +215,10 @@ class Orchestrator:
         """Held-out evaluation through the same loop, with the current weights: one rollout per example."""
         groups = asyncio.run(run_groups(self.env, self.client, examples, 1, sampling_args(self.sampling, temperature)))
         self.client.reset()
-        return rubric_metrics([g[0] for g in groups], prefix="eval/")
+        metrics = rubric_metrics([g[0] for g in groups], prefix="eval/")
+        if self.env.tools:
+            metrics["eval/tool_calls_per_rollout"] = tool_calls_per_rollout([g[0] for g in groups])
+        return metrics
 
 
 class AsyncOrchestrator(Orchestrator):

@@ -1,8 +1,9 @@
 """Wiring a training run from its config: model, environment, engine, trainer, run dir.
 
     RUN_DIR/.lock            held (flock) by the process running the run, rank 0 under torchrun
-    RUN_DIR/config.toml      the full config (CLI overrides applied), reloaded by --resume
-    RUN_DIR/metrics.jsonl    one line per step
+    RUN_DIR/config.toml      the full config (CLI overrides applied), reloaded by --resume; written
+                             once the environment and the model have loaded
+    RUN_DIR/metrics.jsonl    one line per step: {"step": N, ...} for RL, {"sft_step": N, ...} for SFT
     RUN_DIR/sft_model/       the policy after the SFT warm start (resume starts from it; when it
                              is missing or unreadable, resume runs the warm start again)
     RUN_DIR/checkpoints/     see lmgym.train.checkpoint
@@ -17,6 +18,7 @@ import contextlib
 import json
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import torch
 from lmgym.clients.local import LocalClient
 from lmgym.errors import UsageError
 from lmgym.registry import load_environment
-from lmgym.rundir import RunLock, claim_run_dir
+from lmgym.rundir import RunLock, claim_run_dir, discard_if_unused
 from lmgym.train import checkpoint as ckpt
 from lmgym.train.config import TrainConfig, dump_config
 from lmgym.train.engine import LocalEngine
@@ -99,15 +101,12 @@ def load_sft_model(sft_dir: Path) -> tuple[Any, Any, dict[str, int] | None] | No
     return model, tokenizer, json.loads(sizes.read_text()) if sizes.exists() else None
 
 
-def initial_policy(config: TrainConfig, env: Any, run_dir: Path, device: torch.device, sink: MetricsSink, world: World) -> tuple[Any, Any]:
-    """`model.name`, after the SFT warm start when configured (saved to RUN_DIR/sft_model)."""
-    model, tokenizer = load_model(config.model.name)
-    model.to(device)
+def warm_started(config: TrainConfig, model: Any, tokenizer: Any, env: Any, run_dir: Path, sink: MetricsSink, world: World) -> None:
+    """The SFT warm start when configured, its result saved to RUN_DIR/sft_model."""
     if config.sft.warm_start:
         warm_start(config, model, tokenizer, env, sink)
         if world.is_main:
             save_policy(model, tokenizer, run_dir / SFT_MODEL, ckpt.log_sizes(run_dir, LOG_FILES))
-    return model, tokenizer
 
 
 def resumed_log_sizes(checkpoint: tuple[Path, dict[str, Any]] | None, sft_model: tuple[Any, Any, dict[str, int] | None] | None) -> dict[str, int] | None:
@@ -130,8 +129,22 @@ def make_orchestrator(config: TrainConfig, env: Any, client: Any, data: DataStre
     return AsyncOrchestrator(*args, **kwargs, max_off_policy_steps=config.algorithm.max_off_policy_steps)
 
 
-def build_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, *, resume: bool = False) -> GRPOTrainer:
-    """Everything a GRPO run needs, SFT warm start included (or reloaded when resuming)."""
+@dataclass
+class LoadedRun:
+    """What a run is built from, loaded before anything is written to its directory."""
+
+    world: World
+    env: Any
+    model: Any
+    tokenizer: Any
+    checkpoint: tuple[Path, dict[str, Any]] | None  # the one to resume from
+    from_sft_model: bool  # the model is the run's saved SFT warm start
+    log_sizes: dict[str, int] | None  # what the logs are cut back to on resume
+
+
+def load_run(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> LoadedRun:
+    """The environment, the policy and (resuming) the checkpoint: everything a bad name or
+    a bad file makes fail, loaded first, so a run that cannot start writes nothing."""
     seed_everything(config.trainer.seed)  # the same on every rank: the models start equal
     world = world_from_env()
     if config.algorithm.prompts_per_step % world.size:
@@ -142,12 +155,22 @@ def build_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, *, resu
     checkpoint = ckpt.latest_readable_checkpoint(run_dir) if resume else None
     saved = load_sft_model(run_dir / SFT_MODEL) if resume else None
     sizes = resumed_log_sizes(checkpoint, saved) if resume else None
-    if world.is_main and sizes is not None:
-        ckpt.rewind_logs(run_dir, sizes)  # before anything is logged: what follows is logged again
-    if saved is not None:
-        model, tokenizer = saved[0].to(device), saved[1]
-    else:
-        model, tokenizer = initial_policy(config, env, run_dir, device, sink, world)
+    model, tokenizer = saved[:2] if saved is not None else load_model(config.model.name)
+    return LoadedRun(world, env, model.to(device), tokenizer, checkpoint, saved is not None, sizes)
+
+
+def build_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, *, resume: bool = False) -> GRPOTrainer:
+    """Everything a GRPO run needs, SFT warm start included (or reloaded when resuming)."""
+    return assemble_trainer(config, run_dir, sink, load_run(config, run_dir, resume=resume))
+
+
+def assemble_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, loaded: LoadedRun) -> GRPOTrainer:
+    """The trainer from a loaded run: warm start, engine, orchestrator, resumed state."""
+    world, env, model, tokenizer = loaded.world, loaded.env, loaded.model, loaded.tokenizer
+    if world.is_main and loaded.log_sizes is not None:
+        ckpt.rewind_logs(run_dir, loaded.log_sizes)  # before anything is logged: what follows is logged again
+    if not loaded.from_sft_model:
+        warm_started(config, model, tokenizer, env, run_dir, sink, world)
     remote = start_vllm(config, model, tokenizer, run_dir, world) if config.engine.kind == "vllm" else None
     if config.model.lora.enabled:
         model = apply_lora(model, config.model.lora)
@@ -160,8 +183,8 @@ def build_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, *, resu
     orchestrator = make_orchestrator(config, env, client, data, world, publisher=publisher, closer=closer)
     eval_examples = env.get_eval_examples(config.eval.num_examples) if config.eval.every else []
     trainer = GRPOTrainer(config, model, tokenizer, orchestrator, run_dir, sink, eval_examples, world=world)
-    if checkpoint is not None:
-        trainer.resume(*checkpoint)
+    if loaded.checkpoint is not None:
+        trainer.resume(*loaded.checkpoint)
         orchestrator.publish(model, trainer.step)  # the server started from the initial weights
     return trainer
 
@@ -184,39 +207,49 @@ def start_vllm(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path, w
     )
 
 
-def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, sink: MetricsSink | None = None) -> dict[str, float]:
+def train(
+    config: TrainConfig, run_dir: Path, *, resume: bool = False, sink: MetricsSink | None = None, created_here: bool = False
+) -> dict[str, float]:
     """Run GRPO to `max_steps`, then save the policy to RUN_DIR/final. The run directory is
     locked for the whole run (by rank 0 under torchrun): a second process, a second
-    `--resume` included, is refused with RunLockedError."""
+    `--resume` included, is refused with RunLockedError. The environment and the model are
+    loaded before config.toml is written, so a run that cannot start (a bad name) writes
+    nothing, and its directory, when `created_here`, is removed again."""
     world = world_from_env()
-    with RunLock(run_dir) if world.is_main else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        if world.is_main:
+            stack.enter_context(RunLock(run_dir))
+            stack.enter_context(discard_if_unused(run_dir, created_here))
+        stack.callback(teardown, world)
+        loaded = load_run(config, run_dir, resume=resume)
         if world.is_main:
             write_config(run_dir, config)
-        sink = sink or (make_sink(config.logging, run_dir, config.model_dump()) if world.is_main else NullSink())
-        try:
-            trainer = build_trainer(config, run_dir, sink, resume=resume)
-            metrics = trainer.train()
-            if world.is_main:
-                policy = trainer.model.merge_and_unload() if config.model.lora.enabled else trainer.model
-                save_policy(policy, trainer.tokenizer, run_dir / FINAL_MODEL)
-            return metrics
-        finally:
-            sink.close()
-            teardown(world)
+        sink = sink or (run_sink(config, run_dir) if world.is_main else NullSink())
+        stack.callback(sink.close)
+        trainer = assemble_trainer(config, run_dir, sink, loaded)
+        metrics = trainer.train()
+        if world.is_main:
+            policy = trainer.model.merge_and_unload() if config.model.lora.enabled else trainer.model
+            save_policy(policy, trainer.tokenizer, run_dir / FINAL_MODEL)
+        return metrics
 
 
-def sft(config: TrainConfig, run_dir: Path, sink: MetricsSink | None = None) -> dict[str, float]:
-    """Supervised fine-tuning only, holding the run directory's lock; the model is saved to RUN_DIR/final."""
-    with RunLock(run_dir):
+def sft(config: TrainConfig, run_dir: Path, sink: MetricsSink | None = None, *, created_here: bool = False) -> dict[str, float]:
+    """Supervised fine-tuning only, holding the run directory's lock; the model is saved to
+    RUN_DIR/final. As `train`, it loads before it writes anything."""
+    with RunLock(run_dir), discard_if_unused(run_dir, created_here), contextlib.ExitStack() as stack:
+        seed_everything(config.trainer.seed)
+        env = load_environment(config.env.name, **config.env.args)
+        model, tokenizer = load_model(config.model.name)
+        model.to(resolve_device(config.trainer.device))
         write_config(run_dir, config)
-        sink = sink or make_sink(config.logging, run_dir, config.model_dump())
-        try:
-            seed_everything(config.trainer.seed)
-            env = load_environment(config.env.name, **config.env.args)
-            model, tokenizer = load_model(config.model.name)
-            model.to(resolve_device(config.trainer.device))
-            metrics = warm_start(config, model, tokenizer, env, sink)
-            save_policy(model, tokenizer, run_dir / FINAL_MODEL)
-            return metrics
-        finally:
-            sink.close()
+        sink = sink or run_sink(config, run_dir)
+        stack.callback(sink.close)
+        metrics = warm_start(config, model, tokenizer, env, sink)
+        save_policy(model, tokenizer, run_dir / FINAL_MODEL)
+        return metrics
+
+
+def run_sink(config: TrainConfig, run_dir: Path) -> MetricsSink:
+    """The sinks `[logging]` asks for (rank 0's)."""
+    return make_sink(config.logging, run_dir, config.model_dump(), eval_temperature=config.eval.temperature)

@@ -4,6 +4,10 @@ Rows are `{"prompt": messages, "completion": messages}` or `{"messages": message
 the completion is the last assistant message). The loss is the mean negative
 log-likelihood of the completion tokens only; the prompt is rendered with the chat
 template exactly as at sampling time, so SFT and RL see the same token layout.
+
+A row the model's chat template cannot render, or whose tool calls it silently drops
+(a reply that calls a tool would be learnt as an empty one), is refused with a message
+naming the row, the message and why, before anything trains.
 """
 
 from __future__ import annotations
@@ -55,17 +59,71 @@ def _preview(value: Any) -> str:
 
 def sft_sample(tokenizer: Any, prompt: list, completion: list, max_seq_len: int, where: str = "SFT row") -> TokenSample:
     """Prompt ids (mask 0) then the completion's ids as the template renders them (mask 1)."""
+    messages = [*prompt, *completion]
     try:
         prompt_text = render(tokenizer, prompt, add_generation_prompt=True)
-        full_text = render(tokenizer, [*prompt, *completion], add_generation_prompt=False)
+        full_text = render(tokenizer, messages, add_generation_prompt=False)
     except Exception as exc:  # noqa: BLE001 - jinja raises TemplateError, TypeError, ... for messages it cannot render
-        raise DatasetError(f"{where}: the chat template cannot render these messages ({type(exc).__name__}: {exc})") from None
+        raise DatasetError(f"{where}: {unrenderable(tokenizer, messages, exc)}") from None
+    dropped = first_dropped_tool_calls(tokenizer, messages, full_text)
+    if dropped is not None:
+        raise DatasetError(
+            f"{where}: message {dropped} ({describe(messages[dropped])}): the model's chat template renders no tool "
+            f"calls, so this row would be learnt without them; leave rows with tool calls out for this model "
+            f"(SFT on tool calls needs a chat template that renders them)"
+        )
     if not full_text.startswith(prompt_text):
         raise DatasetError(f"{where}: the chat template does not render the completion after the generation prompt")
     prompt_ids, completion_ids = encode(tokenizer, prompt_text), encode(tokenizer, full_text[len(prompt_text):])
     ids = (prompt_ids + completion_ids)[:max_seq_len]
     mask = ([0] * len(prompt_ids) + [1] * len(completion_ids))[:max_seq_len]
     return TokenSample(ids, mask, [0.0] * len(ids), truncated=len(prompt_ids) + len(completion_ids) > max_seq_len)
+
+
+def unrenderable(tokenizer: Any, messages: list[dict[str, Any]], error: Exception) -> str:
+    """Which message the template fails on (the first prefix that does not render) and why."""
+    reason = f"{type(error).__name__}: {error}"
+    for end in range(1, len(messages) + 1):
+        try:
+            render(tokenizer, messages[:end], add_generation_prompt=False)
+        except Exception as exc:  # noqa: BLE001 - as in sft_sample
+            return f"message {end - 1} ({describe(messages[end - 1])}) cannot be rendered by the model's chat template ({type(exc).__name__}: {exc})"
+    return f"the model's chat template cannot render these messages ({reason})"
+
+
+def first_dropped_tool_calls(tokenizer: Any, messages: list[dict[str, Any]], rendered: str) -> int | None:
+    """Index of the first message whose tool calls leave no trace in the rendering (the
+    conversation renders the same without them), or None."""
+    for i, message in enumerate(messages):
+        if message.get("tool_calls"):
+            without = [*messages[:i], {k: v for k, v in message.items() if k != "tool_calls"}, *messages[i + 1 :]]
+            try:
+                same = render(tokenizer, without, add_generation_prompt=False) == rendered
+            except Exception:  # noqa: BLE001 - a template that cannot do without the calls renders them
+                same = False
+            if same:
+                return i
+    return None
+
+
+def describe(message: dict[str, Any]) -> str:
+    """`assistant, tool calls: add, content null`: what a reader needs to find the message."""
+    parts = [str(message.get("role"))]
+    calls = message.get("tool_calls")
+    if calls:
+        parts.append("tool calls: " + ", ".join(_call_name(c) for c in (calls if isinstance(calls, list) else [calls])))
+    if "content" not in message:
+        parts.append("no content")
+    elif message["content"] is None:
+        parts.append("content null")
+    elif not isinstance(message["content"], str):
+        parts.append(f"content {_preview(message['content'])}")
+    return ", ".join(parts)
+
+
+def _call_name(call: Any) -> str:
+    function = call.get("function") if isinstance(call, Mapping) else None
+    return str(function.get("name")) if isinstance(function, Mapping) else _preview(call)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -112,7 +170,7 @@ def run_sft(
     sink: MetricsSink | None = None,
     source: str = "SFT data",
 ) -> dict[str, float]:
-    """Fine-tune `model` in place; logs `sft/loss` per step and returns the last metrics."""
+    """Fine-tune `model` in place; logs `sft/loss` per SFT step and returns the last metrics."""
     sink = sink or NullSink()
     samples = []
     for i, row in enumerate(rows):
@@ -132,7 +190,7 @@ def run_sft(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         metrics = {"sft/loss": loss.item(), "sft/epoch": float(epoch)}
-        sink.log(step, metrics)
+        sink.log(step, metrics, phase="sft")
         if max_steps is not None and step >= max_steps:
             break
     model.zero_grad(set_to_none=True)  # no stale gradients for whatever trains next

@@ -12,7 +12,8 @@ tokens, `losses.batch_units`), so accumulation gives the gradient of the whole
 batch's loss. Two savings leave that gradient unchanged: logits are computed only from
 the first trained position on, and samples with a zero advantage (no KL term) skip the
 forward and backward passes, since every loss term is proportional to the advantage.
-dr_grpo's constant T is then the width of that window. A NaN loss stops the run, naming
+dr_grpo's T is a constant of the run (`loss_options`), so neither saving, nor padding,
+nor the split into micro-batches or ranks changes it. A NaN loss stops the run, naming
 the step and the last checkpoint.
 
 Batches sampled by older weights (asynchronous generation, `algorithm.max_off_policy_steps`)
@@ -28,6 +29,7 @@ import copy
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +70,29 @@ def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     return torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, start + 1 :, None]).squeeze(-1)
 
 
-def micro_stats(out: Any, logprobs: torch.Tensor, proximal: torch.Tensor, sampler: torch.Tensor, mask: torch.Tensor, corrected: Any) -> dict[str, float]:
-    """What one micro-batch reports: the loss's own stats and how far the sampler was."""
+def loss_options(config: TrainConfig) -> dict[str, Any]:
+    """The chosen loss's settings from the config: the clip range when set (the loss's
+    own default otherwise), cispo's absolute cap, and dr_grpo's constant T."""
+    algorithm = config.algorithm
+    if algorithm.loss == "cispo":
+        return {"cap": algorithm.cispo_cap}
+    options = {k: v for k, v in {"eps_low": algorithm.eps_low, "eps_high": algorithm.eps_high}.items() if v is not None}
+    if algorithm.loss == "dr_grpo":
+        options["length"] = algorithm.dr_grpo_length or config.sampling.max_tokens
+    return options
+
+
+def micro_stats(out: Any, logprobs: torch.Tensor, proximal: torch.Tensor, sampler: torch.Tensor, mask: torch.Tensor, corrected: Any, with_kl: bool = True) -> dict[str, float]:
+    """What one micro-batch reports: the loss's own stats and how far the sampler was.
+    `kl` only when there is a reference (beta > 0): without one it is no measurement."""
     with torch.no_grad():
         gap = ((logprobs - sampler).abs() * mask).sum() / mask.sum().clamp(min=1)
         stats = {
-            "loss": out.loss.item(), "clip_fraction": out.clip_fraction, "kl": out.kl, "ratio_mean": out.ratio_mean,
+            "loss": out.loss.item(), "clip_fraction": out.clip_fraction, "ratio_mean": out.ratio_mean,
             "sampler_mismatch": float(gap), "mismatch_kl": mismatch_kl(proximal, sampler, mask),
         }
+    if with_kl:
+        stats["kl"] = out.kl
     if corrected is not None:
         stats.update(is_capped_fraction=corrected.capped_fraction, is_weight_mean=corrected.weight_mean)
     return stats
@@ -125,7 +142,9 @@ def apply_lora(model: Any, lora: Any) -> Any:
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft asks transformers 5 by the old name: theirs to fix, noise to the user
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 class GRPOTrainer:
@@ -137,7 +156,7 @@ class GRPOTrainer:
         self.eval_examples = eval_examples or []
         self.loss_name = config.algorithm.loss
         self.loss_fn = LOSSES[self.loss_name]
-        self.loss_kwargs = {k: v for k, v in {"eps_low": config.algorithm.eps_low, "eps_high": config.algorithm.eps_high}.items() if v is not None}
+        self.loss_kwargs = loss_options(config)
         trainer = config.trainer
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
@@ -216,7 +235,7 @@ class GRPOTrainer:
                     where = self.last_checkpoint or "none saved yet"
                     raise TrainingError(f"the loss is {out.loss.item()} at step {self.step + 1}; last checkpoint: {where}")
                 (out.loss * weight).backward()
-                parts.append((weight, micro_stats(out, logprobs.detach(), proximal, sampler[part], mask[part], corrected)))
+                parts.append((weight, micro_stats(out, logprobs.detach(), proximal, sampler[part], mask[part], corrected, self.config.algorithm.beta > 0)))
             for p in self.trainable:  # a zero gradient is still a step (Adam's momentum moves)
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)

@@ -1,0 +1,126 @@
+"""What `lmgym train` and `lmgym sft` tell the user: labelled rewards, the environment's
+metrics at each evaluation, warnings when a step cannot learn, no library deprecation
+noise, readable help; and a run that cannot start leaves no run directory behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+# imported now: transformers' log handler keeps the stderr of its import, which must not be a
+# CliRunner stream that is closed after one command
+pytest.importorskip("transformers")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from lmgym.cli import app  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "reverse-digits.toml")
+FAST = [
+    "--algorithm.prompts_per_step", "2", "--algorithm.group_size", "4", "--trainer.micro_batch_size", "8",
+    "--eval.every", "0", "--logging.console_every", "0", "--sft.warm_start", "false", "--sft.max_steps", "1",
+    "--sft.batch_size", "8", "--trainer.max_steps", "1", "--env.args", "{num_examples = 50, num_eval_examples = 10}",
+]
+NO_TORCHRUN = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+
+
+def lmgym(*args: str):
+    result = CliRunner().invoke(app, list(args))
+    result.flat = " ".join(result.output.split())
+    return result
+
+
+def lmgym_process(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lmgym", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
+                          env={**NO_TORCHRUN, "COLUMNS": "250"})
+
+
+# ------------------------------------------------------------------- the training console
+
+
+def test_a_tool_environment_run_labels_rewards_shows_eval_metrics_and_warns(tmp_path):
+    # tiny-llama never calls calculator's tool and never earns a reward: both warnings.
+    run = tmp_path / "run"
+    result = lmgym_process("train", CONFIG, *FAST, "--env.name", "calculator", "--env.args", "{}", "--trainer.max_steps", "2",
+                           "--eval.every", "2", "--eval.num_examples", "4", "--logging.console_every", "1",
+                           "--logging.output_dir", str(run))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    train = [line for line in lines if line.startswith("train step")]
+    evals = [line for line in lines if line.startswith("eval  step")]
+    assert len(train) == 2 and all("sampled reward" in line and "loss" in line for line in train), result.stdout
+    assert len(evals) == 2 and all("greedy reward" in line and "correct_answer" in line for line in evals), result.stdout
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert any("step 1: within every group all rollouts got the same reward (2 groups" in w for w in warnings), result.stdout
+    assert any("step 1: the environment offers tools but no rollout called one" in w for w in warnings), result.stdout
+    assert any("eval at step 0: the environment offers tools but no rollout called one" in w for w in warnings), result.stdout
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[1]["groups"] == 2 and rows[1]["groups_zero_variance"] == 2 and rows[1]["tool_calls_per_rollout"] == 0
+    assert "tool_calls" in rows[1]  # the environment's own metric of that name is kept
+    assert "kl" not in rows[1]  # no reference model (beta = 0): no KL to report
+
+
+def test_a_warm_started_lora_run_prints_sft_steps_apart_and_no_deprecation_warnings(tmp_path):
+    run = tmp_path / "run"
+    result = lmgym_process("train", CONFIG, *FAST, "--sft.warm_start", "true", "--sft.max_steps", "2", "--trainer.max_steps", "2",
+                           "--model.lora.enabled", "true", "--logging.console_every", "1", "--logging.output_dir", str(run))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [line.split()[:3] for line in result.stdout.splitlines() if line.startswith(("sft", "train"))] == [
+        ["sft", "step", "1"], ["sft", "step", "2"], ["train", "step", "1"], ["train", "step", "2"]]
+    for noise in ("deprecated", "Deprecation", "FutureWarning", "Warning:"):
+        assert noise not in result.stderr, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(row.get("sft_step"), row.get("step")) for row in rows] == [(1, None), (2, None), (None, 1), (None, 2)]
+
+
+def test_sft_help_shows_its_section_name():
+    result = lmgym("sft", "--help")
+    assert result.exit_code == 0
+    assert "its [sft] section says" in result.flat, result.output
+
+
+# -------------------------------------------------------------- a run that cannot start
+
+
+@pytest.mark.parametrize("command", ["train", "sft"])
+@pytest.mark.parametrize("bad", [["--env.name", "no-such-env"], ["--model.name", "no-such-model"]], ids=["env", "model"])
+def test_a_run_that_cannot_start_leaves_no_run_directory(tmp_path, monkeypatch, command, bad):
+    monkeypatch.chdir(tmp_path)
+    result = lmgym(command, CONFIG, *FAST, *bad)
+    assert result.exit_code == 2 and bad[1] in result.flat, result.output
+    assert list((tmp_path / "runs" / command).iterdir()) == []
+
+
+def test_a_named_output_dir_is_removed_when_created_for_the_run_and_kept_when_it_was_there(tmp_path):
+    new = tmp_path / "new"
+    result = lmgym("train", CONFIG, *FAST, "--env.name", "no-such-env", "--logging.output_dir", str(new))
+    assert result.exit_code == 2 and not new.exists(), result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = lmgym("train", CONFIG, *FAST, "--env.name", "no-such-env", "--logging.output_dir", str(empty))
+    assert result.exit_code == 2 and empty.is_dir(), result.output
+    assert [p.name for p in empty.iterdir()] in ([], [".lock"])  # nothing of the run: a retry may use it
+    result = lmgym("train", CONFIG, *FAST, "--logging.output_dir", str(empty))
+    assert result.exit_code == 0, result.output
+
+
+def test_a_resumed_run_that_cannot_start_keeps_its_directory(tmp_path):
+    run = tmp_path / "run"
+    assert lmgym("train", CONFIG, *FAST, "--checkpoint.every", "1", "--logging.output_dir", str(run)).exit_code == 0
+    before = sorted(p.name for p in run.iterdir())
+    result = lmgym("train", "--resume", str(run), "--env.name", "no-such-env")
+    assert result.exit_code == 2 and "no-such-env" in result.flat, result.output
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_nproc_run_that_cannot_start_leaves_no_run_directory(tmp_path):
+    result = lmgym_process("train", CONFIG, *FAST, "--nproc", "2", "--env.name", "no-such-env", cwd=tmp_path)
+    assert result.returncode != 0 and "no-such-env" in result.stderr, result.stderr[-3000:]
+    assert list((tmp_path / "runs" / "train").iterdir()) == []

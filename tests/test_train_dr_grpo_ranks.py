@@ -1,0 +1,53 @@
+"""Dr. GRPO's normaliser is a constant of the run, so two processes make the update one
+process makes even when their halves of the batch pad to different widths (it used to
+be each rank's own padded width)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_trainer import CONFIG, SMALL  # noqa: E402
+
+from lmgym.train.config import load_config  # noqa: E402
+from lmgym.train.metrics import NullSink  # noqa: E402
+from lmgym.train.session import build_trainer  # noqa: E402
+from lmgym.train.tokens import TokenSample  # noqa: E402
+
+WORKER = Path(__file__).parent / "fixtures" / "ddp_step.py"  # one train_step on this rank's half
+
+
+def test_two_processes_whose_halves_pad_differently_make_the_same_dr_grpo_update(tmp_path):
+    overrides = [*SMALL, "trainer.lr=1e-2", "sampling.temperature=1.0", "trainer.max_grad_norm=1e9"]
+    config = load_config(CONFIG, [*overrides, "algorithm.loss=dr_grpo"])
+    batch = build_trainer(config, tmp_path / "gen", NullSink()).orchestrator.next_batch(0)
+    # Rank 1 gets the odd samples: one of them is followed by 30 environment tokens (mask 0,
+    # as a tool result after the reply), so rank 1 pads 30 columns wider than rank 0.
+    long = batch.samples[1]
+    batch.samples[1] = TokenSample(long.input_ids + long.input_ids[-1:] * 30, long.loss_mask + [0] * 30,
+                                   long.sampler_logprobs + [0.0] * 30)
+    assert sum(a != 0 for a in batch.advantages[0::2]) and sum(a != 0 for a in batch.advantages[1::2])
+    saved = tmp_path / "batch.pt"
+    torch.save({"batch": batch, "config": str(CONFIG), "overrides": overrides, "losses": ["dr_grpo"]}, saved)
+
+    one = build_trainer(config, tmp_path / "one", NullSink())
+    initial = {n: p.detach().clone() for n, p in one.model.named_parameters()}
+    one.train_step(batch)
+    single = {n: p.detach().clone() for n, p in one.model.named_parameters()}
+    assert any(not torch.equal(initial[n], single[n]) for n in initial)
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(WORKER), str(saved)],
+        capture_output=True, text=True, timeout=300, env=env, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ddp = torch.load(tmp_path / "ddp_weights.pt")["dr_grpo"]
+    worst = max(float((single[n] - ddp[n]).abs().max()) for n in single)
+    assert worst < 1e-5, f"two processes differ from one by {worst}"

@@ -1,0 +1,148 @@
+"""SFT on conversations with tool calls: from `lmgym traces --to sft` output or from an
+environment's `sft_examples`, a row the model's chat template cannot render, or whose
+tool calls it would silently drop, ends in one `error:` line naming the file or
+example, the row and the message; never a jinja traceback, never silent training."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from lmgym.cli import app  # noqa: E402
+from lmgym.errors import DatasetError  # noqa: E402
+from lmgym.train.models import load_model, save_model  # noqa: E402
+from lmgym.train.sft import run_sft  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "reverse-digits.toml")
+TRACES = ROOT / "tests" / "fixtures" / "traces"
+QUICK = ["--sft.max_steps", "1", "--sft.batch_size", "4", "--logging.console_every", "0"]
+
+# ChatML as many hub templates write it: the content is concatenated, so a tool-call
+# reply (content null or absent) makes jinja raise.
+STRICT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+# A template that renders tool calls as text.
+TOOL_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') }}"
+    "{%- for call in message.tool_calls or [] %}{{- 'call ' + call.function.name + ' ' + call.function.arguments }}{%- endfor %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+TOOL_CALL = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}
+TOOL_ROW = {
+    "prompt": [{"role": "user", "content": "add 2 and 3"}],
+    "completion": [{"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]}],
+}
+
+
+def lmgym(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def assert_one_error(result, *expected: str) -> None:
+    """Exit 2, no exception escaped, and each expected text in the message (rich may wrap it)."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output and result.output.count("error:") == 1, result.output
+    flat = "".join(result.output.split())
+    for text in expected:
+        assert "".join(text.split()) in flat, (text, result.output)
+
+
+def model_with_template(path: Path, template: str) -> Path:
+    model, tokenizer = load_model("tiny-llama")
+    tokenizer.chat_template = template
+    return save_model(model, tokenizer, path)
+
+
+@pytest.fixture(scope="module")
+def traces_sft(tmp_path_factory) -> Path:
+    """`lmgym traces --to sft` on the recorded fixture traces; row 1 is a reply that calls get_weather."""
+    out = tmp_path_factory.mktemp("traces") / "sft.jsonl"
+    result = lmgym("traces", str(TRACES), "--to", "sft", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[1]["completion"][0]["tool_calls"][0]["function"]["name"] == "get_weather"
+    return out
+
+
+def test_traces_with_a_tool_call_and_a_template_that_drops_it(traces_sft, tmp_path):
+    # tiny-llama's ChatML renders `content or ''`: the call would be learnt as an empty reply.
+    run = tmp_path / "run"
+    result = lmgym("sft", CONFIG, *QUICK, "--sft.data", str(traces_sft), "--logging.output_dir", str(run))
+    assert_one_error(result, f"{traces_sft} row 1", "message 2 (assistant, tool calls: get_weather, content null)",
+                     "renders no tool calls")
+    assert not (run / "final").exists()
+
+
+def test_traces_with_a_tool_call_and_a_template_that_cannot_render_it(traces_sft, tmp_path):
+    model_dir = model_with_template(tmp_path / "strict", STRICT_TEMPLATE)
+    result = lmgym("sft", CONFIG, *QUICK, "--model.name", str(model_dir), "--sft.data", str(traces_sft),
+                   "--logging.output_dir", str(tmp_path / "run"))
+    assert_one_error(result, f"{traces_sft} row 1", "message 2 (assistant, tool calls: get_weather, content null)",
+                     "cannot be rendered by the model's chat template")
+
+
+ENV_MODULE = '''
+from lmgym.envs.base import Environment
+
+CALL = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{}"}}
+
+
+def examples(seed=0):
+    plain = {"prompt": [{"role": "user", "content": "12"}], "completion": [{"role": "assistant", "content": "21"}]}
+    calling = {"messages": [
+        {"role": "user", "content": "add 2 and 3"},
+        {"role": "assistant", "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "c1", "content": "5"},
+        {"role": "assistant", "content": "5"},
+    ]}
+    return [plain, plain, calling]
+
+
+def load_environment():
+    return Environment(dataset=[{"question": "12", "answer": "21"}] * 4, sft_examples=examples)
+'''
+
+
+def test_environment_sft_examples_with_a_tool_call(tmp_path, monkeypatch):
+    # The call is in the prompt part (the reply after the tool result is learnt); a
+    # template that cannot render a message without content must say which one.
+    folder = tmp_path / "environments" / "tool-sft"
+    folder.mkdir(parents=True)
+    (folder / "tool_sft.py").write_text(textwrap.dedent(ENV_MODULE))
+    model_dir = model_with_template(tmp_path / "strict", STRICT_TEMPLATE)
+    monkeypatch.chdir(tmp_path)
+    result = lmgym("sft", CONFIG, *QUICK, "--env.name", "tool-sft", "--env.args", "{}", "--model.name", str(model_dir),
+                   "--logging.output_dir", str(tmp_path / "run"))
+    assert_one_error(result, "tool-sft sft_examples row 2", "message 1 (assistant, tool calls: add, no content)",
+                     "cannot be rendered")
+    result = lmgym("sft", CONFIG, *QUICK, "--env.name", "tool-sft", "--env.args", "{}",
+                   "--logging.output_dir", str(tmp_path / "run2"))
+    assert_one_error(result, "tool-sft sft_examples row 2", "message 1 (assistant, tool calls: add, no content)",
+                     "renders no tool calls")
+
+
+def test_a_template_that_renders_tool_calls_trains_on_them():
+    model, tokenizer = load_model("tiny-llama")
+    tokenizer.chat_template = TOOL_TEMPLATE
+    metrics = run_sft(model, tokenizer, [TOOL_ROW], lr=1e-3, batch_size=1, epochs=1, max_seq_len=128)
+    assert metrics["sft/loss"] > 0
+    tokenizer.chat_template = STRICT_TEMPLATE
+    with pytest.raises(DatasetError, match=r"SFT data row 0: message 1 \(assistant, tool calls: add, content null\)"):
+        run_sft(model, tokenizer, [TOOL_ROW], lr=1e-3, batch_size=1, epochs=1, max_seq_len=128)
