@@ -64,7 +64,7 @@ def write_sample_run(run_dir: Path, records: list[dict] | None = None) -> Path:
 def write_training_run(run_dir: Path, steps: int = 5) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     lines = [{"step": 0, "eval/reward": 0.1, "eval/errors": 0.0}]
-    lines += [{"step": s, "sft/loss": 2.0 / s} for s in (1, 2)]
+    lines += [{"sft_step": s, "sft/loss": 2.0 / s} for s in range(1, 9)]  # more SFT steps than RL steps
     lines += [
         {"step": s, "reward": 0.1 * s, "loss": -0.01 * s, "kl": 1e-4 * s, "tokens_per_s": 100.0 + s, "lr": 1e-3, "grad_norm": None}
         for s in range(1, steps + 1)
@@ -132,6 +132,14 @@ def test_curves_keep_the_last_value_of_a_repeated_step_and_group_main_charts():
     assert result["main"][0] == {"title": "reward", "keys": ["reward", "eval/reward"]}
     assert result["steps"] == 2 and result["last"]["reward"] == 0.3  # step 3 logged no number
     assert curves([]) is None
+
+
+def test_sft_rows_are_drawn_against_their_own_steps_and_never_count_as_rl_steps():
+    rows = [{"sft_step": s, "sft/loss": 1.0 / s} for s in range(1, 97)] + [{"step": s, "reward": 0.1} for s in range(1, 61)]
+    result = curves(rows)
+    assert result["steps"] == 60  # a 60-step run with 96 SFT steps before it
+    assert result["series"]["sft/loss"][-1] == [96, pytest.approx(1 / 96)] and result["series"]["reward"][-1] == [60, 0.1]
+    assert curves([{"sft_step": 3, "sft/loss": 0.5}])["steps"] == 3
 
 
 # -- the whole report ----------------------------------------------------------------------

@@ -230,31 +230,46 @@ def distributions(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+STEP_KEYS = ("step", "sft_step")  # an RL row, an SFT warm-start row (lmgym.train.metrics)
+
+
+def _row_step(row: dict[str, Any]) -> tuple[str, int] | None:
+    for key in STEP_KEYS:
+        step = row.get(key)
+        if isinstance(step, int) and not isinstance(step, bool):
+            return key, step
+    return None
+
+
 def curves(metric_rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """Per-metric series [[step, value], ...] sorted by step. A step logged twice (a resumed
-    run repeats the steps after its checkpoint) keeps its last value; non-numbers are dropped."""
+    """Per-metric series [[step, value], ...] sorted by step: RL metrics against `step`, SFT
+    ones against `sft_step`. A step logged twice (a resumed run repeats the steps after its
+    checkpoint) keeps its last value; non-numbers are dropped. "Last step" counts RL steps
+    (SFT steps when the run had none)."""
     series: dict[str, dict[int, float | None]] = {}
+    last: dict[str, int] = {}
     for row in metric_rows:
-        step = row.get("step")
-        if not isinstance(step, int) or isinstance(step, bool):
+        found = _row_step(row)
+        if found is None:
             continue
+        step_key, step = found
         for key, value in row.items():
-            if key == "step" or (value is not None and _number(value) is None):
+            if key in STEP_KEYS or (value is not None and _number(value) is None):
                 continue
             series.setdefault(key, {})[step] = _number(value)
+            last[step_key] = max(last.get(step_key, step), step)
     if not series:
         return None
     points = {key: [[step, value] for step, value in sorted(values.items())] for key, values in sorted(series.items())}
     main = [{"title": title, "keys": [k for k in keys if k in points]} for title, keys in MAIN_CURVES]
     main = [chart for chart in main if chart["keys"]]
     shown = {k for chart in main for k in chart["keys"]}
-    last_step = max(step for values in series.values() for step in values)
     return {
         "series": points,
         "main": main,
         "others": [k for k in points if k not in shown],
         "last": {k: v[-1][1] for k, v in points.items()},
-        "steps": last_step,
+        "steps": last.get("step", last.get("sft_step")),
     }
 
 
