@@ -34,6 +34,8 @@ import orjson
 
 from lmgym.messages import last_user_text  # public here: scripted replies key on it
 
+__all__ = ["BackgroundServer", "Fault", "ScriptedApp", "ScriptedServer", "last_user_text", "stream_chunks", "tool_call"]
+
 Reply = str | dict[str, Any]
 ReplyFunc = Callable[[dict[str, Any]], Reply]
 # How a server cuts a streamed reply: OpenAI sends a tool call's id, type and name in its

@@ -18,7 +18,7 @@ import re
 from datasets import Dataset
 
 from lmgym import Parser, Rubric, SingleTurnEnv, XMLParser
-from lmgym.envs.procedural import train_and_eval
+from lmgym.envs import train_and_eval
 
 SYSTEM_PROMPT = (
     "Compute the value of the expression; * is done before + and -. Reply with only the "

@@ -14,8 +14,8 @@ import random
 from datasets import Dataset
 
 from lmgym import Rubric, XMLParser
-from lmgym.envs.procedural import train_and_eval
-from lmgym.envs.tools import ToolEnv
+from lmgym.envs import train_and_eval
+from lmgym.envs import ToolEnv
 
 SYSTEM_PROMPT = (
     "Use the calculate tool for any arithmetic. When you know the result, reply with only "

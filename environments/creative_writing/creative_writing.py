@@ -19,9 +19,9 @@ from datasets import Dataset
 
 from lmgym import SingleTurnEnv
 from lmgym.errors import UsageError
-from lmgym.rubrics.criteria import CriteriaRubric
-from lmgym.rubrics.guards import length_penalty
-from lmgym.rubrics.judge import JudgeEndpoint
+from lmgym.rubrics import CriteriaRubric
+from lmgym.rubrics import length_penalty
+from lmgym.rubrics import JudgeEndpoint
 
 SYSTEM_PROMPT = "You are a careful writer. Follow every constraint of the request exactly. Reply with the piece only."
 MAX_WORDS = 150

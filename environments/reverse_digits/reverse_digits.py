@@ -20,7 +20,7 @@ from typing import Callable
 from datasets import Dataset
 
 from lmgym import Rubric, SingleTurnEnv
-from lmgym.envs.procedural import generate, train_and_eval
+from lmgym.envs import generate, train_and_eval
 
 HINT = "allow more digits"
 

@@ -13,7 +13,7 @@ import random
 from datasets import Dataset
 
 from lmgym import Rubric, SingleTurnEnv, XMLParser
-from lmgym.envs.procedural import train_and_eval
+from lmgym.envs import train_and_eval
 
 SYSTEM_PROMPT = (
     "Write the given text backwards, character by character. Reply with only the reversed "

@@ -27,7 +27,7 @@ import re
 from typing import Any, ClassVar
 
 from lmgym import XMLParser
-from lmgym.envs.multi_agent import MultiAgentEnv, multi_agent_rubric
+from lmgym.envs import MultiAgentEnv, multi_agent_rubric
 from lmgym.errors import IllegalMove
 
 RULES = (

@@ -11,7 +11,7 @@ the recorded one instead; exact match stays as a metric. See lmgym.flywheel.trac
 
 from __future__ import annotations
 
-from lmgym.flywheel.traces import load_traces_environment
+from lmgym.flywheel import load_traces_environment
 
 
 def load_environment(

@@ -19,8 +19,8 @@ from typing import Callable
 from datasets import Dataset
 
 from lmgym import SingleTurnEnv, XMLParser
-from lmgym.envs.procedural import train_and_eval
-from lmgym.rubrics.math_rubric import MathRubric
+from lmgym.envs import train_and_eval
+from lmgym.rubrics import MathRubric
 
 SYSTEM_PROMPT = (
     "Solve the word problem. Reply with only the final number inside answer tags, for "

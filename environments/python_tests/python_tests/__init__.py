@@ -28,10 +28,10 @@ from typing import Any
 from datasets import Dataset
 
 from lmgym import Rubric
-from lmgym.envs.procedural import split_of
-from lmgym.envs.python_env import PythonEnv
+from lmgym.envs import split_of
+from lmgym.envs import PythonEnv
 from lmgym.sandbox import Sandbox, SandboxLimits
-from lmgym.parsers.parser import Parser, last_assistant_text
+from lmgym.parsers import Parser, last_assistant_text
 
 PROBLEMS = Path(__file__).with_name("problems.jsonl")
 SYSTEM_PROMPT = (

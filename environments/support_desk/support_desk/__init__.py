@@ -31,9 +31,9 @@ from importlib.resources import files
 from typing import Any
 
 from lmgym import Rubric
-from lmgym.envs.user_sim import SimulatedUser, UserSimEnv
+from lmgym.envs import SimulatedUser, UserSimEnv
 from lmgym.errors import UsageError
-from lmgym.rubrics.judge import Judge, JudgeEndpoint
+from lmgym.rubrics import Judge, JudgeEndpoint
 from lmgym.types import Example
 
 from .desk import TOOLS, apply, digest, load_database

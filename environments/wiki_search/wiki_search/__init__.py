@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from importlib.resources import files
 
 from lmgym import Rubric, XMLParser
-from lmgym.envs.tools import ToolEnv
+from lmgym.envs import ToolEnv
 
 DATA = files(__name__)
 SYSTEM_PROMPT = (
