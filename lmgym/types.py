@@ -59,7 +59,7 @@ class Usage:
         self.completion_tokens += other.completion_tokens
         self.requests += other.requests
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> UsageRecord:
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -99,8 +99,45 @@ class RolloutError:
     kind: str
     message: str
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> ErrorRecord:
         return {"kind": self.kind, "message": self.message}
+
+
+class UsageRecord(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    requests: int
+
+
+class ErrorRecord(TypedDict):
+    kind: str
+    message: str
+
+
+class RolloutRecord(TypedDict, total=False):
+    """One line of results.jsonl, as `Rollout.to_dict` writes it. Everything that reads
+    results (summary, report, audit, export, distill, traces) reads this shape; a file
+    written by hand or by another tool may lack keys or hold odd types, so readers use
+    `.get` and check types."""
+
+    example_id: Any
+    rollout: int
+    task: str
+    prompt: Messages
+    completion: Messages
+    answer: Any
+    info: dict[str, Any]
+    reward: float | None
+    metrics: dict[str, float]
+    error: ErrorRecord | None
+    num_turns: int
+    stop_reason: str | None
+    finish_reason: str | None
+    usage: UsageRecord
+    started_at: float
+    latency_s: float
+    state: dict[str, Any]
+    step: int  # training samples (samples.jsonl) only
 
 
 @dataclass
@@ -131,7 +168,7 @@ class Rollout:
     def messages(self) -> Messages:
         return [*self.example.prompt, *self.completion]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> RolloutRecord:
         """The JSON-safe record written to results.jsonl (one line per rollout)."""
         return {
             "example_id": self.example.id,

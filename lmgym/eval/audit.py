@@ -48,6 +48,7 @@ from lmgym.rubrics.guards import (
     repeated_ngram_fraction,
     words,
 )
+from lmgym.types import RolloutRecord
 
 METRICS_FILE = "metrics.jsonl"  # lmgym.train.metrics.METRICS_FILE; that package imports torch
 AUDIT_FILE = "audit.json"
@@ -56,7 +57,7 @@ MAX_EXAMPLES = 20  # rollout references kept per finding in audit.json
 FORMAT_MARK = "format"  # a metric whose name contains this is a format reward
 CORRECTNESS_PREFIXES = ("correct", "exact", "accuracy", "solved")  # metrics that say "right answer"
 
-Record = dict[str, Any]
+Record = RolloutRecord
 
 
 @dataclass(frozen=True)

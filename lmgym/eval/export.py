@@ -43,13 +43,14 @@ from typing import Any
 
 from lmgym import errors
 from lmgym.eval.results import RESULTS_FILE, dumps_line, read_results
+from lmgym.types import RolloutRecord
 
 FORMATS = ("hf", "parquet", "jsonl")
 DEFAULT_OUTPUT = {"hf": "dataset", "parquet": "results.parquet", "jsonl": "dataset.jsonl"}
 METRIC_PREFIX = "metric_"
 
 
-def load_records(run_dir: Path) -> list[dict[str, Any]]:
+def load_records(run_dir: Path) -> list[RolloutRecord]:
     """The rollout records of a run directory, torn last line dropped."""
     if not run_dir.is_dir():
         raise errors.ResultsFileError(f"{run_dir} is not a directory: give the run directory of `lmgym eval`")
@@ -63,7 +64,7 @@ def _text(value: Any) -> str | None:
     return value if value is None or isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def to_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def to_rows(records: list[RolloutRecord]) -> list[dict[str, Any]]:
     """One flat row per record, with every metric of the run as a column."""
     metrics = sorted({name for r in records for name in r.get("metrics") or {}})
     ids_are_ints = all(isinstance(r["example_id"], int) for r in records)
@@ -117,7 +118,7 @@ def features(metric_names: list[str], ids_are_ints: bool = True):
     })
 
 
-def to_dataset(records: list[dict[str, Any]]):
+def to_dataset(records: list[RolloutRecord]):
     """A `datasets.Dataset` of the records, one row each."""
     from datasets import Dataset
 

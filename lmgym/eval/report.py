@@ -49,6 +49,7 @@ import lmgym
 from lmgym.errors import ResultsFileError
 from lmgym.eval.results import METADATA_FILE, RESULTS_FILE, read_jsonl, read_results
 from lmgym.eval.summary import Summary
+from lmgym.types import RolloutRecord
 
 # As lmgym.train.metrics.METRICS_FILE and lmgym.train.session.CONFIG_FILE: lmgym.train is
 # not imported, since it may import torch, which `lmgym view` must not need.
@@ -161,7 +162,7 @@ def _metric(value: Any, clip: Clipper) -> float | str | None:
     return _json_text(value, clip)
 
 
-def rollout_row(record: dict[str, Any], messages: MessageTable) -> dict[str, Any]:
+def rollout_row(record: RolloutRecord, messages: MessageTable) -> dict[str, Any]:
     """One table row: what the table shows and sorts on, and indices into the message table."""
     error = record.get("error")
     reward = None if error else _number(record.get("reward"))

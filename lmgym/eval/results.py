@@ -14,18 +14,19 @@ from typing import Any, Iterable
 import orjson
 
 from lmgym.errors import ResultsFileError
+from lmgym.types import RolloutRecord
 
 RESULTS_FILE = "results.jsonl"
 METADATA_FILE = "metadata.json"
 _DUMP_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
-def dumps_line(record: dict[str, Any]) -> bytes:
+def dumps_line(record: RolloutRecord | dict[str, Any]) -> bytes:
     """One JSONL line. Values JSON cannot hold (author state such as objects) become str."""
     return orjson.dumps(record, option=_DUMP_OPTIONS, default=str)
 
 
-def rollout_key(record: dict[str, Any]) -> tuple[Any, int]:
+def rollout_key(record: RolloutRecord) -> tuple[Any, int]:
     example_id = record["example_id"]
     return (example_id if isinstance(example_id, (int, str)) else str(example_id), record["rollout"])
 

@@ -20,9 +20,9 @@ from lmgym.clients.base import ModelClient
 from lmgym.envs.base import Environment
 from lmgym.eval.results import RESULTS_FILE, ResultsWriter, read_results, rollout_key
 from lmgym.eval.summary import Summary
-from lmgym.types import Example, Rollout
+from lmgym.types import Example, Rollout, RolloutRecord
 
-OnRecord = Callable[[dict[str, Any], Summary], None]
+OnRecord = Callable[[RolloutRecord, Summary], None]
 
 
 @dataclass(frozen=True)

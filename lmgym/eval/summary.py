@@ -12,6 +12,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmgym.types import RolloutRecord
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k for one problem with n samples of which c passed (Chen et al. 2021,
@@ -71,7 +73,7 @@ class Summary:
     pass_metric: str = "reward"
     tasks: dict[str, Summary] = field(default_factory=dict)
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: RolloutRecord) -> None:
         if self.split_by_task:
             task = str(record.get("task") or "default")
             if task not in self.tasks:
