@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from lmgym.config import parse_overrides
 from lmgym.errors import UsageError
 from lmgym.train.config import (
     AlgorithmConfig,
     TrainConfig,
     dump_config,
     load_config,
-    parse_overrides,
 )
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

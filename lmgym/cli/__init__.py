@@ -53,7 +53,7 @@ def _options(
     """Build environments for language-model agents, evaluate any OpenAI-compatible model on them, and train on them."""
 
 
-app.command("eval")(eval_command)
+app.command("eval", context_settings=OVERRIDES)(eval_command)
 app.command("list")(list_command)
 app.command("init")(init_command)
 app.command("export")(export_command)

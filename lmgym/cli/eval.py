@@ -19,8 +19,8 @@ from lmgym.cli.audit import print_audit
 from lmgym.cli.common import console, exit_on_error, print_error
 from lmgym.clients.openai import OpenAIClient
 from lmgym.embedded import DEFAULT_MODEL, EmbeddedServer
-from lmgym.eval.export import export_run
 from lmgym.eval.config import resolve_config
+from lmgym.eval.export import export_run
 from lmgym.eval.results import RESULTS_FILE, read_metadata
 from lmgym.eval.run import EvalRun
 from lmgym.eval.runner import EvalPlan
@@ -43,8 +43,26 @@ def parse_json_object(text: str, flag: str) -> dict[str, Any]:
     return value
 
 
+def env_and_overrides(env: Optional[str], extra: list[str]) -> tuple[Optional[str], list[str]]:
+    """ENV and the dotted overrides. When an override comes first (`--a.b 1 arithmetic`),
+    click hands it over as ENV and the rest as extra words; ENV is then the bare word found
+    where an override's key is expected."""
+    if env is None or not env.startswith("-"):
+        return env, extra
+    args = [env, *extra]
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("-") and "=" not in arg:
+            return arg, args[:i] + args[i + 1:]
+        i += 2 if arg.startswith("--") and "=" not in arg else 1
+    return None, args
+
+
 def eval_command(
-    env: Annotated[Optional[str], typer.Argument(help="Environment name (see `lmgym list`). Optional with --resume.")] = None,
+    ctx: typer.Context,
+    env: Annotated[Optional[str], typer.Argument(help="Environment name (see `lmgym list`). Optional with --config or --resume.")] = None,
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="TOML file of the settings below, each named as its long flag with _ for - (env = \"arithmetic\", num_examples = 20, ...), env_args and sampling_args as \\[env_args] and \\[sampling_args] tables; not --output-dir, --resume, --save-dataset or --audit. See configs/eval-arithmetic.toml. Flags given here win over the file.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help=f"Model name sent to the server. Default {DEFAULT_MODEL!r}: the embedded SmolLM2-135M, started locally when no --base-url is given.")] = None,
     base_url: Annotated[Optional[str], typer.Option("--base-url", "-b", help="OpenAI-compatible API base URL, e.g. http://localhost:8000/v1 (vLLM) or https://api.openai.com/v1.")] = None,
     api_key_var: Annotated[Optional[str], typer.Option("--api-key-var", "-k", help="Environment variable holding the API key (default OPENAI_API_KEY). The key is never logged or saved.")] = None,
@@ -67,10 +85,14 @@ def eval_command(
 ) -> None:
     """Evaluate ENV against a model behind an OpenAI-compatible API.
 
+    Settings come from flags, or from a TOML file given with --config; extra options are
+    dotted overrides of its keys: --env_args.max_value 50 --sampling_args.temperature 0.2
+
     Results stream to RUN_DIR/results.jsonl (one line per rollout, flushed at once);
     RUN_DIR/metadata.json holds the config and the summary.
     """
     with exit_on_error():
+        env, overrides = env_and_overrides(env, list(ctx.args))
         given = {
             "env": env, "model": model, "base_url": base_url, "api_key_var": api_key_var,
             "num_examples": num_examples, "rollouts_per_example": rollouts_per_example,
@@ -79,9 +101,10 @@ def eval_command(
             "env_args": parse_json_object(env_args, "-a/--env-args") if env_args is not None else None,
             "sampling_args": parse_json_object(sampling_args, "-S/--sampling-args") if sampling_args is not None else None,
         }
-        if env is None and resume is None:
-            raise errors.UsageError("name an environment (see `lmgym list`) or give --resume RUN_DIR")
-        config = resolve_config(given, read_metadata(resume)["config"] if resume else None, resume)
+        if env is None and resume is None and config_file is None:
+            raise errors.UsageError("name an environment (see `lmgym list`), give --config FILE, or give --resume RUN_DIR")
+        stored = read_metadata(resume)["config"] if resume else None
+        config = resolve_config(given, stored, resume, path=config_file, overrides=overrides)
         environment = load_environment(config.env, **config.env_args)  # before any directory is made
         created_here = resume is None and (output_dir is None or not output_dir.exists())
         run_dir = resume or output_dir or claim_run_dir("eval", config.env, config.model)

@@ -1,5 +1,10 @@
 """`EvalConfig`: the settings of an evaluation run, typed, with the rules for resuming.
 
+Settings come from a TOML file (`lmgym eval --config eval.toml`: EvalConfig's keys at the
+top level, `[env_args]` and `[sampling_args]` tables), then dotted overrides
+(`--env_args.max_value 50`), then flags; the file and overrides are read, and mistakes
+reported, by `lmgym.config`, as for `lmgym train`.
+
 A run's config is stored in its metadata.json. `--resume` reloads it; settings that only
 change *how* the run talks to the server (concurrency, timeouts, the URL) may be given
 again, the others define which rollouts the run holds and must not change.
@@ -7,20 +12,20 @@ again, the others define which rollouts the run holds and must not change.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
 import pydantic
 
 from lmgym import errors
+from lmgym.config import ConfigModel, apply_overrides, read_toml, validate
 from lmgym.embedded import DEFAULT_MODEL
 
 
-class EvalConfig(pydantic.BaseModel):
+class EvalConfig(ConfigModel):
     """What `lmgym eval` runs. `pass_metric`/`pass_threshold` None: what the environment
-    declares (resolved and stored when the run starts)."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
+    declares (resolved and stored when the run starts). Unknown keys and inf/nan are refused."""
 
     env: str
     model: str = DEFAULT_MODEL
@@ -32,12 +37,12 @@ class EvalConfig(pydantic.BaseModel):
     env_args: dict[str, Any] = {}
     sampling_args: dict[str, Any] = {}
     seed: Optional[int] = None
-    timeout: float = pydantic.Field(120.0, gt=0, allow_inf_nan=False)
+    timeout: float = pydantic.Field(120.0, gt=0)
     max_retries: int = pydantic.Field(5, ge=0)
     pass_metric: Optional[str] = None
-    pass_threshold: Optional[float] = pydantic.Field(None, allow_inf_nan=False)
-    price_input: Optional[float] = pydantic.Field(None, ge=0, allow_inf_nan=False)
-    price_output: Optional[float] = pydantic.Field(None, ge=0, allow_inf_nan=False)
+    pass_threshold: Optional[float] = None
+    price_input: Optional[float] = pydantic.Field(None, ge=0)
+    price_output: Optional[float] = pydantic.Field(None, ge=0)
     split: Optional[str] = None  # "train" when the run samples the training split (lmgym distill's teacher)
 
     @property
@@ -60,15 +65,30 @@ def build_config(settings: dict[str, Any]) -> EvalConfig:
         raise errors.UsageError(f"invalid evaluation settings: {problems}") from None
 
 
-def resolve_config(given: dict[str, Any], stored: Optional[dict[str, Any]] = None, run_dir: Optional[Path] = None) -> EvalConfig:
-    """The settings given now (None: not given) over a resumed run's stored ones, over
-    the defaults; a defining setting that differs from the stored one is refused."""
-    given = {k: v for k, v in given.items() if v is not None}
+def resolve_config(
+    flags: dict[str, Any],
+    stored: Optional[dict[str, Any]] = None,
+    run_dir: Optional[Path] = None,
+    *,
+    path: Optional[Path] = None,
+    overrides: Sequence[str] = (),
+) -> EvalConfig:
+    """The settings of the TOML file at `path`, under dotted `overrides`, under `flags`
+    (None: not given), over a resumed run's `stored` ones, over the defaults; a defining
+    setting that differs from the stored one is refused."""
+    data = read_toml(path) if path is not None else {}
+    from_cli = apply_overrides(data, overrides, EvalConfig)
+    given = {k: v for k, v in flags.items() if v is not None}
+    data.update(given)
+    from_cli |= set(given)
+    source = str(path) if path is not None else None
     if stored is None:
-        return build_config(given)
-    conflicts = {k: v for k, v in given.items() if k not in RESUMABLE_OVERRIDES and stored.get(k) != v}
-    if conflicts:
-        names = ", ".join(f"{k}={v!r} (run has {stored.get(k)!r})" for k, v in conflicts.items())
-        raise errors.UsageError(f"--resume {run_dir}: these settings differ from the run's own: {names}")
+        return validate(EvalConfig, data, source, from_cli)
     known = {k: v for k, v in stored.items() if k in EvalConfig.model_fields}
-    return build_config({**known, **{k: v for k, v in given.items() if k in RESUMABLE_OVERRIDES}})
+    resumed = validate(EvalConfig, {**known, **data}, source, from_cli)
+    now = resumed.model_dump()
+    conflicts = {k: now[k] for k in data if k not in RESUMABLE_OVERRIDES and now[k] != known.get(k)}
+    if conflicts:
+        names = ", ".join(f"{k}={v!r} (run has {known.get(k)!r})" for k, v in conflicts.items())
+        raise errors.UsageError(f"--resume {run_dir}: these settings differ from the run's own: {names}")
+    return resumed
