@@ -15,6 +15,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from lmgym.cli import app
+from lmgym.errors import ResultsFileError, UsageError
 from lmgym.eval.audit import (
     CHECKS,
     audit,
@@ -28,8 +30,6 @@ from lmgym.eval.audit import (
     reward_without_answer,
     slope,
 )
-from lmgym.cli import app
-from lmgym.errors import ResultsFileError, UsageError
 from lmgym.testing import ScriptedServer, last_user_text
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from pathlib import Path
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import orjson
 import pytest

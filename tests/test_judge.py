@@ -12,11 +12,10 @@ import pytest
 from lmgym import OpenAIClient, Rubric, SingleTurnEnv
 from lmgym.errors import ModelConnectionError, VerdictError
 from lmgym.eval.runner import run_eval
-from lmgym.rubrics.criteria import CriteriaRubric, parse_criteria, weighted_fraction, Criterion
+from lmgym.rubrics.criteria import CriteriaRubric, Criterion, parse_criteria, weighted_fraction
 from lmgym.rubrics.judge import GroupJudge, Judge, JudgeEndpoint, JudgeRubric
 from lmgym.rubrics.verdicts import parse_json, parse_score, parse_yes_no
 from lmgym.testing import ScriptedServer, last_user_text
-
 
 # -- verdicts ---------------------------------------------------------------------------
 

@@ -16,8 +16,8 @@ import pytest
 import lmgym
 from lmgym import OpenAIClient
 from lmgym.envs.python_env import PythonEnv
-from lmgym.sandbox import SandboxLimits
 from lmgym.registry import BUNDLED_DIR, available_environments, describe
+from lmgym.sandbox import SandboxLimits
 from lmgym.testing import ScriptedServer, tool_call
 
 

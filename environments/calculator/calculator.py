@@ -14,8 +14,7 @@ import random
 from datasets import Dataset
 
 from lmgym import Rubric, XMLParser
-from lmgym.envs import train_and_eval
-from lmgym.envs import ToolEnv
+from lmgym.envs import ToolEnv, train_and_eval
 
 SYSTEM_PROMPT = (
     "Use the calculate tool for any arithmetic. When you know the result, reply with only "

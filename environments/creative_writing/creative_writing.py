@@ -19,9 +19,7 @@ from datasets import Dataset
 
 from lmgym import SingleTurnEnv
 from lmgym.errors import UsageError
-from lmgym.rubrics import CriteriaRubric
-from lmgym.rubrics import length_penalty
-from lmgym.rubrics import JudgeEndpoint
+from lmgym.rubrics import CriteriaRubric, JudgeEndpoint, length_penalty
 
 SYSTEM_PROMPT = "You are a careful writer. Follow every constraint of the request exactly. Reply with the piece only."
 MAX_WORDS = 150

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lmgym.eval.audit import AUDIT_FILE, CHECKS, AuditReport, Finding, audit_run
 from lmgym.cli.common import console, exit_on_error
+from lmgym.eval.audit import AUDIT_FILE, CHECKS, AuditReport, Finding, audit_run
 
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "dim"}
 SHOWN_EXAMPLES = 3

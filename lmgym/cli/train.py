@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
 from lmgym import errors
 from lmgym.cli.common import console, exit_on_error
+
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 

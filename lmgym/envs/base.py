@@ -99,7 +99,7 @@ def to_examples(
     return examples
 
 
-class Environment(ABC):
+class Environment(ABC):  # noqa: B024 - the kinds below declare the hooks their authors must write
     """Base class of every environment. Subclasses override the hooks they need; the
     kinds below (`MultiTurnEnv`, the games) mark the ones their authors must write."""
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from lmgym.sandbox import Sandbox, SandboxLimits
 from lmgym.envs.tools import StatefulToolEnv
 from lmgym.rubrics.rubric import Rubric
+from lmgym.sandbox import Sandbox, SandboxLimits
 from lmgym.types import Example
 
 

@@ -386,7 +386,7 @@ def constant_answer(records: Sequence[Record], *, min_examples: int = 3) -> list
         if text:
             by_text[text].append(record)
     findings = []
-    for text, group in by_text.items():
+    for group in by_text.values():
         answers = {answer_text(r) or ("example", _key(r.get("example_id"))) for r in group}
         if len(answers) >= min_examples:
             findings.append(Finding(

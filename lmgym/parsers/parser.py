@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from lmgym.types import Messages
 from lmgym.messages import last_assistant_text
+from lmgym.types import Messages
 
 
 class Parser:

@@ -26,8 +26,8 @@ import re
 from collections.abc import Callable
 from typing import Literal
 
-from lmgym.types import Messages
 from lmgym.messages import assistant_contents, completion_text, prompt_text
+from lmgym.types import Messages
 
 Measure = Literal["chars", "words"] | Callable[[str], int]
 _WORD = re.compile(r"\w+")

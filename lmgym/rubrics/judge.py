@@ -30,11 +30,11 @@ import orjson
 
 from lmgym.clients.per_loop import Bound, LoopClients
 from lmgym.errors import RewardError, VerdictError
+from lmgym.messages import last_text, message_text, render_transcript
+from lmgym.parsers.parser import Parser
 from lmgym.rubrics.rubric import Rubric
 from lmgym.rubrics.verdicts import json_field, parse_json, parse_score, parse_yes_no
-from lmgym.parsers.parser import Parser
 from lmgym.types import Messages
-from lmgym.messages import last_text, message_text, render_transcript
 
 DEFAULT_TEMPLATE = """Grade a response to a question against the reference answer.
 

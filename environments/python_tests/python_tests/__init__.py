@@ -28,10 +28,9 @@ from typing import Any
 from datasets import Dataset
 
 from lmgym import Rubric
-from lmgym.envs import split_of
-from lmgym.envs import PythonEnv
-from lmgym.sandbox import Sandbox, SandboxLimits
+from lmgym.envs import PythonEnv, split_of
 from lmgym.parsers import Parser, last_assistant_text
+from lmgym.sandbox import Sandbox, SandboxLimits
 
 PROBLEMS = Path(__file__).with_name("problems.jsonl")
 SYSTEM_PROMPT = (

@@ -26,8 +26,7 @@ from typing import Any
 from datasets import Dataset
 
 from lmgym import XMLParser
-from lmgym.envs import GuessingGameEnv, game_rubric
-from lmgym.envs import split_of
+from lmgym.envs import GuessingGameEnv, game_rubric, split_of
 from lmgym.errors import InvalidGuess
 
 WORDS_FILE = Path(__file__).with_name("words.txt")
