@@ -14,7 +14,7 @@ to core 0 and the trainer's thread to core 1. The synchronous run uses the same 
 threads with `max_off_policy_steps = 0`: batch i waits for the weights of step i, so the
 phases alternate. (The in-process engine stands in for vLLM here: the CPU build of vLLM
 needs two minutes of warm-up per run and its own environment; see
-lmgym/train/vllm_engine.py for that back end.)
+lmgym/train/engines/vllm/ for that back end.)
 
 Reported per run, over steps 2..N (step 1 includes warm-up): median seconds per step;
 the median time of each phase alone (`generation_s`: sampling one batch and scoring it,
@@ -84,7 +84,7 @@ def run_one(steps: int, bound: int) -> None:
     if not isinstance(trainer.orchestrator, orch.AsyncOrchestrator):  # bound 0: the same two threads, alternating
         old = trainer.orchestrator
         trainer.orchestrator = orch.AsyncOrchestrator(
-            old.env, old.client, old.data, old.algorithm, old.sampling, old.max_seq_len, max_off_policy_steps=0
+            old.env, old.engine, old.data, old.algorithm, old.sampling, old.max_seq_len, max_off_policy_steps=0
         )
     rows = []
 

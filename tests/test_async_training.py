@@ -10,10 +10,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from test_trainer import small_config  # noqa: E402
+
 from lmgym.train.metrics import MetricsSink  # noqa: E402
 from lmgym.train.orchestrator import AsyncOrchestrator, Orchestrator  # noqa: E402
 from lmgym.train.session import build_trainer  # noqa: E402
-from test_trainer import small_config  # noqa: E402
 
 
 class ListSink(MetricsSink):

@@ -13,13 +13,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from test_trainer import CONFIG, SMALL  # noqa: E402
+
 from lmgym.train.config import load_config  # noqa: E402
 from lmgym.train.metrics import NullSink  # noqa: E402
 from lmgym.train.session import build_trainer  # noqa: E402
-from test_trainer import CONFIG, SMALL  # noqa: E402
 
 WORKER = Path(__file__).parent / "fixtures" / "ddp_step.py"
-LOSSES = ["grpo", "dapo", "cispo"]
+LOSSES = ["grpo", "dr_grpo", "dapo", "cispo"]
 
 
 def torchrun(nproc: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -374,8 +374,8 @@ def test_opponent_clients_are_bound_per_event_loop(learner, rival):
 
 def test_only_the_learners_tokens_are_trained_in_self_play():
     pytest.importorskip("torch")
-    from lmgym.clients.local import LocalClient
-    from lmgym.train.engine import Sample
+    from lmgym.train.engines.local import LocalClient
+    from lmgym.train.engines.sampling import Sample
     from lmgym.train.models import char_tokenizer
     from lmgym.train.tokens import encode, rollout_samples
 

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from lmgym import errors
-from lmgym.clients.openai import OpenAIClient, backoff_delay, parse_retry_after
+from lmgym.clients.openai import OpenAIClient
+from lmgym.clients.retry import backoff_delay, parse_retry_after
 from lmgym.testing import ScriptedServer, tool_call
 
 MESSAGES = [{"role": "user", "content": "What is 2+2?"}]

@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("torch")
 
 from lmgym import MultiTurnEnv  # noqa: E402
-from lmgym.clients.local import LocalClient  # noqa: E402
-from lmgym.train.engine import Sample  # noqa: E402
+from lmgym.train.engines.local import LocalClient  # noqa: E402
+from lmgym.train.engines.sampling import Sample  # noqa: E402
 from lmgym.train.models import char_tokenizer  # noqa: E402
 from lmgym.train.tokens import encode, rollout_samples  # noqa: E402
 
@@ -71,7 +71,7 @@ def test_three_turn_tool_conversation_is_one_exact_sequence():
     assert rollout.completion[-1] == {"role": "tool", "content": "result 3"}
     assert tokenizer.decode(sample.input_ids, skip_special_tokens=False).endswith("done 3<|im_end|>")
     # every later prompt extended the earlier one token for token
-    prompts = client.engine.prompts
+    prompts = client.sampler.prompts
     assert prompts[1][: len(prompts[0])] == prompts[0] and prompts[2][: len(prompts[1])] == prompts[1]
 
 

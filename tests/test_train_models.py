@@ -114,7 +114,7 @@ def test_tiny_llama_is_deterministic_given_the_seed_and_leaves_the_global_rng_al
     torch.manual_seed(123)
     a, b, c = tiny_llama(tokenizer, seed=1), tiny_llama(tokenizer, seed=1), tiny_llama(tokenizer, seed=2)
     assert torch.equal(torch.rand(3), expected)
-    for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
+    for (name, pa), pb, _pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
         assert torch.equal(pa, pb), name
     assert not all(torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
 

@@ -118,7 +118,7 @@ def test_micro_batches_windows_and_skipped_samples_keep_the_full_batch_gradient(
     batch = trainer.orchestrator.next_batch(trainer.step)
     batch.advantages = [a if i % 3 else 0.0 for i, a in enumerate(batch.advantages)]  # some skippable
     batch.advantages[1] = 0.75
-    t = pad_batch(batch.samples, trainer.orchestrator.client.engine.pad_id)
+    t = pad_batch(batch.samples, trainer.orchestrator.engine.sampler.pad_id)
     logprobs = token_logprobs(trainer.model, t["input_ids"], t["attention_mask"], config.sampling.temperature)
     mask = t["loss_mask"][:, 1:]
     LOSSES[loss](logprobs, logprobs.detach(), torch.tensor(batch.advantages), mask, **trainer.loss_kwargs).loss.backward()

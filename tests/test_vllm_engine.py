@@ -18,6 +18,7 @@ import asyncio
 import copy
 import json
 import stat
+import time
 
 import pytest
 
@@ -28,17 +29,17 @@ import orjson  # noqa: E402
 import torch  # noqa: E402
 
 from lmgym import errors  # noqa: E402
+from lmgym.clients.http import http as _http  # noqa: E402
 from lmgym.train import tokens  # noqa: E402
-from lmgym.train.models import char_tokenizer, default_cache_dir, load_model, tiny_llama  # noqa: E402
-from lmgym.train.vllm_engine import (  # noqa: E402
+from lmgym.train.engines.vllm import (  # noqa: E402
     VLLMClient,
     VLLMEngine,
     VLLMServer,
     VLLMServerError,
-    _http,
     default_python,
     save_weights,
 )
+from lmgym.train.models import char_tokenizer, default_cache_dir, load_model, tiny_llama  # noqa: E402
 
 USER = [{"role": "user", "content": "say hi"}]
 
@@ -54,18 +55,21 @@ def completion(ids, logprobs=None, finish="stop", text="hi", prompt=None):
 
 
 class FakeVLLM:
-    """Records every request; replies from `reply(path, body)` -> (status, json)."""
+    """Records every request; replies from `reply(path, body)` -> (status, json[, headers])."""
 
     def __init__(self, reply):
         self.reply = reply
         self.calls: list[tuple[str, dict]] = []
+        self.times: list[float] = []
 
     def __call__(self, request):
         body = orjson.loads(request.content) if request.content else {}
         path = request.url.path + (f"?{request.url.query.decode()}" if request.url.query else "")
         self.calls.append((path, body))
-        status, data = self.reply(path, body)
-        return _http.Response(status, content=orjson.dumps(data) if not isinstance(data, str) else data.encode())
+        self.times.append(time.monotonic())
+        status, data, *headers = self.reply(path, body)
+        content = orjson.dumps(data) if not isinstance(data, str) else data.encode()
+        return _http.Response(status, content=content, headers=headers[0] if headers else None)
 
     @property
     def transport(self):
@@ -157,6 +161,26 @@ async def test_a_bad_request_is_not_retried(tokenizer):
     assert len(fake.calls) == 1
 
 
+async def test_the_client_waits_as_long_as_the_server_asks(tokenizer):
+    """Retry-After is honoured as by OpenAIClient: one retry policy (lmgym.clients.retry)."""
+    replies = iter([(429, {"error": "slow down"}, {"retry-after-ms": "300"}), (200, completion([5, 6]))])
+    fake = FakeVLLM(lambda path, body: next(replies))
+    client = VLLMClient("http://vllm", tokenizer, transport=fake.transport, backoff_base=0.001, backoff_max=0.002)
+    response = await client.chat(USER)
+    await client.aclose()
+    assert response.token_ids == [5, 6]
+    assert fake.times[1] - fake.times[0] >= 0.3  # backoff alone would wait at most 2 ms
+
+
+async def test_the_client_gives_up_as_the_openai_client_does(tokenizer):
+    fake = FakeVLLM(lambda path, body: (503, {"error": "overloaded"}))
+    client = VLLMClient("http://vllm", tokenizer, transport=fake.transport, max_retries=1, backoff_base=0.001, backoff_max=0.002)
+    with pytest.raises(errors.ModelServerError, match=r"HTTP 503.*gave up after 2 attempts"):
+        await client.chat(USER)
+    await client.aclose()
+    assert len(fake.calls) == 2
+
+
 # --------------------------------------------------------------------------- publishing
 
 
@@ -218,6 +242,15 @@ def test_a_failed_reload_still_resumes_generation(tokenizer, tmp_path):
     engine.close()
     assert [path for path, _ in fake.calls] == ["/pause?mode=keep", "/collective_rpc", "/resume"]
     assert engine.version == 0
+
+
+def test_closing_the_engine_twice_is_harmless(tokenizer, tmp_path):
+    fake = FakeVLLM(ok)
+    engine = VLLMEngine("http://vllm", tokenizer, tmp_path, transport=fake.transport)
+    assert engine.snapshot() is engine  # the server holds its own copy of the weights
+    engine.close()
+    engine.close()
+    assert fake.calls == []
 
 
 def test_publish_to_a_server_without_the_dev_routes_says_how_to_start_it(tokenizer, tmp_path):

@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lmgym.train.config import load_config  # noqa: E402
+from lmgym.train.engines.vllm import default_python  # noqa: E402
 from lmgym.train.session import train  # noqa: E402
-from lmgym.train.vllm_engine import default_python  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,

@@ -1,5 +1,6 @@
 """How a rollout talks to a model. Environments see only this interface, so the same
-environment runs against an HTTP server (`OpenAIClient`) or, later, an in-process engine."""
+environment runs against an HTTP server (`OpenAIClient`) or a training engine's client
+(`lmgym.train.engines`)."""
 
 from __future__ import annotations
 

@@ -6,9 +6,10 @@ JSON with orjson ourselves: building the SDK's pydantic models is the larger par
 CPU cost, and at RL scale the orchestrator's CPU is the limit.
 
 Retries are ours, not the SDK's (`max_retries=0` there), so that the policy is explicit
-and tested: 429, 5xx, timeouts, dropped connections and malformed bodies are retried with
-exponential backoff and jitter, honouring `Retry-After`; after `max_retries` the error
-is raised and the rollout records it. Other 4xx are not retried. The API key is never
+and tested, and the same as the vLLM rollout client's (`lmgym.clients.retry`): 429, 5xx,
+timeouts, dropped connections and malformed bodies are retried with exponential backoff
+and jitter, honouring `Retry-After`; after `max_retries` the error is raised and the
+rollout records it. Other 4xx are not retried. The API key is never
 logged or written anywhere, and it is scrubbed from error messages.
 
 `timeout` bounds each try as a whole, from connecting to the last byte of the body: the
@@ -21,66 +22,17 @@ one: a proxy or an overloaded server in front of the model, not the model, wrote
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import logging
 import math
-import random
 import time
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import openai
 import orjson
 
 from lmgym import errors
+from lmgym.clients.http import http as _http
+from lmgym.clients.retry import RetryPolicy, status_error
 from lmgym.types import Message, ModelResponse, Usage
-
-try:  # openai>=3 sends through httpx2; older releases through httpx
-    import httpx2 as _http
-except ImportError:  # pragma: no cover - depends on the installed SDK
-    import httpx as _http  # type: ignore[no-redef]
-
-logger = logging.getLogger(__name__)
-
-MAX_RETRY_AFTER_S = 120.0
-
-
-def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
-    """Seconds the server asked us to wait (`retry-after-ms`, `retry-after` seconds or date)."""
-    if not headers:
-        return None
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            parsed = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = parsed.timestamp() - (time.time() if now is None else now)
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def backoff_delay(
-    attempt: int,
-    *,
-    base: float,
-    cap: float,
-    retry_after: float | None = None,
-    rand: Callable[[], float] = random.random,
-) -> float:
-    """Delay before retry number `attempt` (0-based): the server's Retry-After when it
-    gave one, else exponential backoff with equal jitter, in [d/2, d], d = base·2^attempt."""
-    if retry_after is not None:
-        return min(retry_after, MAX_RETRY_AFTER_S)
-    ceiling = min(cap, base * (2**attempt))
-    return ceiling / 2 + rand() * ceiling / 2
 
 
 def translate_error(exc: BaseException, secret: str | None = None) -> errors.ModelError:
@@ -97,15 +49,7 @@ def translate_error(exc: BaseException, secret: str | None = None) -> errors.Mod
         cause = exc.__cause__ or exc
         return errors.ModelConnectionError(scrub(f"cannot reach the model server: {cause}"))
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        detail = scrub(_error_detail(exc))
-        if status in (401, 403):
-            return errors.ModelAuthError(f"the server rejected the API key (HTTP {status}): {detail}")
-        if status == 429:
-            return errors.ModelRateLimitError(f"rate limited (HTTP 429): {detail}")
-        if status >= 500:
-            return errors.ModelServerError(f"server error (HTTP {status}): {detail}")
-        return errors.ModelRequestError(f"request rejected (HTTP {status}): {detail}")
+        return status_error(exc.status_code, scrub(_error_detail(exc)))
     if isinstance(exc, (orjson.JSONDecodeError, MalformedResponse)):
         return errors.ModelResponseError(scrub(f"malformed response from the server: {exc}"))
     return errors.ModelError(scrub(f"{type(exc).__name__}: {exc}"))
@@ -117,22 +61,6 @@ def _error_detail(exc: openai.APIStatusError) -> str:
         message = body.get("message") or body.get("error") or body
         return str(message)[:500]
     return str(exc.message)[:500]
-
-
-def is_retryable(error: errors.ModelError) -> bool:
-    """Transient faults of the server or network; never a verdict about the model."""
-    if isinstance(error, errors.EmptyResponseError):
-        return False
-    return isinstance(
-        error,
-        (
-            errors.ModelRateLimitError,
-            errors.ModelServerError,
-            errors.ModelTimeoutError,
-            errors.ModelConnectionError,
-            errors.ModelResponseError,
-        ),
-    )
 
 
 class MalformedResponse(ValueError):
@@ -213,9 +141,7 @@ class OpenAIClient:
     ):
         self.base_url = base_url
         self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
+        self.retry = RetryPolicy(max_retries, backoff_base, backoff_max)
         self._secret = api_key
         self._sdk = openai.AsyncOpenAI(
             base_url=base_url,
@@ -245,42 +171,21 @@ class OpenAIClient:
         body: dict[str, Any] = {"model": model, "messages": wire_messages(messages), **(sampling or {})}
         if tools:
             body["tools"] = tools
-        for attempt in range(self.max_retries + 1):
+
+        async def attempt() -> ModelResponse:
             started = time.perf_counter()
-            try:
-                async with asyncio.timeout(self.timeout):  # the whole try, not each read
-                    http_response = await self._sdk.post(
-                        "/chat/completions", cast_to=_http.Response, body=body
-                    )
-                    content = http_response.content
-                data = orjson.loads(content)
-                response = parse_chat_response(data, time.perf_counter() - started)
-                self.usage.add(response.usage)
-                if not response.message["content"] and not response.message.get("tool_calls"):
-                    raise errors.EmptyResponseError(
-                        f"the model returned no content (finish_reason={response.finish_reason!r})"
-                    )
-                return response
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # translated once, here
-                error = translate_error(exc, self._secret)
-                if not is_retryable(error):
-                    raise error from None
-                if attempt == self.max_retries:
-                    raise type(error)(
-                        f"{error} (gave up after {self.max_retries + 1} attempts)"
-                    ) from None
-                headers = getattr(getattr(exc, "response", None), "headers", None)
-                delay = backoff_delay(
-                    attempt,
-                    base=self.backoff_base,
-                    cap=self.backoff_max,
-                    retry_after=parse_retry_after(headers),
+            async with asyncio.timeout(self.timeout):  # the whole try, not each read
+                http_response = await self._sdk.post("/chat/completions", cast_to=_http.Response, body=body)
+                content = http_response.content
+            response = parse_chat_response(orjson.loads(content), time.perf_counter() - started)
+            self.usage.add(response.usage)
+            if not response.message["content"] and not response.message.get("tool_calls"):
+                raise errors.EmptyResponseError(
+                    f"the model returned no content (finish_reason={response.finish_reason!r})"
                 )
-                logger.debug("retrying in %.2fs after %s", delay, error)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+            return response
+
+        return await self.retry.run(attempt, lambda exc: translate_error(exc, self._secret))
 
     async def aclose(self) -> None:
         await self._sdk.close()

@@ -134,11 +134,10 @@ def evaluate_policy(model: Any, tokenizer: Any, env: Any, examples: Sequence[Exa
     """Mean reward and metrics of one rollout per example, as `lmgym train` evaluates."""
     import asyncio
 
-    from lmgym.clients.local import LocalClient
-    from lmgym.train.engine import LocalEngine
+    from lmgym.train.engines.local import LocalEngine
     from lmgym.train.orchestrator import rubric_metrics, run_groups, sampling_args
 
-    client = LocalClient(LocalEngine(model, tokenizer, seed=config.trainer.seed))
+    client = LocalEngine(model, tokenizer, seed=config.trainer.seed).client
     sampling = sampling_args(config.sampling, config.eval.temperature)
     groups = asyncio.run(run_groups(env, client, examples, 1, sampling))
     return rubric_metrics([group[0] for group in groups])

@@ -47,16 +47,16 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def rng_state(engine_generator: torch.Generator | None) -> dict[str, Any]:
-    engine = engine_generator.get_state() if engine_generator is not None else None
+def rng_state(engine: Any = None) -> dict[str, Any]:
+    """Python's and torch's RNG states, and the rollout engine's (`RolloutEngine.rng_state`)."""
     return {"python": random.getstate(), "torch": torch.get_rng_state(), "engine": engine}
 
 
-def restore_rng(state: dict[str, Any], engine_generator: torch.Generator | None) -> None:
+def restore_rng(state: dict[str, Any]) -> Any:
+    """Restore Python's and torch's RNGs from `rng_state`; returns the engine's saved state."""
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
-    if engine_generator is not None and state.get("engine") is not None:
-        engine_generator.set_state(state["engine"])
+    return state.get("engine")
 
 
 def write_dir_atomically(final: Path, write: Callable[[Path], Any]) -> Path:

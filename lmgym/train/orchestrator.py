@@ -1,9 +1,10 @@
 """From environment to training batch: sample groups, score them, compute advantages.
 
-The orchestrator runs the same `Environment.rollout` loop as `lmgym eval`, through a
-`LocalClient`, for `prompts_per_step` examples × `group_size` rollouts, scores each
-group with the environment's rubric (group reward functions see the whole group), and
-turns the result into token-exact samples with one advantage each.
+The orchestrator runs the same `Environment.rollout` loop as `lmgym eval`, through the
+client of a rollout engine (`lmgym.train.engines`), for `prompts_per_step` examples ×
+`group_size` rollouts, scores each group with the environment's rubric (group reward
+functions see the whole group), and turns the result into token-exact samples with one
+advantage each.
 
 A group containing a failed rollout is dropped whole: scoring the others relative to a
 missing member would bias the advantages, and a failure must never become a reward of 0
@@ -12,13 +13,14 @@ that trains the model. Such drops are counted in the step's metrics.
 Two orchestrators share that pipeline:
 
     Orchestrator        synchronous: each batch is sampled with the weights being trained
-                        (the engine shares them), then trained on; generation and training
-                        alternate. `algorithm.max_off_policy_steps = 0`.
+                        (published to the engine after each step), then trained on;
+                        generation and training alternate. `algorithm.max_off_policy_steps = 0`.
     AsyncOrchestrator   a producer thread samples the next batches while the trainer trains,
-                        from a snapshot of the weights that the trainer refreshes after each
-                        step (`publish`). Batch i may be sampled with any weights of version
-                        >= i - max_off_policy_steps: the producer waits for fresher weights
-                        rather than run further ahead, so staleness never exceeds the bound.
+                        from the engine's snapshot, which loads the weights published after
+                        each step before its next batch. Batch i may be sampled with any
+                        weights of version >= i - max_off_policy_steps: the producer waits
+                        for fresher weights rather than run further ahead, so staleness
+                        never exceeds the bound.
 
 Every batch carries the policy version that sampled it and the data position after its
 examples (so a checkpoint resumes the data where training, not generation, stopped).
@@ -28,22 +30,21 @@ The trainer corrects the staleness with importance weights (`lmgym.train.importa
 from __future__ import annotations
 
 import asyncio
-import copy
 import queue
 import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from lmgym.clients.local import LocalClient
+from lmgym.clients.base import ModelClient
 from lmgym.envs.base import Environment
 from lmgym.train.advantages import dynamic_sampling_mask, group_advantages
-from lmgym.train.checkpoint import load_trainable, trainable_state
-from lmgym.train.distributed import World, shard
 from lmgym.train.config import AlgorithmConfig, SamplingConfig
+from lmgym.train.distributed import World, shard
+from lmgym.train.engines.base import RolloutEngine
 from lmgym.train.tokens import TokenSample, rollout_samples
 from lmgym.types import Example, Rollout
 
@@ -100,7 +101,7 @@ def sampling_args(config: SamplingConfig, temperature: float | None = None) -> d
     return args
 
 
-async def run_groups(env: Environment, client: LocalClient, examples: Sequence[Example], group_size: int, sampling: dict[str, Any]) -> list[list[Rollout]]:
+async def run_groups(env: Environment, client: ModelClient, examples: Sequence[Example], group_size: int, sampling: dict[str, Any]) -> list[list[Rollout]]:
     """`group_size` rollouts of each example, all concurrently (the client batches them), scored.
 
     The environment is started and stopped around each call: every step runs in its own
@@ -170,27 +171,26 @@ class Orchestrator:
     """Produces one training batch per call, synchronously, from the current weights."""
 
     def __init__(
-        self, env: Environment, client: LocalClient, data: DataStream, algorithm: AlgorithmConfig, sampling: SamplingConfig, max_seq_len: int,
-        *, records_per_step: int = 0, world: World = World(), publisher: Callable[[Any, int], None] | None = None,
-        closer: Callable[[], None] | None = None,
+        self, env: Environment, engine: RolloutEngine, data: DataStream, algorithm: AlgorithmConfig, sampling: SamplingConfig,
+        max_seq_len: int, *, records_per_step: int = 0, world: World = World(),
     ):
-        """`publisher(model, version)` sends new weights to an engine that does not share
-        them (vLLM); without one the client's engine shares the trainer's weights."""
-        self.env, self.client, self.data = env, client, data
+        """The orchestrator owns `engine` from here on: `close()` closes it."""
+        self.env, self.engine, self.data = env, engine, data
         self.algorithm, self.sampling, self.max_seq_len = algorithm, sampling, max_seq_len
-        self.records_per_step, self.world, self.publisher, self.closer = records_per_step, world, publisher, closer
+        self.records_per_step, self.world = records_per_step, world
 
     def next_batch(self, step: int) -> Batch:
         """The batch to train at `step` (= the trainer's policy version)."""
-        return self._sample(self.client, step)
+        self.engine.refresh()
+        return self._sample(self.engine, step)
 
-    def _sample(self, client: LocalClient, version: int) -> Batch:
+    def _sample(self, engine: RolloutEngine, version: int) -> Batch:
+        """A batch from `engine`, refreshed by the caller, labelled with its policy `version`."""
         examples = shard(self.data.take(self.algorithm.prompts_per_step), self.world)  # every rank takes the same, keeps its share
         position = self.data.position
         started = time.perf_counter()
-        groups = asyncio.run(run_groups(self.env, client, examples, self.algorithm.group_size, sampling_args(self.sampling)))
+        groups = asyncio.run(run_groups(self.env, engine.client, examples, self.algorithm.group_size, sampling_args(self.sampling)))
         elapsed = time.perf_counter() - started
-        client.reset()
         batch = build_batch(groups, self.algorithm, self.max_seq_len)
         batch.policy_version, batch.data_position = version, position
         batch.records = [group[0].to_dict() for group in groups[: self.records_per_step]]
@@ -201,20 +201,17 @@ class Orchestrator:
         return batch
 
     def publish(self, model: Any, version: int) -> None:
-        """New weights after an optimiser step: nothing to do when the engine shares them."""
-        if self.publisher is not None:
-            self.publisher(model, version)
+        """New weights after an optimiser step (free for an engine that shares them)."""
+        self.engine.publish(model, version)
 
     def close(self) -> None:
-        """Stop any background work, and the engine when it is ours to stop."""
-        if self.closer is not None:
-            self.closer()
-            self.closer = None
+        """Stop any background work, and the engine."""
+        self.engine.close()
 
     def evaluate(self, examples: Sequence[Example], temperature: float) -> dict[str, float]:
         """Held-out evaluation through the same loop, with the current weights: one rollout per example."""
-        groups = asyncio.run(run_groups(self.env, self.client, examples, 1, sampling_args(self.sampling, temperature)))
-        self.client.reset()
+        self.engine.refresh()
+        groups = asyncio.run(run_groups(self.env, self.engine.client, examples, 1, sampling_args(self.sampling, temperature)))
         metrics = rubric_metrics([g[0] for g in groups], prefix="eval/")
         if self.env.tools:
             metrics["eval/tool_calls_per_rollout"] = tool_calls_per_rollout([g[0] for g in groups])
@@ -222,8 +219,8 @@ class Orchestrator:
 
 
 class AsyncOrchestrator(Orchestrator):
-    """Samples batches in a background thread from a snapshot of the weights (see the module
-    docstring). `self.client` (the trainer's weights) still serves evaluation. With
+    """Samples batches in a background thread from the engine's snapshot (see the module
+    docstring). `self.engine` (the trainer's weights) still serves evaluation. With
     max_off_policy_steps = 0 it is synchronous but keeps generation on its own thread
     (to compare the two schedules with the same threads, as benchmarks/async_vs_sync.py does)."""
 
@@ -234,10 +231,10 @@ class AsyncOrchestrator(Orchestrator):
         self.max_off_policy_steps = max_off_policy_steps
         self._batches: queue.Queue[Batch | BaseException] = queue.Queue()
         self._weights = threading.Condition()
-        self._pending: dict[str, Any] | None = None
         self._version = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._sampler: RolloutEngine | None = None
 
     def next_batch(self, step: int) -> Batch:
         if self._thread is None:
@@ -248,16 +245,14 @@ class AsyncOrchestrator(Orchestrator):
         return item
 
     def publish(self, model: Any, version: int) -> None:
-        """Hand the producer a copy of the trained weights; it loads them between batches.
-        A remote engine (vLLM) gets them at once: a batch in progress then finishes on
-        the newer weights, which the per-token importance weights account for."""
-        if self.publisher is not None:
-            self.publisher(model, version)
-            weights = None
-        else:
-            weights = trainable_state(model)
+        """Publish to the engine, which hands its snapshot a copy that the producer loads
+        before its next batch. Under the lock that the producer reads the version under,
+        so a batch's version is always that of the weights it loaded. A remote engine
+        (vLLM) takes the weights at once: a batch in progress then finishes on the newer
+        weights, which the per-token importance weights account for."""
         with self._weights:
-            self._pending, self._version = weights, version
+            self.engine.publish(model, version)
+            self._version = version
             self._weights.notify_all()
 
     def close(self) -> None:
@@ -267,39 +262,30 @@ class AsyncOrchestrator(Orchestrator):
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._sampler is not None and self._sampler is not self.engine:
+            self._sampler.close()
+        self._sampler = None
         super().close()
 
     def _start(self, step: int) -> None:
-        """The sampler gets its own copy of the model, taken now (after any resume); a
-        remote engine samples with its own copy already."""
+        """The sampler's snapshot of the weights is taken now (after any resume)."""
         self._version = step
-        if self.publisher is not None:
-            self._thread = threading.Thread(target=self._produce, args=(self.client, step), name="lmgym-generation", daemon=True)
-            self._thread.start()
-            return
-        engine = self.client.engine
-        sampler = copy.deepcopy(engine.model).eval()
-        for p in sampler.parameters():
-            p.requires_grad_(False)
-        sampler_engine = type(engine)(sampler, engine.tokenizer, seed=int(engine.generator.initial_seed()) + 1)
-        self._version = step
-        self._thread = threading.Thread(target=self._produce, args=(LocalClient(sampler_engine), step), name="lmgym-generation", daemon=True)
+        self._sampler = self.engine.snapshot()
+        self._thread = threading.Thread(target=self._produce, args=(self._sampler, step), name="lmgym-generation", daemon=True)
         self._thread.start()
 
-    def _produce(self, client: LocalClient, first: int) -> None:
-        index, loaded = first, first
+    def _produce(self, sampler: RolloutEngine, first: int) -> None:
+        index = first
         try:
             while True:
                 with self._weights:
                     # batch `index` trains at version `index`: its weights may lag by the bound
-                    self._weights.wait_for(lambda: self._stopping or self._version >= index - self.max_off_policy_steps)
+                    self._weights.wait_for(lambda oldest=index - self.max_off_policy_steps: self._stopping or self._version >= oldest)
                     if self._stopping:
                         return
-                    pending, version, self._pending = self._pending, self._version, None
-                if pending is not None:
-                    load_trainable(client.engine.model, pending)
-                loaded = version
-                self._batches.put(self._sample(client, loaded))
+                    version = self._version
+                    sampler.refresh()  # loads the weights of `version` (see `publish`)
+                self._batches.put(self._sample(sampler, version))
                 index += 1
         except BaseException as exc:  # the trainer re-raises it from next_batch
             self._batches.put(exc)

@@ -24,14 +24,14 @@ from typing import Any
 
 import torch
 
-from lmgym.clients.local import LocalClient
 from lmgym.errors import UsageError
 from lmgym.registry import load_environment
 from lmgym.rundir import RunLock, claim_run_dir, discard_if_unused
 from lmgym.train import checkpoint as ckpt
 from lmgym.train.config import TrainConfig, dump_config
-from lmgym.train.engine import LocalEngine
 from lmgym.train.distributed import World, device_for, setup, teardown, world_from_env
+from lmgym.train.engines.base import RolloutEngine
+from lmgym.train.engines.local import LocalEngine
 from lmgym.train.metrics import MetricsSink, NullSink, make_sink
 from lmgym.train.models import load_model, save_model
 from lmgym.train.orchestrator import AsyncOrchestrator, DataStream, Orchestrator
@@ -119,11 +119,10 @@ def resumed_log_sizes(checkpoint: tuple[Path, dict[str, Any]] | None, sft_model:
     return dict.fromkeys(LOG_FILES, 0)
 
 
-def make_orchestrator(config: TrainConfig, env: Any, client: Any, data: DataStream, world: World, **engine: Any) -> Orchestrator:
-    """Synchronous, or asynchronous with bounded staleness when max_off_policy_steps > 0;
-    `engine` holds a remote engine's publisher and closer."""
-    args = (env, client, data, config.algorithm, config.sampling, config.trainer.max_seq_len)
-    kwargs = {"records_per_step": config.logging.samples_per_step, "world": world, **engine}
+def make_orchestrator(config: TrainConfig, env: Any, engine: RolloutEngine, data: DataStream, world: World) -> Orchestrator:
+    """Synchronous, or asynchronous with bounded staleness when max_off_policy_steps > 0."""
+    args = (env, engine, data, config.algorithm, config.sampling, config.trainer.max_seq_len)
+    kwargs = {"records_per_step": config.logging.samples_per_step, "world": world}
     if config.algorithm.max_off_policy_steps == 0:
         return Orchestrator(*args, **kwargs)
     return AsyncOrchestrator(*args, **kwargs, max_off_policy_steps=config.algorithm.max_off_policy_steps)
@@ -174,13 +173,10 @@ def assemble_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, load
     remote = start_vllm(config, model, tokenizer, run_dir, world) if config.engine.kind == "vllm" else None
     if config.model.lora.enabled:
         model = apply_lora(model, config.model.lora)
-    if remote is None:
-        client, publisher, closer = LocalClient(LocalEngine(model, tokenizer, seed=config.trainer.seed + world.rank)), None, None  # ranks sample differently
-    else:
-        client, publisher, closer = remote.client, remote.publish, remote.close
+    engine = remote if remote is not None else LocalEngine(model, tokenizer, seed=config.trainer.seed + world.rank)  # ranks sample differently
     env.use_run_dir(run_dir)
     data = DataStream(env.dataset or env.eval_dataset, seed=config.trainer.seed)
-    orchestrator = make_orchestrator(config, env, client, data, world, publisher=publisher, closer=closer)
+    orchestrator = make_orchestrator(config, env, engine, data, world)
     eval_examples = env.get_eval_examples(config.eval.num_examples) if config.eval.every else []
     trainer = GRPOTrainer(config, model, tokenizer, orchestrator, run_dir, sink, eval_examples, world=world)
     if loaded.checkpoint is not None:
@@ -189,10 +185,10 @@ def assemble_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, load
     return trainer
 
 
-def start_vllm(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path, world: World) -> Any:
+def start_vllm(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path, world: World) -> RolloutEngine:
     """A vLLM engine serving the weights training starts from (saved to RUN_DIR/vllm_base),
     or attached to a running server started on them (`engine.base_url`)."""
-    from lmgym.train.vllm_engine import VLLMEngine  # talks HTTP only; vLLM lives in its own venv
+    from lmgym.train.engines.vllm import VLLMEngine  # talks HTTP only; vLLM lives in its own venv
 
     engine = config.engine
     if world.distributed:

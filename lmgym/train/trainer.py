@@ -36,11 +36,11 @@ from typing import Any
 import orjson
 import torch
 
-from lmgym.errors import LmgymError
+from lmgym.errors import TrainingError
 from lmgym.train import checkpoint as ckpt
 from lmgym.train.config import TrainConfig
-from lmgym.train.importance import IS_CORRECTIONS, mismatch_kl
 from lmgym.train.distributed import World, mean_metrics, sum_gradients, sum_over_ranks
+from lmgym.train.importance import IS_CORRECTIONS, mismatch_kl
 from lmgym.train.losses import LOSSES, batch_units
 from lmgym.train.metrics import METRICS_FILE, MetricsSink, NullSink
 from lmgym.train.orchestrator import Batch, Orchestrator
@@ -49,10 +49,6 @@ from lmgym.train.tokens import pad_batch
 logger = logging.getLogger(__name__)
 SAMPLES_FILE = "samples.jsonl"
 LOG_FILES = (METRICS_FILE, SAMPLES_FILE)  # cut back to a checkpoint's step on resume
-
-
-class TrainingError(LmgymError):
-    kind = "training"
 
 
 def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float, start: int = 0) -> torch.Tensor:
@@ -310,17 +306,13 @@ class GRPOTrainer:
         return self.orchestrator.evaluate(self.eval_examples, self.config.eval.temperature)
 
     # -- checkpoints ---------------------------------------------------------------------
-    def _engine_generator(self) -> torch.Generator | None:
-        """The in-process engine's sampling RNG; a vLLM server keeps its own (not saved)."""
-        return getattr(getattr(self.orchestrator.client, "engine", None), "generator", None)
-
     def save(self) -> Path:
         state = {
             "step": self.step,
             "weights": ckpt.trainable_state(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": ckpt.rng_state(self._engine_generator()),
+            "rng": ckpt.rng_state(self.orchestrator.engine.rng_state()),
             "data": self.data_position,
             "logs": ckpt.log_sizes(self.run_dir, LOG_FILES),
         }
@@ -333,7 +325,7 @@ class GRPOTrainer:
             ckpt.load_trainable(self.model, state["weights"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            ckpt.restore_rng(state["rng"], self._engine_generator())
+            self.orchestrator.engine.set_rng_state(ckpt.restore_rng(state["rng"]))
             self.orchestrator.data.seek(state["data"])
         except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as exc:
             raise ckpt.CheckpointError(f"{checkpoint / ckpt.STATE_FILE}: does not fit this run's model and config ({ckpt.first_line(exc)})") from None

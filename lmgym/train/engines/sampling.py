@@ -1,4 +1,4 @@
-"""The in-process inference engine: batched sampling from a transformers causal LM.
+"""How the in-process engine draws tokens: batched sampling from a transformers causal LM.
 
 Prompts of different lengths are left-padded into one batch; the prompt is prefilled
 once and each new token reuses the KV cache. For each sampled token the engine returns
@@ -7,8 +7,8 @@ over the full vocabulary (top-p only decides which tokens may be drawn). The tra
 computes the same quantity, so on-policy importance ratios are 1 up to float error.
 Temperature 0 is greedy decoding, with logprobs of the untempered distribution.
 
-Weights are shared with the trainer (same module), so "publishing" new weights to this
-engine is free; a vLLM back end would take weights over its own API instead.
+`Sampler` samples from the module it is given, the trainer's own in training (see
+`lmgym.train.engines.local` for the engine around it).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def cache_keyword(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-class LocalEngine:
+class Sampler:
     """Samples completions for batches of token prompts with a causal LM."""
 
     def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, max_batch_size: int = 256):

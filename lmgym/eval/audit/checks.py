@@ -1,45 +1,31 @@
-"""Reward-hacking audit: patterns in a run's records that suggest the reward is being gamed.
-
-Each check is a small pure function over the records of results.jsonl (the dicts of
-`Rollout.to_dict`), or, for training runs, over the rows of metrics.jsonl, and returns a
-list of `Finding`s (empty when all is well). Thresholds are keyword parameters, documented
-in each check's docstring. A finding is a prompt to read the rollouts it names, not a
-verdict: it says what looks wrong, how often, and where.
-
-| check | severity | flags |
-|---|---|---|
-| reward_without_answer | high | reward ≥ threshold, yet the reference answer is not in the final message |
-| check_metric_disagrees | high | reward ≥ threshold while an independent check metric (`judge*`, `--check-metric`) says fail |
-| copied_from_prompt | high | rewarded completions that echo the prompt |
-| format_without_correctness | medium | most rollouts paid for format while every correctness metric is 0 |
-| length_outliers | medium / low | completions far longer than the run's median (medium when they earn more) |
-| repetition | medium | completions that loop the same word n-grams |
-| identical_group_completions | low | every rollout of an example wrote the same long final message |
-| constant_answer | medium | one final message given for examples with different reference answers |
-| reward_up_eval_down | high | training reward rising while the held-out reward falls (metrics.jsonl) |
-
-Only scored rollouts (no error, a numeric reward) are audited: a failed rollout has no
-reward to game. The files are read without being modified, so a run still being written
-can be audited (`read_results` would repair a torn last line on disk, racing the writer).
-"""
+"""The audit's checks over the rollouts of results.jsonl: one small pure function per
+pattern of reward gaming (see the table in `lmgym.eval.audit`)."""
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
-
-from lmgym.errors import UsageError
-from lmgym.eval.results import METADATA_FILE, RESULTS_FILE, read_jsonl
-from lmgym.messages import last_assistant_text
+from lmgym.eval.audit.findings import (
+    CORRECTNESS_PREFIXES,
+    FORMAT_MARK,
+    MAX_EXAMPLES,
+    Finding,
+    Record,
+    _mean,
+    _metrics,
+    _normal,
+    _quote,
+    _refs,
+    answer_text,
+    contains_answer,
+    final_text,
+    scored,
+)
 from lmgym.rubrics.guards import (
     completion_text,
     ngrams,
@@ -48,101 +34,6 @@ from lmgym.rubrics.guards import (
     repeated_ngram_fraction,
     words,
 )
-from lmgym.types import RolloutRecord
-
-METRICS_FILE = "metrics.jsonl"  # lmgym.train.metrics.METRICS_FILE; that package imports torch
-AUDIT_FILE = "audit.json"
-SEVERITIES = ("high", "medium", "low")
-MAX_EXAMPLES = 20  # rollout references kept per finding in audit.json
-FORMAT_MARK = "format"  # a metric whose name contains this is a format reward
-CORRECTNESS_PREFIXES = ("correct", "exact", "accuracy", "solved")  # metrics that say "right answer"
-
-Record = RolloutRecord
-
-
-@dataclass(frozen=True)
-class Finding:
-    """What one check found: `count` of `total` items (rollouts, groups or eval points)."""
-
-    check: str
-    severity: str
-    count: int
-    total: int | None
-    examples: tuple[str, ...]
-    explanation: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def fraction(self) -> float | None:
-        return self.count / self.total if self.total else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "check": self.check, "severity": self.severity, "count": self.count, "total": self.total,
-            "fraction": self.fraction, "examples": list(self.examples), "explanation": self.explanation,
-            "details": self.details,
-        }
-
-
-# -- reading records -------------------------------------------------------------------------
-def scored(records: Iterable[Record]) -> list[Record]:
-    """The rollouts that have a reward: no error and a numeric `reward`."""
-    return [r for r in records if not r.get("error") and _is_number(r.get("reward"))]
-
-
-def final_text(record: Record) -> str:
-    """The content of the last assistant message ('' when there is none)."""
-    return last_assistant_text(record.get("completion") or []) or ""
-
-
-def answer_text(record: Record) -> str | None:
-    """The reference answer as text, when it is a non-empty string or a number."""
-    answer = record.get("answer")
-    if isinstance(answer, bool) or answer is None:
-        return None
-    if isinstance(answer, int) or (isinstance(answer, float) and answer.is_integer()):
-        return str(int(answer))
-    if isinstance(answer, float):
-        return repr(answer)
-    if isinstance(answer, str) and answer.strip():
-        return answer
-    return None
-
-
-def contains_answer(text: str, answer: str) -> bool:
-    """Whether `answer` occurs in `text` as a whole run of tokens, ignoring case and spacing:
-    "42" is in "<answer>42</answer>" and "x = 42." but not in "142"."""
-    pattern = r"(?<!\w)" + re.escape(_normal(answer)) + r"(?!\w)"
-    return re.search(pattern, _normal(text)) is not None
-
-
-def rollout_ref(record: Record) -> str:
-    return f"{record.get('example_id')}/r{record.get('rollout', 0)}"
-
-
-def _normal(text: str) -> str:
-    return " ".join(text.casefold().split())
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _metrics(record: Record) -> dict[str, float]:
-    return {k: v for k, v in (record.get("metrics") or {}).items() if _is_number(v)}
-
-
-def _refs(records: Sequence[Record]) -> tuple[str, ...]:
-    return tuple(rollout_ref(r) for r in records[:MAX_EXAMPLES])
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
-
-
-def _quote(text: str, limit: int = 40) -> str:
-    text = " ".join(text.split())
-    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 # -- checks over rollouts --------------------------------------------------------------------
@@ -401,157 +292,7 @@ def _key(value: Any) -> Any:
     return value if isinstance(value, (int, str)) else str(value)
 
 
-# -- checks over training metrics -------------------------------------------------------------
-def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Least-squares slope of ys against xs (0.0 when xs do not vary)."""
-    mx, my = _mean(xs), _mean(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
-
-
-def reward_up_eval_down(
-    rows: Sequence[dict[str, Any]],
-    *,
-    train_metric: str = "reward",
-    eval_metric: str = "eval/reward",
-    last_steps: int = 100,
-    min_points: int = 3,
-    min_change: float = 0.02,
-) -> list[Finding]:
-    """Training reward rising while the held-out reward falls (rows of metrics.jsonl).
-
-    Over the last `last_steps` steps, fit least-squares lines to `train_metric` and
-    `eval_metric` against the step. Found when, across the window's span of steps, the
-    fitted train line rises by ≥ `min_change` and the eval line falls by ≥ `min_change`,
-    with at least `min_points` points of each.
-    """
-    stepped = [row for row in rows if _is_number(row.get("step"))]
-    if not stepped:
-        return []
-    last = max(row["step"] for row in stepped)
-    window = [row for row in stepped if row["step"] > last - last_steps]
-    train = [(row["step"], row[train_metric]) for row in window if _is_number(row.get(train_metric))]
-    held = [(row["step"], row[eval_metric]) for row in window if _is_number(row.get(eval_metric))]
-    if len(train) < min_points or len(held) < min_points:
-        return []
-    lo, hi = min(s for s, _ in train + held), max(s for s, _ in train + held)
-    train_slope, eval_slope = slope(*zip(*train)), slope(*zip(*held))
-    rise, fall = train_slope * (hi - lo), eval_slope * (hi - lo)
-    if rise < min_change or fall > -min_change:
-        return []
-    return [Finding(
-        "reward_up_eval_down", "high", len(held), None, (f"steps {lo}–{hi}",),
-        f"over steps {lo}–{hi} {train_metric} rose {rise:+.3f} while {eval_metric} fell {fall:+.3f} "
-        "(least-squares fits): the policy may be fitting the reward, not the task",
-        {"train_slope": train_slope, "eval_slope": eval_slope, "first_step": lo, "last_step": hi},
-    )]
-
-
 RECORD_CHECKS: tuple[Callable[..., list[Finding]], ...] = (
     reward_without_answer, check_metric_disagrees, copied_from_prompt, format_without_correctness,
     length_outliers, repetition, identical_group_completions, constant_answer,
 )
-METRICS_CHECKS: tuple[Callable[..., list[Finding]], ...] = (reward_up_eval_down,)
-CHECKS = {f.__name__: " ".join((f.__doc__ or "").split("\n\n")[0].split()) for f in RECORD_CHECKS + METRICS_CHECKS}
-
-
-# -- running the audit ----------------------------------------------------------------------
-def audit(
-    records: Sequence[Record] = (),
-    rows: Sequence[dict[str, Any]] = (),
-    *,
-    reward_threshold: float = 1.0,
-    check_metrics: Sequence[str] = (),
-    eval_metric: str = "eval/reward",
-    skip: Sequence[str] = (),
-) -> list[Finding]:
-    """Every check over the records and the training rows, most severe findings first.
-
-    Each check receives the options it declares (`reward_threshold`, `check_metrics`,
-    `eval_metric`); the checks named in `skip` are not run.
-    """
-    unknown = sorted(set(skip) - set(CHECKS))
-    if unknown:
-        raise UsageError(f"unknown check(s) {', '.join(unknown)}; the checks are: {', '.join(CHECKS)}")
-    present = {m for r in records for m in (r.get("metrics") or {})}
-    missing = [m for m in check_metrics if m not in present]
-    if records and missing:
-        raise UsageError(f"--check-metric {', '.join(missing)}: no rollout has that metric; metrics: {', '.join(sorted(present)) or 'none'}")
-    options = {"reward_threshold": reward_threshold, "check_metrics": tuple(check_metrics), "eval_metric": eval_metric}
-    findings: list[Finding] = []
-    for checks, data in ((RECORD_CHECKS, records), (METRICS_CHECKS, rows)):
-        for check in checks:
-            if check.__name__ not in skip and data:
-                wanted = inspect.signature(check).parameters
-                findings.extend(check(data, **{k: v for k, v in options.items() if k in wanted}))
-    return sorted(findings, key=lambda f: SEVERITIES.index(f.severity))
-
-
-@dataclass
-class AuditReport:
-    """An audit of one run directory."""
-
-    run_dir: Path
-    rollouts: int
-    scored: int
-    metrics_rows: int
-    checks: list[str]
-    reward_threshold: float
-    findings: list[Finding]
-    skipped: dict[str, str] = field(default_factory=dict)  # check -> why (the environment's reason, or --skip)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_dir": str(self.run_dir), "rollouts": self.rollouts, "scored": self.scored,
-            "metrics_rows": self.metrics_rows, "checks": self.checks, "reward_threshold": self.reward_threshold,
-            "skipped": self.skipped, "findings": [f.to_dict() for f in self.findings],
-        }
-
-
-def audit_run(
-    run_dir: Path,
-    *,
-    reward_threshold: float | None = None,
-    check_metrics: Sequence[str] = (),
-    eval_metric: str = "eval/reward",
-    skip: Sequence[str] = (),
-) -> AuditReport:
-    """Audit RUN_DIR: its results.jsonl and, for training runs, its metrics.jsonl.
-
-    The reward threshold defaults to the run's `pass_threshold` (metadata.json), else 1.0.
-    """
-    run_dir = Path(run_dir)
-    results, metrics = run_dir / RESULTS_FILE, run_dir / METRICS_FILE
-    if not results.exists() and not metrics.exists():
-        raise UsageError(f"{run_dir} holds neither {RESULTS_FILE} nor {METRICS_FILE}: is it an lmgym run directory?")
-    records, rows = read_jsonl(results), read_jsonl(metrics)
-    metadata = _metadata(run_dir)
-    threshold = _run_threshold(metadata) if reward_threshold is None else reward_threshold
-    skipped = {**_declared_skips(metadata), **{check: "--skip" for check in skip}}
-    findings = audit(records, rows, reward_threshold=threshold, check_metrics=check_metrics, eval_metric=eval_metric, skip=list(skipped))
-    checks = [f.__name__ for f in RECORD_CHECKS if records] + [f.__name__ for f in METRICS_CHECKS if rows]
-    return AuditReport(run_dir, len(records), len(scored(records)), len(rows), [c for c in checks if c not in skipped], threshold, findings,
-                       {c: why for c, why in skipped.items() if c in checks})
-
-
-def _metadata(run_dir: Path) -> dict[str, Any]:
-    try:
-        value = orjson.loads((run_dir / METADATA_FILE).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _run_threshold(metadata: dict[str, Any]) -> float:
-    """The run's pass threshold when it applies to the reward (not to a pass metric)."""
-    config = metadata.get("config")
-    if not isinstance(config, dict) or config.get("pass_metric", "reward") != "reward":
-        return 1.0
-    value = config.get("pass_threshold")
-    return float(value) if _is_number(value) else 1.0
-
-
-def _declared_skips(metadata: dict[str, Any]) -> dict[str, str]:
-    """The checks the run's environment said do not apply to it, with its reasons."""
-    declared = metadata.get("audit_skip")
-    return {str(k): str(v) for k, v in declared.items() if k in CHECKS} if isinstance(declared, dict) else {}

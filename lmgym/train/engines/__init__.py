@@ -1,0 +1,16 @@
+"""Rollout engines: what samples training's rollouts, behind one `RolloutEngine` interface.
+
+    base.py       `RolloutEngine`: client, publish, snapshot/refresh, RNG state, close
+    prefix.py     token-exact prompts for a conversation's later turns (both clients use it)
+    sampling.py   batched KV-cache sampling from a transformers model (`Sampler`)
+    local.py      `LocalEngine` and `LocalClient`: in process, sharing the trainer's weights
+    vllm/         `VLLMEngine`: a vLLM server in its own venv, weights published over HTTP
+
+The trainer and the orchestrator see only `RolloutEngine`; which engine a run uses is
+`engine.kind` in its config (`lmgym.train.session`). Import the engine modules directly:
+this package's import brings in neither torch nor vLLM's client.
+"""
+
+from lmgym.train.engines.base import RolloutEngine
+
+__all__ = ["RolloutEngine"]
