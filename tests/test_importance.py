@@ -42,7 +42,8 @@ def loss_and_grad(name, is_weights=None):
     logprobs = torch.log(torch.rand(2, 4) * 0.8 + 0.1).requires_grad_(True)
     old = logprobs.detach() + torch.randn(2, 4) * 0.05
     advantages = torch.tensor([1.0, -0.5])
-    out = LOSSES[name](logprobs, old, advantages, MASK, is_weights=is_weights)
+    run_constants = {"length": MASK.shape[1]} if name == "dr_grpo" else {}  # Dr. GRPO's T
+    out = LOSSES[name](logprobs, old, advantages, MASK, is_weights=is_weights, **run_constants)
     out.loss.backward()
     return out.loss.detach(), logprobs.grad
 
