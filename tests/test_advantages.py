@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lmgym.train.advantages import dynamic_sampling_mask, group_advantages, overlong_mask
+from lmgym.train.advantages import dynamic_sampling_mask, group_advantages
 
 # Three groups of N=3 completions.
 #   g0 = [1, 0, 0]  mean 1/3   centred [2/3, -1/3, -1/3]
@@ -99,17 +99,3 @@ def test_dynamic_sampling_keeps_only_groups_with_different_rewards():
     assert mask.tolist() == [False, True, False, False, True]
     # Consistent with the advantages: dropped groups are exactly those with all-zero advantages.
     assert mask.tolist() == group_advantages(rewards).abs().amax(dim=1).gt(0).tolist()
-
-
-def test_overlong_mask_zeroes_truncated_completions():
-    truncated = torch.tensor([[True, False, False], [False, False, True]])
-    out = overlong_mask(truncated)
-    assert out.dtype == torch.float32
-    assert out.tolist() == [[0.0, 1.0, 1.0], [1.0, 1.0, 0.0]]
-
-
-def test_overlong_mask_rejects_bad_input():
-    with pytest.raises(ValueError, match="bool tensor"):
-        overlong_mask(torch.tensor([[1.0, 0.0]]))
-    with pytest.raises(ValueError, match=r"shape \(G, N\)"):
-        overlong_mask(torch.tensor([True, False]))

@@ -22,12 +22,12 @@ the whole population being normalised, not a sample of it, and with N=2 the unbi
 std would scale advantages by an extra sqrt(2). ``eps`` is added to the std, so a
 zero-variance group gets advantage 0, never NaN.
 
-DAPO (arXiv 2503.14476) adds two filters, here as masks the training loop applies:
-
-- dynamic sampling: drop groups whose rewards are all equal (advantage 0 everywhere,
-  so no gradient, but they still dilute the batch); keep sampling until the batch is full.
-- overlong filtering: truncated completions get no loss, so the model is not punished
-  for reasoning that was merely cut off.
+DAPO (arXiv 2503.14476) adds two filters. Dynamic sampling is a mask here
+(`dynamic_sampling_mask`): drop groups whose rewards are all equal (advantage 0
+everywhere, so no gradient, but they still dilute the batch) and keep sampling until the
+batch is full. Overlong filtering (truncated completions get no loss, so the model is not
+punished for reasoning that was merely cut off) zeroes their loss mask in the orchestrator
+(`algorithm.mask_truncated`).
 """
 
 from __future__ import annotations
@@ -102,20 +102,3 @@ def dynamic_sampling_mask(rewards: Tensor) -> Tensor:
     """
     _check_groups(rewards)
     return rewards.amax(dim=1) != rewards.amin(dim=1)  # (G,)
-
-
-def overlong_mask(truncated: Tensor) -> Tensor:
-    """DAPO overlong filtering (arXiv 2503.14476): 0.0 for truncated completions, 1.0 otherwise.
-
-    truncated: bool (G, N), True where the completion hit the length limit. Returns a
-    float (G, N) to multiply into the token mask, e.g.
-    ``mask = mask * overlong_mask(truncated).reshape(-1, 1)``; with DAPO's token-level
-    loss this also removes the truncated tokens from the normaliser.
-    """
-    if truncated.dtype != torch.bool:
-        raise ValueError(f"truncated must be a bool tensor, got {truncated.dtype}")
-    if truncated.ndim != 2:
-        raise ValueError(
-            f"truncated must have shape (G, N) (groups, group size), got {tuple(truncated.shape)}"
-        )
-    return (~truncated).to(torch.get_default_dtype())
