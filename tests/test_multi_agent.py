@@ -14,7 +14,6 @@ import asyncio
 import inspect
 import random
 import re
-import socket
 import tomllib
 from dataclasses import replace
 
@@ -22,6 +21,7 @@ import pytest
 
 import lmgym
 from lmgym import OpenAIClient, errors
+from lmgym.embedded import free_port
 from lmgym.envs.multi_agent import ModelSeat, MultiAgentEnv, PolicySeat, SelfSeat
 from lmgym.registry import BUNDLED_DIR, available_environments, describe
 from lmgym.testing import ScriptedServer, last_user_text
@@ -98,12 +98,6 @@ async def play(env, server, example=None, index=0, score=True):
 
 def env_texts(rollout):
     return [m["content"] for turn in rollout.turns for m in turn.env_messages]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the rules, by hand --------------------------------------------------------------------------

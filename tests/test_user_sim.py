@@ -9,11 +9,11 @@ and each event loop (one per training step) gets its own simulator client.
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
 from lmgym import OpenAIClient, Rubric
+from lmgym.embedded import free_port
 from lmgym.envs.user_sim import GREETING, SimulatedUser, UserSimEnv, parse_user_reply, user_view
 from lmgym.errors import DatasetError, ModelConnectionError
 from lmgym.eval.runner import run_eval
@@ -179,9 +179,7 @@ async def test_a_failing_simulator_is_a_recorded_rollout_error_not_a_zero():
 
 
 async def test_an_unreachable_simulator_stops_the_run(tmp_path):
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # a port nobody listens on
     env = make_env(dead)
     with ScriptedServer(agent("Which vault?")) as policy_server:
         client = OpenAIClient(policy_server.base_url)
