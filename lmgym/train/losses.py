@@ -1,5 +1,8 @@
 """GRPO-family policy losses: one pure function per variant, all with the same signature.
 
+(Kept in one module of ~400 lines on purpose: the five variants differ in a line or two
+each, and reading them side by side, with their papers cited, is how they are checked.)
+
     loss_fn(logprobs, old_logprobs, advantages, mask, *,
             eps_low, eps_high, ref_logprobs=None, beta=0.0, is_weights=None) -> LossOutput
 
