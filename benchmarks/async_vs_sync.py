@@ -66,7 +66,7 @@ def run_one(steps: int, bound: int) -> None:
     from lmgym.train import orchestrator as orch
     from lmgym.train.config import load_config
     from lmgym.train.metrics import NullSink
-    from lmgym.train.session import build_trainer
+    from lmgym.train.session import build_loop
 
     torch.set_num_threads(1)
     os.sched_setaffinity(0, {TRAINER_CORE})  # this (the trainer's) thread
@@ -80,10 +80,10 @@ def run_one(steps: int, bound: int) -> None:
     orch.AsyncOrchestrator._produce = pinned
     run_dir = tempfile.mkdtemp(prefix=f"async-{bound}-")
     config = load_config(None, overrides(steps, bound, run_dir))
-    trainer = build_trainer(config, Path(run_dir), NullSink())
-    if not isinstance(trainer.orchestrator, orch.AsyncOrchestrator):  # bound 0: the same two threads, alternating
-        old = trainer.orchestrator
-        trainer.orchestrator = orch.AsyncOrchestrator(
+    loop = build_loop(config, Path(run_dir), NullSink())
+    if not isinstance(loop.orchestrator, orch.AsyncOrchestrator):  # bound 0: the same two threads, alternating
+        old = loop.orchestrator
+        loop.orchestrator = orch.AsyncOrchestrator(
             old.env, old.engine, old.data, old.algorithm, old.sampling, old.max_seq_len, max_off_policy_steps=0
         )
     rows = []
@@ -92,8 +92,8 @@ def run_one(steps: int, bound: int) -> None:
         def log(self, step, metrics):
             rows.append(dict(metrics, step=step))
 
-    trainer.sink = Collect()
-    trainer.train()
+    loop.sink = Collect()
+    loop.run()
     print(RESULT_PREFIX + json.dumps(rows), flush=True)
 
 

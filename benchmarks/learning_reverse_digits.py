@@ -22,7 +22,7 @@ from rich.table import Table
 
 from lmgym.train.config import load_config
 from lmgym.train.metrics import NullSink
-from lmgym.train.session import build_trainer
+from lmgym.train.session import build_loop
 
 
 def main() -> None:
@@ -38,15 +38,15 @@ def main() -> None:
             f"env.args.num_eval_examples={args.held_out}", *args.overrides,
         ])
         started = time.perf_counter()
-        trainer = build_trainer(config, Path(run_dir), NullSink())  # builds the model and runs the SFT warm start
+        loop = build_loop(config, Path(run_dir), NullSink())  # builds the model and runs the SFT warm start
         sft_s = time.perf_counter() - started
-        held_out = trainer.orchestrator.env.get_eval_examples(args.held_out)
+        held_out = loop.orchestrator.env.get_eval_examples(args.held_out)
         console.print(f"SFT done in {sft_s:.1f}s; evaluating on {len(held_out)} held-out prompts...")
-        after_sft = trainer.orchestrator.evaluate(held_out, temperature=0.0)
+        after_sft = loop.orchestrator.evaluate(held_out, temperature=0.0)
         started = time.perf_counter()
-        trainer.train()
+        loop.run()
         grpo_s = time.perf_counter() - started
-        after_grpo = trainer.orchestrator.evaluate(held_out, temperature=0.0)
+        after_grpo = loop.orchestrator.evaluate(held_out, temperature=0.0)
 
     table = Table(title=f"reverse-digits, {len(held_out):,} held-out prompts, greedy; torch threads {torch.get_num_threads()}")
     for column in ("phase", "exact match", "digit accuracy", "wall time (s)"):

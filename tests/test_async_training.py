@@ -14,7 +14,7 @@ from test_trainer import small_config  # noqa: E402
 
 from lmgym.train.metrics import MetricsSink  # noqa: E402
 from lmgym.train.orchestrator import AsyncOrchestrator, Orchestrator  # noqa: E402
-from lmgym.train.session import build_trainer  # noqa: E402
+from lmgym.train.session import build_loop  # noqa: E402
 
 
 class ListSink(MetricsSink):
@@ -30,9 +30,9 @@ class ListSink(MetricsSink):
 
 def run(tmp_path, *extra: str):
     sink = ListSink()
-    trainer = build_trainer(small_config(tmp_path, *extra), tmp_path, sink)
-    trainer.train()
-    return trainer, [metrics for _, metrics in sink.rows]
+    loop = build_loop(small_config(tmp_path, *extra), tmp_path, sink)
+    loop.run()
+    return loop, [metrics for _, metrics in sink.rows]
 
 
 @pytest.mark.parametrize("bound", [1, 2])
@@ -65,7 +65,7 @@ def test_synchronous_batches_are_on_policy(tmp_path):
 
 
 def test_the_sampler_gets_the_published_weights(tmp_path):
-    trainer = build_trainer(small_config(tmp_path, "algorithm.max_off_policy_steps=1"), tmp_path, ListSink())
+    trainer = build_loop(small_config(tmp_path, "algorithm.max_off_policy_steps=1"), tmp_path, ListSink())
     orchestrator = trainer.orchestrator
     first = orchestrator.next_batch(0)
     assert first.policy_version == 0
@@ -79,14 +79,14 @@ def test_the_sampler_gets_the_published_weights(tmp_path):
 
 
 def test_a_failure_in_generation_reaches_the_trainer(tmp_path, monkeypatch):
-    trainer = build_trainer(small_config(tmp_path, "algorithm.max_off_policy_steps=1", "trainer.max_steps=3"), tmp_path, ListSink())
+    trainer = build_loop(small_config(tmp_path, "algorithm.max_off_policy_steps=1", "trainer.max_steps=3"), tmp_path, ListSink())
 
     def broken(client, version):
         raise RuntimeError("generation broke")
 
     monkeypatch.setattr(trainer.orchestrator, "_sample", broken)
     with pytest.raises(RuntimeError, match="generation broke"):
-        trainer.train()
+        trainer.run()
     assert trainer.orchestrator._thread is None
 
 

@@ -17,7 +17,7 @@ from test_trainer import CONFIG, SMALL  # noqa: E402
 
 from lmgym.train.config import load_config  # noqa: E402
 from lmgym.train.metrics import NullSink  # noqa: E402
-from lmgym.train.session import build_trainer  # noqa: E402
+from lmgym.train.session import build_loop  # noqa: E402
 
 WORKER = Path(__file__).parent / "fixtures" / "ddp_step.py"
 LOSSES = ["grpo", "dr_grpo", "dapo", "cispo"]
@@ -33,7 +33,7 @@ def torchrun(nproc: int, *args: str, timeout: int = 300) -> subprocess.Completed
 
 def test_two_processes_with_half_the_batch_make_the_same_update(tmp_path):
     overrides = [*SMALL, "trainer.lr=1e-2", "sampling.temperature=1.0"]
-    trainer = build_trainer(load_config(CONFIG, overrides), tmp_path / "gen", NullSink())
+    trainer = build_loop(load_config(CONFIG, overrides), tmp_path / "gen", NullSink())
     batch = trainer.orchestrator.next_batch(0)
     informative = sum(a != 0 for a in batch.advantages)
     assert informative >= 4, "the batch should train something"
@@ -42,9 +42,9 @@ def test_two_processes_with_half_the_batch_make_the_same_update(tmp_path):
 
     single = {}
     for loss in LOSSES:
-        one = build_trainer(load_config(CONFIG, [*overrides, f"algorithm.loss={loss}"]), tmp_path / loss, NullSink())
+        one = build_loop(load_config(CONFIG, [*overrides, f"algorithm.loss={loss}"]), tmp_path / loss, NullSink())
         initial = {n: p.detach().clone() for n, p in one.model.named_parameters()}
-        one.train_step(batch)
+        one.trainer.step(batch)
         single[loss] = {n: p.detach().clone() for n, p in one.model.named_parameters()}
         assert any(not torch.equal(initial[n], single[loss][n]) for n in initial)  # the step moved the weights
 

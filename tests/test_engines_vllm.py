@@ -22,7 +22,7 @@ from test_trainer import small_config  # noqa: E402
 from lmgym.train.engines.vllm import VLLMEngine  # noqa: E402
 from lmgym.train.models import char_tokenizer  # noqa: E402
 from lmgym.train.orchestrator import AsyncOrchestrator, Orchestrator  # noqa: E402
-from lmgym.train.session import build_trainer  # noqa: E402
+from lmgym.train.session import build_loop  # noqa: E402
 from lmgym.train.tokens import encode  # noqa: E402
 
 
@@ -62,12 +62,12 @@ class LoopbackVLLM:
 def train_against(server: LoopbackVLLM, tmp_path, *overrides: str):
     with serving(server) as url:
         sink = ListSink()
-        trainer = build_trainer(
+        trainer = build_loop(
             small_config(tmp_path, "engine.kind=vllm", f"engine.base_url={url.removesuffix('/v1')}", "trainer.max_steps=2", *overrides),
             tmp_path, sink,
         )
         assert isinstance(trainer.orchestrator.engine, VLLMEngine)
-        trainer.train()
+        trainer.run()
     return trainer, [metrics for _, metrics in sink.rows]
 
 

@@ -17,16 +17,16 @@ from test_trainer import CONFIG, SMALL  # noqa: E402
 
 from lmgym.train.config import load_config  # noqa: E402
 from lmgym.train.metrics import NullSink  # noqa: E402
-from lmgym.train.session import build_trainer  # noqa: E402
+from lmgym.train.session import build_loop  # noqa: E402
 from lmgym.train.tokens import TokenSample  # noqa: E402
 
-WORKER = Path(__file__).parent / "fixtures" / "ddp_step.py"  # one train_step on this rank's half
+WORKER = Path(__file__).parent / "fixtures" / "ddp_step.py"  # one trainer step on this rank's half
 
 
 def test_two_processes_whose_halves_pad_differently_make_the_same_dr_grpo_update(tmp_path):
     overrides = [*SMALL, "trainer.lr=1e-2", "sampling.temperature=1.0", "trainer.max_grad_norm=1e9"]
     config = load_config(CONFIG, [*overrides, "algorithm.loss=dr_grpo"])
-    batch = build_trainer(config, tmp_path / "gen", NullSink()).orchestrator.next_batch(0)
+    batch = build_loop(config, tmp_path / "gen", NullSink()).orchestrator.next_batch(0)
     # Rank 1 gets the odd samples: one of them is followed by 30 environment tokens (mask 0,
     # as a tool result after the reply), so rank 1 pads 30 columns wider than rank 0.
     long = batch.samples[1]
@@ -36,9 +36,9 @@ def test_two_processes_whose_halves_pad_differently_make_the_same_dr_grpo_update
     saved = tmp_path / "batch.pt"
     torch.save({"batch": batch, "config": str(CONFIG), "overrides": overrides, "losses": ["dr_grpo"]}, saved)
 
-    one = build_trainer(config, tmp_path / "one", NullSink())
+    one = build_loop(config, tmp_path / "one", NullSink())
     initial = {n: p.detach().clone() for n, p in one.model.named_parameters()}
-    one.train_step(batch)
+    one.trainer.step(batch)
     single = {n: p.detach().clone() for n, p in one.model.named_parameters()}
     assert any(not torch.equal(initial[n], single[n]) for n in initial)
 

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from lmgym.train.config import load_config  # noqa: E402
 from lmgym.train.metrics import NullSink  # noqa: E402
-from lmgym.train.session import build_trainer, train  # noqa: E402
+from lmgym.train.session import build_loop, train  # noqa: E402
 from lmgym.train.trainer import TrainingError, lr_factor  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "reverse-digits.toml"
@@ -40,41 +40,41 @@ def test_lr_schedule_hand_values():
 def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path, variant):
     straight = small_config(tmp_path / "a", "trainer.max_steps=4", "checkpoint.every=2", *variant)
     train(straight, tmp_path / "a", sink=NullSink())
-    expected = params(build_trainer(straight, tmp_path / "a", NullSink(), resume=True).model)
+    expected = params(build_loop(straight, tmp_path / "a", NullSink(), resume=True).model)
 
     first = small_config(tmp_path / "b", "trainer.max_steps=2", "checkpoint.every=2", *variant)
     train(first, tmp_path / "b", sink=NullSink())
     resumed = small_config(tmp_path / "b", "trainer.max_steps=4", "checkpoint.every=2", *variant)
-    trainer = build_trainer(resumed, tmp_path / "b", NullSink(), resume=True)
-    assert trainer.step == 2
-    trainer.train()
-    got = params(trainer.model)
+    loop = build_loop(resumed, tmp_path / "b", NullSink(), resume=True)
+    assert loop.step == 2
+    loop.run()
+    got = params(loop.model)
     assert got.keys() == expected.keys()
     assert all(torch.equal(got[n], expected[n]) for n in got)
     # and training changed the weights at all (the test could otherwise pass vacuously)
-    fresh = params(build_trainer(small_config(tmp_path / "c", *variant), tmp_path / "c", NullSink()).model)
+    fresh = params(build_loop(small_config(tmp_path / "c", *variant), tmp_path / "c", NullSink()).model)
     assert any(not torch.equal(got[n], fresh[n]) for n in got)
 
 
 def test_nan_loss_stops_naming_the_step_and_checkpoint(tmp_path):
     config = small_config(tmp_path, "trainer.max_steps=1", "checkpoint.every=1")
-    trainer = build_trainer(config, tmp_path, NullSink())
-    trainer.train()
-    saved = trainer.last_checkpoint
+    loop = build_loop(config, tmp_path, NullSink())
+    loop.run()
+    saved = loop.last_checkpoint
     assert saved is not None and saved.exists()
-    batch = trainer.orchestrator.next_batch(trainer.step)
-    batch.advantages = [float("nan")] * len(batch.advantages)  # as from a diverged reward
+    batch = loop.orchestrator.next_batch(loop.step)
+    batch.advantages = torch.full_like(batch.advantages, float("nan"))  # as from a diverged reward
     with pytest.raises(TrainingError, match=rf"nan at step 2; last checkpoint: {saved}"):
-        trainer.train_step(batch)
+        loop.train_on(batch)
     assert saved.exists()
 
 
 def test_lora_trains_only_the_adapter_and_uses_the_base_as_reference(tmp_path):
     config = small_config(tmp_path, "model.lora.enabled=true", "model.lora.r=4", "algorithm.beta=0.1", "trainer.max_steps=2", "trainer.lr=1e-2")
-    trainer = build_trainer(config, tmp_path, NullSink())
-    before = params(trainer.model)
-    metrics = trainer.train()
-    after = params(trainer.model)
+    loop = build_loop(config, tmp_path, NullSink())
+    before = params(loop.model)
+    metrics = loop.run()
+    after = params(loop.model)
     changed = {n for n in after if not torch.equal(before[n], after[n])}
     assert changed and all("lora_" in n for n in changed)
     assert metrics["kl"] > 0  # the adapter moved the policy away from the base
@@ -83,11 +83,11 @@ def test_lora_trains_only_the_adapter_and_uses_the_base_as_reference(tmp_path):
 @pytest.mark.parametrize("loss", ["grpo", "dr_grpo", "dapo", "gspo", "cispo"])
 def test_every_loss_variant_runs_a_step(tmp_path, loss):
     config = small_config(tmp_path, f"algorithm.loss={loss}", "trainer.max_steps=1", "algorithm.num_iterations=2")
-    trainer = build_trainer(config, tmp_path, NullSink())
-    before = params(trainer.model)
-    metrics = trainer.train()
+    loop = build_loop(config, tmp_path, NullSink())
+    before = params(loop.model)
+    metrics = loop.run()
     assert torch.isfinite(torch.tensor(metrics["loss"]))
-    assert any(not torch.equal(before[n], p) for n, p in params(trainer.model).items())
+    assert any(not torch.equal(before[n], p) for n, p in params(loop.model).items())
 
 
 def test_learning_reverse_digits(tmp_path):
@@ -114,27 +114,28 @@ def test_micro_batches_windows_and_skipped_samples_keep_the_full_batch_gradient(
     from lmgym.train.trainer import token_logprobs
 
     config = small_config(tmp_path, f"algorithm.loss={loss}", "trainer.micro_batch_size=4", "trainer.max_grad_norm=1e9")
-    trainer = build_trainer(config, tmp_path, NullSink())
-    batch = trainer.orchestrator.next_batch(trainer.step)
-    batch.advantages = [a if i % 3 else 0.0 for i, a in enumerate(batch.advantages)]  # some skippable
+    loop = build_loop(config, tmp_path, NullSink())
+    trainer = loop.trainer
+    batch = loop.orchestrator.next_batch(loop.step)
+    batch.advantages[::3] = 0.0  # some skippable
     batch.advantages[1] = 0.75
-    t = pad_batch(batch.samples, trainer.orchestrator.engine.sampler.pad_id)
+    t = pad_batch(batch.samples, loop.orchestrator.engine.sampler.pad_id)
     logprobs = token_logprobs(trainer.model, t["input_ids"], t["attention_mask"], config.sampling.temperature)
     mask = t["loss_mask"][:, 1:]
-    LOSSES[loss](logprobs, logprobs.detach(), torch.tensor(batch.advantages), mask, **trainer.loss_kwargs).loss.backward()
+    LOSSES[loss](logprobs, logprobs.detach(), batch.advantages, mask, **trainer.loss_kwargs).loss.backward()
     expected = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
     trainer.model.zero_grad(set_to_none=True)
     trainer.optimizer.step = lambda: None  # keep the gradient for inspection
-    metrics = trainer.train_step(batch)
+    metrics = trainer.step(batch)
     assert metrics["samples_skipped_zero_advantage"] > 0
     for name, p in trainer.model.named_parameters():
         assert torch.allclose(p.grad, expected[name], atol=1e-6, rtol=1e-4), name
 
 
 def step_gradient(trainer, batch) -> dict[str, torch.Tensor]:
-    """The gradient one train_step leaves (the optimiser step is skipped to keep it)."""
+    """The gradient one trainer step leaves (the optimiser step is skipped to keep it)."""
     trainer.optimizer.step = lambda: None
-    trainer.train_step(batch)
+    trainer.step(batch)
     return {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
 
 
@@ -144,8 +145,9 @@ def test_dr_grpo_gradient_ignores_padding_from_a_long_masked_out_sample(tmp_path
     from lmgym.train.tokens import TokenSample
 
     config = small_config(tmp_path, "algorithm.loss=dr_grpo", "trainer.max_grad_norm=1e9")
-    trainer = build_trainer(config, tmp_path, NullSink())
-    batch = trainer.orchestrator.next_batch(trainer.step)
+    loop = build_loop(config, tmp_path, NullSink())
+    trainer = loop.trainer
+    batch = loop.orchestrator.next_batch(loop.step)
     assert trainer.loss_kwargs["length"] == config.sampling.max_tokens
     plain = step_gradient(trainer, batch)
     long = max(batch.samples, key=lambda s: len(s.input_ids))

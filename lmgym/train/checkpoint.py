@@ -13,8 +13,8 @@ tail of a file, a state.pt copied from elsewhere) is skipped on resume, with a w
 for the previous one.
 
 A checkpoint also records how long the run's logs (metrics.jsonl, samples.jsonl) were
-when it was saved: the trainer writes a step's rows before it publishes the step's
-checkpoint, and resuming cuts the logs back to that length, so the steps run again after
+when it was saved: the loop (`lmgym.train.loop`) writes a step's rows before it saves the
+step's checkpoint, and resuming cuts the logs back to that length, so the steps run again after
 a resume are logged once, and a step that has a checkpoint always has its rows.
 """
 

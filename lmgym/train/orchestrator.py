@@ -34,7 +34,7 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -42,10 +42,11 @@ import torch
 from lmgym.clients.base import ModelClient
 from lmgym.envs.base import Environment
 from lmgym.train.advantages import dynamic_sampling_mask, group_advantages
+from lmgym.train.batch import Batch
 from lmgym.train.config import AlgorithmConfig, SamplingConfig
 from lmgym.train.distributed import World, shard
 from lmgym.train.engines.base import RolloutEngine
-from lmgym.train.tokens import TokenSample, rollout_samples
+from lmgym.train.tokens import rollout_samples
 from lmgym.types import Example, Rollout
 
 MODEL_NAME = "local"  # what environments see as the model name in training
@@ -82,16 +83,6 @@ class DataStream:
 
     def seek(self, position: dict[str, int]) -> None:
         self.epoch, self.index = position["epoch"], position["index"]
-
-
-@dataclass
-class Batch:
-    samples: list[TokenSample]
-    advantages: list[float]  # one per sample
-    metrics: dict[str, float] = field(default_factory=dict)
-    policy_version: int = 0  # optimiser steps behind the weights that sampled it
-    data_position: dict[str, int] | None = None  # DataStream.position after its examples
-    records: list[dict[str, Any]] = field(default_factory=list)  # a few rollouts, for samples.jsonl
 
 
 def sampling_args(config: SamplingConfig, temperature: float | None = None) -> dict[str, Any]:
@@ -141,14 +132,14 @@ def build_batch(groups: list[list[Rollout]], algorithm: AlgorithmConfig, max_seq
     metrics["groups_dropped_errors"] = float(len(groups) - len(complete))
     metrics["groups"] = float(len(complete))
     if not complete:
-        return Batch([], [], metrics)
+        return Batch([], torch.zeros(0), metrics)
     rewards = torch.tensor([[r.reward for r in g] for g in complete], dtype=torch.float32)  # (G, N)
     metrics["reward_std"] = float(rewards.std(unbiased=False))
     metrics["groups_zero_variance"] = float((rewards == rewards[:, :1]).all(dim=1).sum())  # nothing to learn from them
     keep = dynamic_sampling_mask(rewards) if algorithm.dynamic_sampling else torch.ones(len(complete), dtype=torch.bool)
     metrics["groups_dropped_zero_variance"] = float((~keep).sum())
     advantages = group_advantages(rewards, algorithm.scale_rewards)  # (G, N)
-    samples, sample_advantages, split, truncated = [], [], 0, 0
+    samples, groups_of, members_of, split, truncated = [], [], [], 0, 0
     for g, group in enumerate(complete):
         if not keep[g]:
             continue
@@ -160,11 +151,12 @@ def build_batch(groups: list[list[Rollout]], algorithm: AlgorithmConfig, max_seq
                 if sample.truncated and algorithm.mask_truncated:
                     sample.loss_mask = [0] * len(sample.loss_mask)  # overlong filtering (DAPO)
                 samples.append(sample)
-                sample_advantages.append(float(advantages[g, n]))
+                groups_of.append(g)
+                members_of.append(n)
     metrics["rollouts_split_per_turn"] = float(split)
     metrics["truncated_fraction"] = truncated / max(len(samples), 1)
     metrics["completion_tokens"] = float(sum(s.num_completion_tokens for s in samples))
-    return Batch(samples, sample_advantages, metrics)
+    return Batch(samples, advantages[groups_of, members_of], metrics)  # (B,): each sample its rollout's
 
 
 class Orchestrator:

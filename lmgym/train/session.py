@@ -1,4 +1,5 @@
-"""Wiring a training run from its config: model, environment, engine, trainer, run dir.
+"""Building a training run from its config: model, environment, engine, orchestrator,
+trainer and loop (`lmgym.train.loop` runs it), and the run directory around it.
 
     RUN_DIR/.lock            held (flock) by the process running the run, rank 0 under torchrun
     RUN_DIR/config.toml      the full config (CLI overrides applied), reloaded by --resume; written
@@ -18,6 +19,7 @@ import contextlib
 import json
 import logging
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +34,12 @@ from lmgym.train.config import TrainConfig, dump_config
 from lmgym.train.distributed import World, device_for, setup, teardown, world_from_env
 from lmgym.train.engines.base import RolloutEngine
 from lmgym.train.engines.local import LocalEngine
+from lmgym.train.loop import LOG_FILES, TrainingLoop
 from lmgym.train.metrics import MetricsSink, NullSink, make_sink
 from lmgym.train.models import load_model, save_model
 from lmgym.train.orchestrator import AsyncOrchestrator, DataStream, Orchestrator
 from lmgym.train.sft import run_sft, sft_rows
-from lmgym.train.trainer import LOG_FILES, GRPOTrainer, apply_lora
+from lmgym.train.trainer import GRPOTrainer
 
 logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.toml"
@@ -61,6 +64,15 @@ def resolve_device(name: str) -> torch.device:
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def apply_lora(model: Any, lora: Any) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    with warnings.catch_warnings():  # peft asks transformers 5 by the old name: theirs to fix, noise to the user
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def write_config(run_dir: Path, config: TrainConfig) -> None:
@@ -158,13 +170,13 @@ def load_run(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> Loa
     return LoadedRun(world, env, model.to(device), tokenizer, checkpoint, saved is not None, sizes)
 
 
-def build_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, *, resume: bool = False) -> GRPOTrainer:
+def build_loop(config: TrainConfig, run_dir: Path, sink: MetricsSink, *, resume: bool = False) -> TrainingLoop:
     """Everything a GRPO run needs, SFT warm start included (or reloaded when resuming)."""
-    return assemble_trainer(config, run_dir, sink, load_run(config, run_dir, resume=resume))
+    return assemble_loop(config, run_dir, sink, load_run(config, run_dir, resume=resume))
 
 
-def assemble_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, loaded: LoadedRun) -> GRPOTrainer:
-    """The trainer from a loaded run: warm start, engine, orchestrator, resumed state."""
+def assemble_loop(config: TrainConfig, run_dir: Path, sink: MetricsSink, loaded: LoadedRun) -> TrainingLoop:
+    """The loop from a loaded run: warm start, engine, orchestrator, trainer, resumed state."""
     world, env, model, tokenizer = loaded.world, loaded.env, loaded.model, loaded.tokenizer
     if world.is_main and loaded.log_sizes is not None:
         ckpt.rewind_logs(run_dir, loaded.log_sizes)  # before anything is logged: what follows is logged again
@@ -178,11 +190,12 @@ def assemble_trainer(config: TrainConfig, run_dir: Path, sink: MetricsSink, load
     data = DataStream(env.dataset or env.eval_dataset, seed=config.trainer.seed)
     orchestrator = make_orchestrator(config, env, engine, data, world)
     eval_examples = env.get_eval_examples(config.eval.num_examples) if config.eval.every else []
-    trainer = GRPOTrainer(config, model, tokenizer, orchestrator, run_dir, sink, eval_examples, world=world)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    trainer = GRPOTrainer(config, model, pad_id, world=world)
+    loop = TrainingLoop(config, trainer, tokenizer, orchestrator, run_dir, sink, eval_examples, world=world)
     if loaded.checkpoint is not None:
-        trainer.resume(*loaded.checkpoint)
-        orchestrator.publish(model, trainer.step)  # the server started from the initial weights
-    return trainer
+        loop.resume(*loaded.checkpoint)
+    return loop
 
 
 def start_vllm(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path, world: World) -> RolloutEngine:
@@ -222,11 +235,11 @@ def train(
             write_config(run_dir, config)
         sink = sink or (run_sink(config, run_dir) if world.is_main else NullSink())
         stack.callback(sink.close)
-        trainer = assemble_trainer(config, run_dir, sink, loaded)
-        metrics = trainer.train()
+        loop = assemble_loop(config, run_dir, sink, loaded)
+        metrics = loop.run()
         if world.is_main:
-            policy = trainer.model.merge_and_unload() if config.model.lora.enabled else trainer.model
-            save_policy(policy, trainer.tokenizer, run_dir / FINAL_MODEL)
+            policy = loop.model.merge_and_unload() if config.model.lora.enabled else loop.model
+            save_policy(policy, loop.tokenizer, run_dir / FINAL_MODEL)
         return metrics
 
 

@@ -16,6 +16,11 @@ start with the rendering of the shorter one, `continuation_ids` raises
 `TemplateMismatch`, the client renders that turn's prompt afresh, and `rollout_samples`
 splits the rollout into one sample per turn (each still token-exact) instead of crashing
 (verifiers #115 and prime-rl #947 crashed). The trainer counts such rollouts.
+
+This module alone knows the layout the trainer computes on (`trained_tensors`,
+`token_logprobs`): logits at position t score token t+1, so the loss mask, the sampler's
+logprobs and the policy's logprobs are all (B, T-1-start), for the tokens at positions
+start+1 .. T-1, where `start` is the first column in which any sample trains.
 """
 
 from __future__ import annotations
@@ -141,6 +146,53 @@ def rollout_samples(rollout: Rollout, max_seq_len: int) -> tuple[list[TokenSampl
     ]
     samples[-1].truncated = samples[-1].truncated or cut_short
     return samples, True
+
+
+@dataclass
+class TrainedTensors:
+    """A batch as the trainer consumes it: the whole sequences, and the loss mask and the
+    sampler's logprobs of the trained window (see the module docstring)."""
+
+    input_ids: Any  # (B, T)
+    attention_mask: Any  # (B, T)
+    loss_mask: Any  # (B, T-1-start): 1 where token start+1+t was sampled by the policy
+    sampler_logprobs: Any  # (B, T-1-start)
+    start: int  # the first trained column: logits before it are never computed
+
+    def rows(self, rows: Any) -> TrainedTensors:
+        """The same window for the samples at `rows` (a LongTensor)."""
+        return TrainedTensors(self.input_ids[rows], self.attention_mask[rows], self.loss_mask[rows], self.sampler_logprobs[rows], self.start)
+
+
+def trained_tensors(samples: Sequence[TokenSample], pad_id: int, device: Any = "cpu") -> TrainedTensors:
+    """The samples right-padded, and the window of positions that any of them trains."""
+    tensors = pad_batch(samples, pad_id, device)
+    targets = tensors["loss_mask"][:, 1:]  # (B, T-1): 1 where token t+1 was sampled
+    start = first_trained_position(targets)
+    return TrainedTensors(tensors["input_ids"], tensors["attention_mask"], targets[:, start:], tensors["sampler_logprobs"][:, start + 1 :], start)
+
+
+def first_trained_position(mask: Any) -> int:
+    """The first column of a (B, T) loss mask where any row trains (0 if none)."""
+    columns = mask.any(dim=0).nonzero()
+    return int(columns[0]) if len(columns) else 0
+
+
+def token_logprobs(model: Any, input_ids: Any, attention_mask: Any, temperature: float, start: int = 0) -> Any:
+    """Logprob of each next token under logits / temperature, as the sampler drew it:
+    (B, T-1-start), for the tokens at positions start+1 .. T-1.
+
+    Logits are computed only from position `start` on (`logits_to_keep`): over the
+    prompt they would be thrown away, and the vocabulary projection is the largest
+    matmul of a small model."""
+    import torch
+
+    width = input_ids.shape[1]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=width - start).logits
+    logits = logits[:, :-1].float()  # (B, T-1-start, V)
+    if temperature > 0:
+        logits = logits / temperature
+    return torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, start + 1 :, None]).squeeze(-1)
 
 
 def pad_batch(samples: Sequence[TokenSample], pad_id: int, device: Any = "cpu"):

@@ -1,69 +1,47 @@
-"""The GRPO trainer for one machine (one CPU or one GPU): no second device needed.
+"""One GRPO optimiser step: `GRPOTrainer.step(batch) -> metrics`, on one CPU or GPU (or one rank).
 
-Each step: the orchestrator samples a batch of groups with the current weights (through
-the in-process engine, which shares the weights, so publishing them is free, or a vLLM
-server, `engine.kind = "vllm"`, which gets them after every step), then the
-trainer computes the chosen loss (`lmgym.train.losses`, picked by name once) over
-micro-batches with gradient accumulation, clips the gradient and steps AdamW.
+The trainer holds the policy, AdamW, the LR schedule and the loss (`lmgym.train.losses`,
+picked by name once); it knows nothing of orchestrators, evaluation or checkpoints
+(`lmgym.train.loop` wires those). A step computes the loss over micro-batches with
+gradient accumulation, sums the gradient over ranks, clips it and steps AdamW.
 `num_iterations` (GRPO's μ) > 1 reuses the batch with stored old logprobs.
 
 Micro-batches are weighted by their share of the loss's averaging units (completions or
 tokens, `losses.batch_units`), so accumulation gives the gradient of the whole
 batch's loss. Two savings leave that gradient unchanged: logits are computed only from
-the first trained position on, and samples with a zero advantage (no KL term) skip the
-forward and backward passes, since every loss term is proportional to the advantage.
-dr_grpo's T is a constant of the run (`loss_options`), so neither saving, nor padding,
-nor the split into micro-batches or ranks changes it. A NaN loss stops the run, naming
-the step and the last checkpoint.
+the first trained position on (`lmgym.train.tokens` knows the layout), and samples with a
+zero advantage (no KL term) skip the forward and backward passes, since every loss term
+is proportional to the advantage. dr_grpo's T is a constant of the run (`loss_options`),
+so neither saving, nor padding, nor the split into micro-batches or ranks changes it. A
+NaN loss raises `NonFiniteLoss`.
 
-Batches sampled by older weights (asynchronous generation, `algorithm.max_off_policy_steps`)
-or by another sampler are corrected token by token with importance weights pi_old / mu
-(`algorithm.importance_sampling`: tis or mis, `lmgym.train.importance`); a batch older
-than the bound is dropped and counted. After each step the new weights are published to
-the orchestrator. A few rollouts per step go to RUN_DIR/samples.jsonl (`logging.samples_per_step`).
+Batches sampled by older weights (asynchronous generation) or by another sampler are
+corrected token by token with importance weights pi_old / mu
+(`algorithm.importance_sampling`: tis or mis, `lmgym.train.importance`).
 """
 
 from __future__ import annotations
 
 import copy
-import logging
 import math
-import time
-import warnings
-from pathlib import Path
 from typing import Any
 
-import orjson
 import torch
 
 from lmgym.errors import TrainingError
-from lmgym.train import checkpoint as ckpt
+from lmgym.train.batch import Batch
+from lmgym.train.checkpoint import load_trainable, trainable_state
 from lmgym.train.config import TrainConfig
-from lmgym.train.distributed import World, mean_metrics, sum_gradients, sum_over_ranks
+from lmgym.train.distributed import World, sum_gradients, sum_over_ranks
 from lmgym.train.importance import IS_CORRECTIONS, mismatch_kl
 from lmgym.train.losses import LOSSES, batch_units
-from lmgym.train.metrics import METRICS_FILE, MetricsSink, NullSink
-from lmgym.train.orchestrator import Batch, Orchestrator
-from lmgym.train.tokens import pad_batch
+from lmgym.train.tokens import token_logprobs, trained_tensors
 
-logger = logging.getLogger(__name__)
-SAMPLES_FILE = "samples.jsonl"
-LOG_FILES = (METRICS_FILE, SAMPLES_FILE)  # cut back to a checkpoint's step on resume
+__all__ = ["GRPOTrainer", "NonFiniteLoss", "TrainingError", "loss_options", "lr_factor", "token_logprobs"]
 
 
-def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float, start: int = 0) -> torch.Tensor:
-    """Logprob of each next token under logits / temperature, as the sampler drew it:
-    (B, T-1-start), for the tokens at positions start+1 .. T-1.
-
-    Logits are computed only from position `start` on (`logits_to_keep`): over the
-    prompt they would be thrown away, and the vocabulary projection is the largest
-    matmul of a small model."""
-    width = input_ids.shape[1]
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=width - start).logits
-    logits = logits[:, :-1].float()  # (B, T-1-start, V)
-    if temperature > 0:
-        logits = logits / temperature
-    return torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, start + 1 :, None]).squeeze(-1)
+class NonFiniteLoss(TrainingError):
+    """The loss is NaN or infinite; the loop adds the step and the last checkpoint."""
 
 
 def loss_options(config: TrainConfig) -> dict[str, Any]:
@@ -105,24 +83,13 @@ def combine_stats(parts: list[tuple[float, dict[str, float]]], iterations: int) 
     return combined
 
 
-def write_samples(run_dir: Path, step: int, records: list[dict[str, Any]]) -> None:
-    """Append a step's sampled rollouts to RUN_DIR/samples.jsonl (read by `lmgym view`)."""
-    if records:
-        with (run_dir / SAMPLES_FILE).open("ab") as file:
-            file.write(b"".join(orjson.dumps({**record, "step": step}, default=str) + b"\n" for record in records))
-
-
-def first_trained_position(mask: torch.Tensor) -> int:
-    """The first column of a (B, T) loss mask where any row trains (0 if none)."""
-    columns = mask.any(dim=0).nonzero()
-    return int(columns[0]) if len(columns) else 0
-
-
-def informative(advantages: list[float], beta: float) -> list[int]:
-    """Indices of samples whose gradient can be non-zero. Every loss term is proportional
+def informative(advantages: torch.Tensor, beta: float) -> torch.Tensor:
+    """Indices (B',) of samples whose gradient can be non-zero. Every loss term is proportional
     to the advantage, so with no KL term a zero-advantage sample (e.g. a group whose
     rewards are all equal) contributes exactly nothing and needs no forward/backward."""
-    return [i for i, a in enumerate(advantages) if beta > 0 or a != 0.0]
+    if beta > 0:
+        return torch.arange(len(advantages), device=advantages.device)
+    return (advantages != 0.0).nonzero().squeeze(1)
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -134,22 +101,13 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     return max(0.0, shapes[schedule])
 
 
-def apply_lora(model: Any, lora: Any) -> Any:
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
-    with warnings.catch_warnings():  # peft asks transformers 5 by the old name: theirs to fix, noise to the user
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        return get_peft_model(model, config)
-
 
 class GRPOTrainer:
-    def __init__(self, config: TrainConfig, model: Any, tokenizer: Any, orchestrator: Orchestrator, run_dir: Path, sink: MetricsSink | None = None, eval_examples=None, world: World = World()):
-        self.config, self.model, self.tokenizer, self.world = config, model, tokenizer, world
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.orchestrator, self.run_dir = orchestrator, run_dir
-        self.sink = sink or NullSink()
-        self.eval_examples = eval_examples or []
+    """The policy, its optimiser and schedule, and the loss: `step(batch)` trains on one
+    batch; `state_dict()` is what a checkpoint needs to continue exactly."""
+
+    def __init__(self, config: TrainConfig, model: Any, pad_id: int, world: World = World()):
+        self.config, self.model, self.pad_id, self.world = config, model, pad_id, world
         self.loss_name = config.algorithm.loss
         self.loss_fn = LOSSES[self.loss_name]
         self.loss_kwargs = loss_options(config)
@@ -164,9 +122,6 @@ class GRPOTrainer:
         )
         self.reference = self._reference_model() if config.algorithm.beta > 0 else None
         self.correction = IS_CORRECTIONS.get(config.algorithm.importance_sampling)
-        self.step = 0
-        self.data_position = orchestrator.data.position
-        self.last_checkpoint: Path | None = None
 
     def _reference_model(self) -> Any:
         """With LoRA the reference is the base with the adapter disabled; else a frozen copy."""
@@ -185,31 +140,36 @@ class GRPOTrainer:
             with self.model.disable_adapter():
                 return token_logprobs(self.model, ids, attention, temperature, start)
 
-    # -- one step ------------------------------------------------------------------------
-    def train_step(self, batch: Batch) -> dict[str, float]:
-        metrics = dict(batch.metrics)
-        if sum_over_ranks(len(batch.samples), self.world) == 0:
-            metrics["skipped"] = 1.0
+    def _old_logprobs(self, ids, attention, start: int) -> torch.Tensor:
+        micro = self.config.trainer.micro_batch_size
+        with torch.no_grad():
+            return torch.cat([
+                token_logprobs(self.model, ids[s : s + micro], attention[s : s + micro], self.config.sampling.temperature, start)
+                for s in range(0, ids.shape[0], micro)
+            ])
+
+    def step(self, batch: Batch) -> dict[str, float]:
+        """One optimiser step (`num_iterations` of them over the same batch) on `batch`,
+        this rank's share of the step's samples. Returns the step's training statistics."""
+        algorithm, world = self.config.algorithm, self.world
+        if sum_over_ranks(len(batch.samples), world) == 0:
             self.scheduler.step()
-            return metrics
-        temperature, iterations = self.config.sampling.temperature, self.config.algorithm.num_iterations
-        keep = informative(batch.advantages, self.config.algorithm.beta)
-        metrics["samples_skipped_zero_advantage"] = float(len(batch.samples) - len(keep))
+            return {"skipped": 1.0}
+        temperature, iterations, beta = self.config.sampling.temperature, algorithm.num_iterations, algorithm.beta
+        keep = informative(batch.advantages, beta)
+        metrics = {"samples_skipped_zero_advantage": float(len(batch.samples) - len(keep))}
         if batch.samples:  # a rank may get no samples while the others train
             device = next(self.model.parameters()).device
-            tensors = pad_batch(batch.samples, self.pad_id, device)
-            full_mask = tensors["loss_mask"][:, 1:]  # (B, T-1): 1 where token t+1 was sampled
-            start = first_trained_position(full_mask)
+            whole = trained_tensors(batch.samples, self.pad_id, device)
             # Micro-batches are weighed against the whole batch's units (dropped samples
             # included, every rank's), so the gradient equals that of the loss over every sample.
-            batch_mask = full_mask[:, start:]
-            rows = torch.tensor(keep, dtype=torch.long, device=device)
-            ids, attention = tensors["input_ids"][rows], tensors["attention_mask"][rows]
-            mask, sampler = batch_mask[rows], tensors["sampler_logprobs"][rows, start + 1 :]
-            advantages = torch.tensor(batch.advantages, dtype=torch.float32, device=device)[rows]  # (B,)
-            reference = self._reference_logprobs(ids, attention, start) if self.config.algorithm.beta > 0 else None  # beta > 0 keeps all
-            old = self._old_logprobs(ids, attention, start) if iterations > 1 and keep else None
-        total_units = sum_over_ranks(batch_units(self.loss_name, batch_mask) if batch.samples else 0.0, self.world)
+            rows = keep.to(device)
+            kept = whole.rows(rows)
+            ids, attention, mask, sampler, start = kept.input_ids, kept.attention_mask, kept.loss_mask, kept.sampler_logprobs, kept.start
+            advantages = batch.advantages.to(device)[rows]  # (B',)
+            reference = self._reference_logprobs(ids, attention, start) if beta > 0 else None  # beta > 0 keeps all
+            old = self._old_logprobs(ids, attention, start) if iterations > 1 and len(keep) else None
+        total_units = sum_over_ranks(batch_units(self.loss_name, whole.loss_mask) if batch.samples else 0.0, world)
         micro = self.config.trainer.micro_batch_size
         parts: list[tuple[float, dict[str, float]]] = []  # (weight, stats) per micro-batch and iteration
         for _ in range(iterations):
@@ -221,114 +181,33 @@ class GRPOTrainer:
                     continue
                 logprobs = token_logprobs(self.model, ids[part], attention[part], temperature, start)
                 proximal = old[part] if old is not None else logprobs.detach()  # pi_old: the weights before this step
-                corrected = self.correction(proximal, sampler[part], mask[part], self.config.algorithm.is_cap) if self.correction else None
+                corrected = self.correction(proximal, sampler[part], mask[part], algorithm.is_cap) if self.correction else None
                 out = self.loss_fn(
                     logprobs, proximal, advantages[part], mask[part],
-                    ref_logprobs=reference[part] if reference is not None else None, beta=self.config.algorithm.beta,
+                    ref_logprobs=reference[part] if reference is not None else None, beta=beta,
                     is_weights=corrected.weights if corrected is not None else None, **self.loss_kwargs,
                 )
                 if not torch.isfinite(out.loss):
-                    where = self.last_checkpoint or "none saved yet"
-                    raise TrainingError(f"the loss is {out.loss.item()} at step {self.step + 1}; last checkpoint: {where}")
+                    raise NonFiniteLoss(f"the loss is {out.loss.item()}")
                 (out.loss * weight).backward()
-                parts.append((weight, micro_stats(out, logprobs.detach(), proximal, sampler[part], mask[part], corrected, self.config.algorithm.beta > 0)))
+                parts.append((weight, micro_stats(out, logprobs.detach(), proximal, sampler[part], mask[part], corrected, beta > 0)))
             for p in self.trainable:  # a zero gradient is still a step (Adam's momentum moves)
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
-            sum_gradients(self.trainable, self.world)
+            sum_gradients(self.trainable, world)
             # only what is trained: frozen weights (LoRA's base) must not weigh in the clip
             grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.trainer.max_grad_norm)
             self.optimizer.step()
         self.scheduler.step()
-        stats = {**combine_stats(parts, iterations), "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0]}
-        for clash in stats.keys() & metrics.keys():  # a rubric metric named like the trainer's (`loss`) keeps its value
-            metrics[f"rubric/{clash}"] = metrics.pop(clash)
-        metrics.update(stats)
+        metrics.update(combine_stats(parts, iterations), grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0])
         return metrics
 
-    def _old_logprobs(self, ids, attention, start: int) -> torch.Tensor:
-        micro = self.config.trainer.micro_batch_size
-        with torch.no_grad():
-            return torch.cat([
-                token_logprobs(self.model, ids[s : s + micro], attention[s : s + micro], self.config.sampling.temperature, start)
-                for s in range(0, ids.shape[0], micro)
-            ])
+    def state_dict(self) -> dict[str, Any]:
+        """The trained weights (all, or the LoRA adapter), the optimiser and the schedule."""
+        return {"weights": trainable_state(self.model), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
-    # -- the loop ------------------------------------------------------------------------
-    def train(self) -> dict[str, float]:
-        config = self.config
-        last: dict[str, float] = {}
-        if self.step == 0 and config.eval.every and self.eval_examples and self.world.is_main:
-            self.sink.log(0, self.evaluate())
-        try:
-            while self.step < config.trainer.max_steps:
-                last = self._one_step()
-        finally:
-            self.orchestrator.close()
-        return last
-
-    def _one_step(self) -> dict[str, float]:
-        config = self.config
-        started = time.perf_counter()
-        batch, dropped = self._fresh_batch()
-        waited = time.perf_counter() - started
-        metrics = self.train_step(batch)
-        metrics.update(wait_s=waited, train_s=time.perf_counter() - started - waited)
-        metrics = mean_metrics(metrics, self.world)
-        self.step += 1
-        self.data_position = batch.data_position or self.data_position
-        self.orchestrator.publish(self.model, self.step)
-        metrics.update(staleness=float(self.step - 1 - batch.policy_version), batches_dropped_stale=float(dropped))
-        elapsed = time.perf_counter() - started
-        metrics["step_s"] = elapsed
-        metrics["tokens_per_s"] = metrics.get("completion_tokens", 0.0) / elapsed
-        if not self.world.is_main:  # rank 0 alone evaluates, saves and logs
-            return metrics
-        if config.eval.every and self.eval_examples and self.step % config.eval.every == 0:
-            metrics.update(self.evaluate())
-        self.sink.log(self.step, metrics)  # before the checkpoint: a step that has one has its rows
-        write_samples(self.run_dir, self.step, batch.records)
-        if config.checkpoint.every and self.step % config.checkpoint.every == 0:
-            self.save()
-        return metrics
-
-    def _fresh_batch(self) -> tuple[Batch, int]:
-        """The next batch sampled within `max_off_policy_steps` of the current weights."""
-        dropped = 0
-        while True:
-            batch = self.orchestrator.next_batch(self.step)
-            if self.step - batch.policy_version <= self.config.algorithm.max_off_policy_steps:
-                return batch, dropped
-            dropped += 1
-            logger.warning("dropped a batch sampled at version %d for step %d", batch.policy_version, self.step)
-
-    def evaluate(self) -> dict[str, float]:
-        return self.orchestrator.evaluate(self.eval_examples, self.config.eval.temperature)
-
-    # -- checkpoints ---------------------------------------------------------------------
-    def save(self) -> Path:
-        state = {
-            "step": self.step,
-            "weights": ckpt.trainable_state(self.model),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": ckpt.rng_state(self.orchestrator.engine.rng_state()),
-            "data": self.data_position,
-            "logs": ckpt.log_sizes(self.run_dir, LOG_FILES),
-        }
-        self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, self.step, state, self.model, self.tokenizer, self.config.checkpoint.keep)
-        return self.last_checkpoint
-
-    def resume(self, checkpoint: Path, state: dict[str, Any]) -> None:
-        """Continue from `state`, read from `checkpoint` by `ckpt.load_state`."""
-        try:
-            ckpt.load_trainable(self.model, state["weights"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.orchestrator.engine.set_rng_state(ckpt.restore_rng(state["rng"]))
-            self.orchestrator.data.seek(state["data"])
-        except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as exc:
-            raise ckpt.CheckpointError(f"{checkpoint / ckpt.STATE_FILE}: does not fit this run's model and config ({ckpt.first_line(exc)})") from None
-        self.data_position = state["data"]
-        self.step = state["step"]
-        self.last_checkpoint = checkpoint
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from what `state_dict` returned (a checkpoint's state.pt holds it)."""
+        load_trainable(self.model, state["weights"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])

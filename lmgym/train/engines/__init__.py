@@ -6,7 +6,7 @@
     local.py      `LocalEngine` and `LocalClient`: in process, sharing the trainer's weights
     vllm/         `VLLMEngine`: a vLLM server in its own venv, weights published over HTTP
 
-The trainer and the orchestrator see only `RolloutEngine`; which engine a run uses is
+The training loop and the orchestrator see only `RolloutEngine`; which engine a run uses is
 `engine.kind` in its config (`lmgym.train.session`). Import the engine modules directly:
 this package's import brings in neither torch nor vLLM's client.
 """

@@ -1,0 +1,165 @@
+"""The run of GRPO: sample → step → publish → evaluate / log / checkpoint, until `max_steps`.
+
+The loop owns the trainer (`GRPOTrainer.step(batch) -> metrics`, which knows nothing of
+what is around it) and the orchestrator (synchronous, or asynchronous with bounded
+staleness: `lmgym.train.orchestrator`). Each step it takes the next batch sampled within
+`algorithm.max_off_policy_steps` of the current weights (older ones are dropped and
+counted), trains on it, publishes the new weights to the rollout engine, and on rank 0
+evaluates every `eval.every` steps, logs the step's metrics, appends a few rollouts to
+RUN_DIR/samples.jsonl (`logging.samples_per_step`) and saves a checkpoint every
+`checkpoint.every` steps (`lmgym.train.checkpoint`). Under torchrun every rank runs the
+same loop on its share of the prompts; the trainer sums the gradients and the loop
+averages the metrics. A NaN loss stops the run, naming the step and the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import orjson
+
+from lmgym.errors import TrainingError
+from lmgym.train import checkpoint as ckpt
+from lmgym.train.batch import Batch
+from lmgym.train.config import TrainConfig
+from lmgym.train.distributed import World, mean_metrics
+from lmgym.train.metrics import METRICS_FILE, MetricsSink, NullSink
+from lmgym.train.orchestrator import Orchestrator
+from lmgym.train.trainer import GRPOTrainer, NonFiniteLoss
+from lmgym.types import Example
+
+logger = logging.getLogger(__name__)
+SAMPLES_FILE = "samples.jsonl"
+LOG_FILES = (METRICS_FILE, SAMPLES_FILE)  # cut back to a checkpoint's step on resume
+
+
+def write_samples(run_dir: Path, step: int, records: list[dict[str, Any]]) -> None:
+    """Append a step's sampled rollouts to RUN_DIR/samples.jsonl (read by `lmgym view`)."""
+    if records:
+        with (run_dir / SAMPLES_FILE).open("ab") as file:
+            file.write(b"".join(orjson.dumps({**record, "step": step}, default=str) + b"\n" for record in records))
+
+
+def step_metrics(batch_metrics: dict[str, float], trained: dict[str, float]) -> dict[str, float]:
+    """The batch's rubric and generation metrics, then the trainer's; a rubric metric named
+    like one of the trainer's (`loss`) keeps its value as `rubric/NAME`."""
+    metrics = dict(batch_metrics)
+    for clash in trained.keys() & metrics.keys():
+        metrics[f"rubric/{clash}"] = metrics.pop(clash)
+    metrics.update(trained)
+    return metrics
+
+
+class TrainingLoop:
+    """A GRPO run from step `step` to `max_steps`; `run()` runs it and closes the orchestrator."""
+
+    def __init__(
+        self, config: TrainConfig, trainer: GRPOTrainer, tokenizer: Any, orchestrator: Orchestrator, run_dir: Path,
+        sink: MetricsSink | None = None, eval_examples: Sequence[Example] = (), world: World = World(),
+    ):
+        """The loop owns `orchestrator` from here on: `run()` closes it. `tokenizer` is
+        saved with each checkpoint's model."""
+        self.config, self.trainer, self.tokenizer, self.world = config, trainer, tokenizer, world
+        self.orchestrator, self.run_dir = orchestrator, run_dir
+        self.sink = sink or NullSink()
+        self.eval_examples = list(eval_examples)
+        self.step = 0  # optimiser steps taken: the policy version of the current weights
+        self.data_position = orchestrator.data.position  # after the last trained batch's examples
+        self.last_checkpoint: Path | None = None
+
+    @property
+    def model(self) -> Any:
+        return self.trainer.model
+
+    def run(self) -> dict[str, float]:
+        """Train to `trainer.max_steps`; the last step's metrics."""
+        config = self.config
+        last: dict[str, float] = {}
+        if self.step == 0 and config.eval.every and self.eval_examples and self.world.is_main:
+            self.sink.log(0, self.evaluate())
+        try:
+            while self.step < config.trainer.max_steps:
+                last = self._one_step()
+        finally:
+            self.orchestrator.close()
+        return last
+
+    def train_on(self, batch: Batch) -> dict[str, float]:
+        """The trainer's step on `batch`, its metrics after the batch's own; a loss that is
+        not finite stops the run, naming the step and the checkpoint to go back to."""
+        try:
+            trained = self.trainer.step(batch)
+        except NonFiniteLoss as exc:
+            where = self.last_checkpoint or "none saved yet"
+            raise TrainingError(f"{exc} at step {self.step + 1}; last checkpoint: {where}") from None
+        return step_metrics(batch.metrics, trained)
+
+    def _one_step(self) -> dict[str, float]:
+        config = self.config
+        started = time.perf_counter()
+        batch, dropped = self._fresh_batch()
+        waited = time.perf_counter() - started
+        metrics = self.train_on(batch)
+        metrics.update(wait_s=waited, train_s=time.perf_counter() - started - waited)
+        metrics = mean_metrics(metrics, self.world)
+        self.step += 1
+        self.data_position = batch.data_position or self.data_position
+        self.orchestrator.publish(self.model, self.step)
+        metrics.update(staleness=float(self.step - 1 - batch.policy_version), batches_dropped_stale=float(dropped))
+        elapsed = time.perf_counter() - started
+        metrics["step_s"] = elapsed
+        metrics["tokens_per_s"] = metrics.get("completion_tokens", 0.0) / elapsed
+        if not self.world.is_main:  # rank 0 alone evaluates, saves and logs
+            return metrics
+        if config.eval.every and self.eval_examples and self.step % config.eval.every == 0:
+            metrics.update(self.evaluate())
+        self.sink.log(self.step, metrics)  # before the checkpoint: a step that has one has its rows
+        write_samples(self.run_dir, self.step, batch.records)
+        if config.checkpoint.every and self.step % config.checkpoint.every == 0:
+            self.save()
+        return metrics
+
+    def _fresh_batch(self) -> tuple[Batch, int]:
+        """The next batch sampled within `max_off_policy_steps` of the current weights."""
+        dropped = 0
+        while True:
+            batch = self.orchestrator.next_batch(self.step)
+            if self.step - batch.policy_version <= self.config.algorithm.max_off_policy_steps:
+                return batch, dropped
+            dropped += 1
+            logger.warning("dropped a batch sampled at version %d for step %d", batch.policy_version, self.step)
+
+    def evaluate(self) -> dict[str, float]:
+        return self.orchestrator.evaluate(self.eval_examples, self.config.eval.temperature)
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def save(self) -> Path:
+        trained = self.trainer.state_dict()
+        state = {
+            "step": self.step,
+            "weights": trained["weights"],
+            "optimizer": trained["optimizer"],
+            "scheduler": trained["scheduler"],
+            "rng": ckpt.rng_state(self.orchestrator.engine.rng_state()),
+            "data": self.data_position,
+            "logs": ckpt.log_sizes(self.run_dir, LOG_FILES),
+        }
+        self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, self.step, state, self.model, self.tokenizer, self.config.checkpoint.keep)
+        return self.last_checkpoint
+
+    def resume(self, checkpoint: Path, state: dict[str, Any]) -> None:
+        """Continue from `state`, read from `checkpoint` by `ckpt.load_state`, and publish
+        the resumed weights (a server started from the initial ones)."""
+        try:
+            self.trainer.load_state_dict(state)
+            self.orchestrator.engine.set_rng_state(ckpt.restore_rng(state["rng"]))
+            self.orchestrator.data.seek(state["data"])
+        except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as exc:
+            raise ckpt.CheckpointError(f"{checkpoint / ckpt.STATE_FILE}: does not fit this run's model and config ({ckpt.first_line(exc)})") from None
+        self.data_position = state["data"]
+        self.step = state["step"]
+        self.last_checkpoint = checkpoint
+        self.orchestrator.publish(self.model, self.step)
