@@ -37,7 +37,8 @@ def _flags_show_no_type(display_type_rich):
     return display
 
 
-typer.core.TyperOption.display_type_rich = _flags_show_no_type(typer.core.TyperOption.display_type_rich)
+if hasattr(typer.core.TyperOption, "display_type_rich"):  # typer >= 0.29; older ones print flags right
+    typer.core.TyperOption.display_type_rich = _flags_show_no_type(typer.core.TyperOption.display_type_rich)
 
 
 def _print_version(value: bool) -> None:
