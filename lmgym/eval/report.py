@@ -47,7 +47,7 @@ import orjson
 
 import lmgym
 from lmgym.errors import ResultsFileError
-from lmgym.eval.results import METADATA_FILE, RESULTS_FILE, read_jsonl, read_results
+from lmgym.eval.results import METADATA_FILE, RESULTS_FILE, is_finite_number, read_jsonl, read_results
 from lmgym.eval.summary import Summary
 from lmgym.types import RolloutRecord
 
@@ -141,9 +141,7 @@ def is_truncated(record: dict[str, Any]) -> bool:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
+    return float(value) if is_finite_number(value) else None
 
 
 def _json_text(value: Any, clip: Clipper) -> str | None:

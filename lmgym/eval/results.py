@@ -7,6 +7,7 @@ point leaves a valid file apart, at worst, from a torn last line, which resuming
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -21,6 +22,12 @@ METADATA_FILE = "metadata.json"
 _DUMP_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
+def is_finite_number(value: Any) -> bool:
+    """A record's number as readers count it: an int or float, finite, and not a bool (a
+    file written by hand or by another tool may hold text, null or NaN where numbers go)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def dumps_line(record: RolloutRecord | dict[str, Any]) -> bytes:
     """One JSONL line. Values JSON cannot hold (author state such as objects) become str."""
     return orjson.dumps(record, option=_DUMP_OPTIONS, default=str)
@@ -31,10 +38,10 @@ def rollout_key(record: RolloutRecord) -> tuple[Any, int]:
     return (example_id if isinstance(example_id, (int, str)) else str(example_id), record["rollout"])
 
 
-def open_lines_for_append(path: Path):
+def open_lines_for_append(path: Path, buffering: int = -1):
     """Open a JSONL file for appending; when its last line lacks the newline (a torn write,
     or a file written by a script) close that line first, so no record is glued onto it."""
-    file = open(path, "ab+")
+    file = open(path, "ab+", buffering=buffering)
     if file.tell() > 0:
         file.seek(-1, os.SEEK_END)
         if file.read(1) != b"\n":

@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmgym.eval.results import is_finite_number
 from lmgym.types import RolloutRecord
 
 
@@ -44,7 +45,7 @@ def rollout_passes(record: dict[str, Any], metric: str, threshold: float) -> boo
     """Whether a scored rollout passes: its reward, or the environment's named metric (a
     missing or non-numeric metric fails), is at least the threshold."""
     value = record.get("reward") if metric == "reward" else (record.get("metrics") or {}).get(metric)
-    return _is_number(value) and value >= threshold
+    return is_finite_number(value) and value >= threshold
 
 
 @dataclass
@@ -85,7 +86,7 @@ class Summary:
         self.prompt_tokens += _count(usage.get("prompt_tokens"))
         self.completion_tokens += _count(usage.get("completion_tokens"))
         self.requests += _count(usage.get("requests"))
-        if _is_number(record.get("latency_s")):
+        if is_finite_number(record.get("latency_s")):
             self.latencies.append(record["latency_s"])
         if record.get("error"):
             error = record["error"] if isinstance(record["error"], dict) else {"kind": "error", "message": record["error"]}
@@ -94,12 +95,12 @@ class Summary:
             self.first_errors.setdefault(kind, _shorten(str(error.get("message", ""))))
             return
         reward = record.get("reward")
-        if not _is_number(reward):  # a hand-made or foreign file: counted, never scored
+        if not is_finite_number(reward):  # a hand-made or foreign file: counted, never scored
             return
         self.rewards.append(reward)
         metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
         for name, value in metrics.items():
-            if _is_number(value):  # a metric that is text is shown by the report, not averaged
+            if is_finite_number(value):  # a metric that is text is shown by the report, not averaged
                 self.metric_sums[name] += value
                 self.metric_counts[name] += 1
         tally = self.passes[_hashable(record["example_id"])]
@@ -152,10 +153,6 @@ class Summary:
             "latency_p95_s": _finite(percentile(latencies, 0.95)),
             **({"tasks": {name: task.to_dict() for name, task in sorted(self.tasks.items())}} if len(self.tasks) > 1 else {}),
         }
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _count(value: Any) -> int:

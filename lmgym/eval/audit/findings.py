@@ -3,12 +3,12 @@ scored, their final text, the reference answer, and small shared helpers."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmgym.eval.results import is_finite_number
 from lmgym.messages import last_assistant_text
 from lmgym.types import RolloutRecord
 
@@ -49,7 +49,7 @@ class Finding:
 # -- reading records -------------------------------------------------------------------------
 def scored(records: Iterable[Record]) -> list[Record]:
     """The rollouts that have a reward: no error and a numeric `reward`."""
-    return [r for r in records if not r.get("error") and _is_number(r.get("reward"))]
+    return [r for r in records if not r.get("error") and is_finite_number(r.get("reward"))]
 
 
 def final_text(record: Record) -> str:
@@ -86,12 +86,8 @@ def _normal(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _metrics(record: Record) -> dict[str, float]:
-    return {k: v for k, v in (record.get("metrics") or {}).items() if _is_number(v)}
+    return {k: v for k, v in (record.get("metrics") or {}).items() if is_finite_number(v)}
 
 
 def _refs(records: Sequence[Record]) -> tuple[str, ...]:

@@ -13,9 +13,9 @@ import orjson
 
 from lmgym.errors import UsageError
 from lmgym.eval.audit.checks import RECORD_CHECKS
-from lmgym.eval.audit.findings import METRICS_FILE, SEVERITIES, Finding, Record, _is_number, scored
+from lmgym.eval.audit.findings import METRICS_FILE, SEVERITIES, Finding, Record, scored
 from lmgym.eval.audit.trends import METRICS_CHECKS
-from lmgym.eval.results import METADATA_FILE, RESULTS_FILE, read_jsonl
+from lmgym.eval.results import METADATA_FILE, RESULTS_FILE, is_finite_number, read_jsonl
 
 CHECKS = {f.__name__: " ".join((f.__doc__ or "").split("\n\n")[0].split()) for f in RECORD_CHECKS + METRICS_CHECKS}
 
@@ -113,7 +113,7 @@ def _run_threshold(metadata: dict[str, Any]) -> float:
     if not isinstance(config, dict) or config.get("pass_metric", "reward") != "reward":
         return 1.0
     value = config.get("pass_threshold")
-    return float(value) if _is_number(value) else 1.0
+    return float(value) if is_finite_number(value) else 1.0
 
 
 def _declared_skips(metadata: dict[str, Any]) -> dict[str, str]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lmgym.eval.audit.findings import Finding, _is_number, _mean
+from lmgym.eval.audit.findings import Finding, _mean
+from lmgym.eval.results import is_finite_number
 
 
 # -- checks over training metrics -------------------------------------------------------------
@@ -33,13 +34,13 @@ def reward_up_eval_down(
     fitted train line rises by ≥ `min_change` and the eval line falls by ≥ `min_change`,
     with at least `min_points` points of each.
     """
-    stepped = [row for row in rows if _is_number(row.get("step"))]
+    stepped = [row for row in rows if is_finite_number(row.get("step"))]
     if not stepped:
         return []
     last = max(row["step"] for row in stepped)
     window = [row for row in stepped if row["step"] > last - last_steps]
-    train = [(row["step"], row[train_metric]) for row in window if _is_number(row.get(train_metric))]
-    held = [(row["step"], row[eval_metric]) for row in window if _is_number(row.get(eval_metric))]
+    train = [(row["step"], row[train_metric]) for row in window if is_finite_number(row.get(train_metric))]
+    held = [(row["step"], row[eval_metric]) for row in window if is_finite_number(row.get(eval_metric))]
     if len(train) < min_points or len(held) < min_points:
         return []
     lo, hi = min(s for s, _ in train + held), max(s for s, _ in train + held)

@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from lmgym.eval.results import open_lines_for_append
+
 TRACE_FILE = re.compile(r"traces-(\d{5,})\.jsonl")
 
 
@@ -69,10 +71,8 @@ class TraceWriter:
                 self._file = None
 
     def _open(self) -> None:
-        self._file = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - kept open; readable for the torn-line check
+        self._file = open_lines_for_append(self.path, buffering=0)  # a line torn by a crash is closed first
         self._size = os.fstat(self._file.fileno()).st_size
-        if self._size and os.pread(self._file.fileno(), 1, self._size - 1) != b"\n":
-            self._write_all(b"\n")  # close a line torn by a crash; never glue a record onto it
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
