@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections import deque
 from typing import Any, Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from lmgym import errors
 from lmgym.clients.openai import OpenAIClient
+from lmgym.testing import BackgroundServer
 
 MESSAGES = [{"role": "user", "content": "What is 2+2?"}]
 GOOD = {
@@ -27,22 +27,9 @@ GOOD = {
 
 @contextlib.contextmanager
 def serving(app) -> Iterator[str]:
-    """Run an ASGI app with uvicorn in a thread; yields its /v1 base URL."""
-    import uvicorn
-
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the test server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    """Serve an ASGI app on loopback; yields its /v1 base URL."""
+    with BackgroundServer(app) as server:
+        yield server.url + "/v1"
 
 
 async def read_body(receive) -> bytes:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from cli_runner import assert_one_error, invoke
 from typer.testing import CliRunner
 
 from lmgym.cli import app
@@ -38,7 +39,7 @@ def api_key(monkeypatch):
 
 
 def lmgym(*args: str):
-    return CliRunner().invoke(app, ["eval", *args], env={"COLUMNS": "200"})
+    return invoke("eval", *args, env={"COLUMNS": "200"})
 
 
 def write(path: Path, text: str) -> Path:
@@ -69,16 +70,6 @@ def records(run_dir: Path) -> list[dict]:
 
 def stored_config(run_dir: Path) -> dict:
     return orjson.loads((run_dir / "metadata.json").read_bytes())["config"]
-
-
-def assert_one_error(result, *expected: str) -> None:
-    """Exit 2, no exception escaped, and each expected text in the one message (rich may wrap it)."""
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output and result.output.count("error:") == 1, result.output
-    flat = "".join(result.output.split())
-    for text in expected:
-        assert "".join(text.split()) in flat, (text, result.output)
 
 
 # ------------------------------------------------------------------------------ settings

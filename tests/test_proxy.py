@@ -23,13 +23,12 @@ from pathlib import Path
 import openai
 import orjson
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from lmgym.cli import app as cli_app
 from lmgym.embedded import free_port
 from lmgym.flywheel.proxy import ProxyApp, StreamAssembler, TraceWriter, _http, summarise_response  # httpx2 or httpx, as the SDK uses
-from lmgym.testing import Fault, ScriptedApp, last_user_text, tool_call
+from lmgym.testing import BackgroundServer, Fault, ScriptedApp, last_user_text, tool_call
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 TOKEN = "proxy-token-abcdef123456"
@@ -140,21 +139,9 @@ async def _send(send, status: int, body: bytes, content_type: str) -> None:
 
 @contextlib.contextmanager
 def serve(app, lifespan: str = "off"):
-    """Serve an ASGI app with uvicorn in a thread on a free loopback port; yields its root URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan,
-                            timeout_graceful_shutdown=1, server_header=False, date_header=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    """Serve an ASGI app on a free loopback port, without server/date headers; yields its root URL."""
+    with BackgroundServer(app, lifespan=lifespan, server_header=False, date_header=False) as server:
+        yield server.url
 
 
 def read_traces(directory: Path) -> list[dict]:

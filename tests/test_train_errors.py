@@ -16,9 +16,8 @@ torch = pytest.importorskip("torch")
 # CliRunner stream that is closed after one command
 pytest.importorskip("transformers")
 
-from typer.testing import CliRunner  # noqa: E402
-
-from lmgym.cli import app  # noqa: E402
+from cli_runner import assert_one_error  # noqa: E402  (tests/cli_runner.py)
+from cli_runner import invoke as lmgym
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "reverse-digits.toml")
@@ -27,20 +26,6 @@ FAST = [
     "--eval.every", "0", "--logging.console_every", "0", "--sft.max_steps", "2", "--sft.batch_size", "8",
     "--env.args", "{num_examples = 50, num_eval_examples = 10}", "--trainer.max_steps", "1",
 ]
-
-
-def lmgym(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def assert_one_error(result, *expected: str) -> None:
-    """Exit 2, no exception escaped, and each expected text in the message (rich may wrap it)."""
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output and result.output.count("error:") == 1, result.output
-    flat = "".join(result.output.split())
-    for text in expected:
-        assert "".join(text.split()) in flat, (text, result.output)
 
 
 # ------------------------------------------------------------------------------- configs

@@ -18,9 +18,7 @@ pytest.importorskip("torch")
 # CliRunner stream that is closed after one command
 pytest.importorskip("transformers")
 
-from typer.testing import CliRunner  # noqa: E402
-
-from lmgym.cli import app  # noqa: E402
+from cli_runner import invoke as lmgym  # noqa: E402  (tests/cli_runner.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "reverse-digits.toml")
@@ -30,12 +28,6 @@ FAST = [
     "--sft.batch_size", "8", "--env.args", "{num_examples = 50, num_eval_examples = 10}",
 ]
 NO_TORCHRUN = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-
-
-def lmgym(*args: str):
-    result = CliRunner().invoke(app, list(args))
-    result.flat = " ".join(result.output.split())
-    return result
 
 
 def trained_steps(run: Path) -> list[int]:

@@ -14,9 +14,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from typer.testing import CliRunner  # noqa: E402
+from cli_runner import assert_one_error  # noqa: E402  (tests/cli_runner.py)
+from cli_runner import invoke as lmgym
 
-from lmgym.cli import app  # noqa: E402
 from lmgym.errors import DatasetError  # noqa: E402
 from lmgym.train.models import load_model, save_model  # noqa: E402
 from lmgym.train.sft import run_sft  # noqa: E402
@@ -48,20 +48,6 @@ TOOL_ROW = {
     "prompt": [{"role": "user", "content": "add 2 and 3"}],
     "completion": [{"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]}],
 }
-
-
-def lmgym(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def assert_one_error(result, *expected: str) -> None:
-    """Exit 2, no exception escaped, and each expected text in the message (rich may wrap it)."""
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output and result.output.count("error:") == 1, result.output
-    flat = "".join(result.output.split())
-    for text in expected:
-        assert "".join(text.split()) in flat, (text, result.output)
 
 
 def model_with_template(path: Path, template: str) -> Path:
