@@ -119,14 +119,7 @@ def sft_command(
         _quiet_transformers()
         created_here = not _named_dir_exists(cfg)
         run_dir = default_run_dir(cfg, "sft")
-        try:
-            require_fresh_dir(run_dir)
-        except errors.UsageError:  # its message offers --resume, which `lmgym sft` has not
-            if not run_dir.is_dir():
-                raise
-            raise errors.UsageError(
-                f"{run_dir} already holds files of another run; choose an output directory that does not exist yet"
-            ) from None
+        require_fresh_dir(run_dir, resume_flag=None)  # `lmgym sft` runs cannot be continued
         console.print(f"run directory: {run_dir}")
         sft(cfg, run_dir, created_here=created_here)
         console.print(f"[green]done.[/] model saved to {run_dir / 'final'}")
