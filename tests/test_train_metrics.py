@@ -276,3 +276,13 @@ def test_the_module_installs_no_logging_handlers():
 
     assert not logging.getLogger("lmgym").handlers
     assert not logging.getLogger("lmgym.train.metrics").handlers
+
+
+def test_sampled_rollouts_never_glue_onto_a_torn_line(tmp_path):
+    from lmgym.train.loop import SAMPLES_FILE, write_samples
+
+    (tmp_path / SAMPLES_FILE).write_bytes(b'{"step": 1, "rew')  # killed mid-write
+    write_samples(tmp_path, 2, [{"reward": 1.0}, {"reward": 0.0}])
+    lines = (tmp_path / SAMPLES_FILE).read_bytes().splitlines()
+    assert lines[0] == b'{"step": 1, "rew' and [json.loads(line) for line in lines[1:]] == [
+        {"reward": 1.0, "step": 2}, {"reward": 0.0, "step": 2}]

@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import orjson
-
 from lmgym.errors import TrainingError
+from lmgym.eval.results import dumps_line, open_lines_for_append
 from lmgym.train import checkpoint as ckpt
 from lmgym.train.batch import Batch
 from lmgym.train.config import TrainConfig
@@ -39,8 +38,8 @@ LOG_FILES = (METRICS_FILE, SAMPLES_FILE)  # cut back to a checkpoint's step on r
 def write_samples(run_dir: Path, step: int, records: list[dict[str, Any]]) -> None:
     """Append a step's sampled rollouts to RUN_DIR/samples.jsonl (read by `lmgym view`)."""
     if records:
-        with (run_dir / SAMPLES_FILE).open("ab") as file:
-            file.write(b"".join(orjson.dumps({**record, "step": step}, default=str) + b"\n" for record in records))
+        with open_lines_for_append(run_dir / SAMPLES_FILE) as file:  # never glued onto a line torn by a kill
+            file.write(b"".join(dumps_line({**record, "step": step}) for record in records))
 
 
 def step_metrics(batch_metrics: dict[str, float], trained: dict[str, float]) -> dict[str, float]:
