@@ -25,7 +25,7 @@ from lmgym.train.engines.local import LocalClient, LocalEngine  # noqa: E402
 from lmgym.train.engines.sampling import Sample  # noqa: E402
 from lmgym.train.models import char_tokenizer, tiny_llama  # noqa: E402
 from lmgym.train.orchestrator import AsyncOrchestrator, DataStream, Orchestrator  # noqa: E402
-from lmgym.train.tokens import encode  # noqa: E402
+from lmgym.train.render import encode  # noqa: E402
 from lmgym.train.trainer import token_logprobs  # noqa: E402
 
 USER = [{"role": "user", "content": "say hi"}]

@@ -22,8 +22,8 @@ from test_trainer import small_config  # noqa: E402
 from lmgym.train.engines.vllm import VLLMEngine  # noqa: E402
 from lmgym.train.models import char_tokenizer  # noqa: E402
 from lmgym.train.orchestrator import AsyncOrchestrator, Orchestrator  # noqa: E402
+from lmgym.train.render import encode  # noqa: E402
 from lmgym.train.session import build_loop  # noqa: E402
-from lmgym.train.tokens import encode  # noqa: E402
 
 
 class LoopbackVLLM:

@@ -371,7 +371,8 @@ def test_only_the_learners_tokens_are_trained_in_self_play():
     from lmgym.train.engines.local import LocalClient
     from lmgym.train.engines.sampling import Sample
     from lmgym.train.models import char_tokenizer
-    from lmgym.train.tokens import encode, rollout_samples
+    from lmgym.train.render import encode
+    from lmgym.train.tokens import rollout_samples
 
     tokenizer = char_tokenizer()
 

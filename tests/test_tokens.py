@@ -16,7 +16,8 @@ from lmgym import MultiTurnEnv  # noqa: E402
 from lmgym.train.engines.local import LocalClient  # noqa: E402
 from lmgym.train.engines.sampling import Sample  # noqa: E402
 from lmgym.train.models import char_tokenizer  # noqa: E402
-from lmgym.train.tokens import encode, rollout_samples  # noqa: E402
+from lmgym.train.render import encode  # noqa: E402
+from lmgym.train.tokens import rollout_samples  # noqa: E402
 
 
 class ScriptedEngine:

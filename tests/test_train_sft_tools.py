@@ -34,6 +34,14 @@ STRICT_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+# ChatML that renders `content or ''` and nothing of tool calls: a call would be learnt
+# as an empty reply.
+DROPPING_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
 # A template that renders tool calls as text.
 TOOL_TEMPLATE = (
     "{%- for message in messages %}"
@@ -68,12 +76,39 @@ def traces_sft(tmp_path_factory) -> Path:
 
 
 def test_traces_with_a_tool_call_and_a_template_that_drops_it(traces_sft, tmp_path):
-    # tiny-llama's ChatML renders `content or ''`: the call would be learnt as an empty reply.
+    model_dir = model_with_template(tmp_path / "dropping", DROPPING_TEMPLATE)
+    run = tmp_path / "run"
+    result = lmgym("sft", CONFIG, *QUICK, "--model.name", str(model_dir), "--sft.data", str(traces_sft),
+                   "--logging.output_dir", str(run))
+    assert_one_error(result, f"{traces_sft} row 1", "message 2 (assistant, tool calls: get_weather, content null)",
+                     "renders no tool calls", 'model.chat_template = "chatml-tools"')
+    assert not (run / "final").exists()
+
+
+def test_traces_with_tool_calls_train_as_they_are_on_tiny_llama(traces_sft, tmp_path):
+    # tiny-llama's chatml-tools template renders the calls and each row's own tool schemas.
     run = tmp_path / "run"
     result = lmgym("sft", CONFIG, *QUICK, "--sft.data", str(traces_sft), "--logging.output_dir", str(run))
-    assert_one_error(result, f"{traces_sft} row 1", "message 2 (assistant, tool calls: get_weather, content null)",
-                     "renders no tool calls")
-    assert not (run / "final").exists()
+    assert result.exit_code == 0, result.output
+    assert (run / "final").is_dir()
+
+
+def test_only_the_assistant_messages_of_a_completion_train_and_tools_are_rendered():
+    from lmgym.train.sft import sft_sample
+
+    _, tokenizer = load_model("tiny-llama")
+    completion = [
+        {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]},
+        {"role": "tool", "tool_call_id": "c1", "content": "toolresult"},
+        {"role": "assistant", "content": "five"},
+    ]
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {}}}}]
+    sample = sft_sample(tokenizer, TOOL_ROW["prompt"], completion, 2048, tools=tools)
+    trained = tokenizer.decode([t for t, m in zip(sample.input_ids, sample.loss_mask) if m])
+    untrained = tokenizer.decode([t for t, m in zip(sample.input_ids, sample.loss_mask) if not m])
+    assert '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 3}}\n</tool_call>' in trained and "five" in trained
+    assert "toolresult" not in trained and "toolresult" in untrained
+    assert '"name": "add"' in untrained.split("<|im_start|>user")[0]  # the schema, in the system message
 
 
 def test_traces_with_a_tool_call_and_a_template_that_cannot_render_it(traces_sft, tmp_path):
@@ -118,10 +153,14 @@ def test_environment_sft_examples_with_a_tool_call(tmp_path, monkeypatch):
                    "--logging.output_dir", str(tmp_path / "run"))
     assert_one_error(result, "tool-sft sft_examples row 2", "message 1 (assistant, tool calls: add, no content)",
                      "cannot be rendered")
-    result = lmgym("sft", CONFIG, *QUICK, "--env.name", "tool-sft", "--env.args", "{}",
+    dropping = model_with_template(tmp_path / "dropping", DROPPING_TEMPLATE)
+    result = lmgym("sft", CONFIG, *QUICK, "--env.name", "tool-sft", "--env.args", "{}", "--model.name", str(dropping),
                    "--logging.output_dir", str(tmp_path / "run2"))
     assert_one_error(result, "tool-sft sft_examples row 2", "message 1 (assistant, tool calls: add, no content)",
                      "renders no tool calls")
+    result = lmgym("sft", CONFIG, *QUICK, "--env.name", "tool-sft", "--env.args", "{}",
+                   "--logging.output_dir", str(tmp_path / "run3"))
+    assert result.exit_code == 0, result.output  # tiny-llama's chatml-tools renders the call
 
 
 def test_a_template_that_renders_tool_calls_trains_on_them():

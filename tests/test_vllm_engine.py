@@ -30,7 +30,6 @@ import torch  # noqa: E402
 
 from lmgym import errors  # noqa: E402
 from lmgym.clients.http import http as _http  # noqa: E402
-from lmgym.train import tokens  # noqa: E402
 from lmgym.train.engines.vllm import (  # noqa: E402
     VLLMClient,
     VLLMEngine,
@@ -40,6 +39,7 @@ from lmgym.train.engines.vllm import (  # noqa: E402
     save_weights,
 )
 from lmgym.train.models import char_tokenizer, default_cache_dir, load_model, tiny_llama  # noqa: E402
+from lmgym.train.render import encode, prompt_ids  # noqa: E402
 
 USER = [{"role": "user", "content": "say hi"}]
 
@@ -85,7 +85,7 @@ def tokenizer():
 
 
 async def test_client_sends_prompt_ids_and_reads_back_sampled_ids(tokenizer):
-    reply_ids = tokens.encode(tokenizer, "hi") + [tokenizer.eos_token_id]
+    reply_ids = encode(tokenizer, "hi") + [tokenizer.eos_token_id]
     fake = FakeVLLM(lambda path, body: (200, completion(reply_ids, [-0.1, -0.2, -0.3], prompt=body["prompt"])))
     client = VLLMClient("http://vllm", tokenizer, transport=fake.transport)
     sampling = {"temperature": 0.7, "top_p": 0.9, "max_tokens": 8, "stop": ["\n"], "seed": 3, "n": 4, "response_format": {}}
@@ -94,7 +94,7 @@ async def test_client_sends_prompt_ids_and_reads_back_sampled_ids(tokenizer):
 
     (path, body), = fake.calls
     assert path == "/v1/completions"
-    assert body["prompt"] == tokens.prompt_ids(tokenizer, USER)
+    assert body["prompt"] == prompt_ids(tokenizer, USER)
     assert body["model"] == "base"  # the engine's name, not the environment's
     assert body["logprobs"] == 0 and body["return_token_ids"] is True
     assert {k: body[k] for k in ("temperature", "top_p", "max_tokens", "stop", "seed")} == {
@@ -107,7 +107,7 @@ async def test_client_sends_prompt_ids_and_reads_back_sampled_ids(tokenizer):
 
 
 async def test_a_second_turn_extends_the_sampled_ids(tokenizer):
-    reply_ids = tokens.encode(tokenizer, "hi") + [tokenizer.eos_token_id]
+    reply_ids = encode(tokenizer, "hi") + [tokenizer.eos_token_id]
     fake = FakeVLLM(lambda path, body: (200, completion(reply_ids)))
     client = VLLMClient("http://vllm", tokenizer, transport=fake.transport)
     first = await client.chat(USER, sampling={"max_tokens": 4})
@@ -116,7 +116,7 @@ async def test_a_second_turn_extends_the_sampled_ids(tokenizer):
     await client.aclose()
     sampled = first.prompt_token_ids + first.token_ids
     assert second.prompt_token_ids[: len(sampled)] == sampled
-    assert second.prompt_token_ids == tokens.prompt_ids(tokenizer, conversation)  # ChatML extends exactly
+    assert second.prompt_token_ids == prompt_ids(tokenizer, conversation)  # ChatML extends exactly
 
 
 async def test_a_request_on_an_unloaded_adapter_retries_on_the_new_one(tokenizer):
@@ -346,7 +346,7 @@ def test_vllm_samples_carry_ids_and_the_trainers_logprobs(server, smollm2, tmp_p
     engine = VLLMEngine(server.url, tokenizer, tmp_path)
     responses = sample(engine, temperature=temperature, seed=0)
     for prompt, response in zip(PROMPTS, responses):
-        assert response.prompt_token_ids == tokens.prompt_ids(tokenizer, prompt)
+        assert response.prompt_token_ids == prompt_ids(tokenizer, prompt)
         assert len(response.token_ids) == len(response.logprobs) > 0
         if response.finish_reason == "stop":
             assert response.token_ids[-1] == tokenizer.eos_token_id  # the end-of-turn token is kept

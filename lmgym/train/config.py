@@ -36,6 +36,7 @@ Loss = Literal["grpo", "dr_grpo", "dapo", "gspo", "cispo"]
 RewardScale = Literal["group", "batch", "none"]
 LrSchedule = Literal["constant", "linear", "cosine"]
 ImportanceSampling = Literal["none", "tis", "mis"]
+ToolFormatName = Literal["auto", "hermes", "qwen3", "llama3", "mistral"]  # lmgym.parsers.tool_calls.FORMATS
 
 
 # A step holds all its rollouts in memory at once: past this, a typo (group_size = 10**7)
@@ -67,6 +68,14 @@ class ModelConfig(_Section):
         "tiny-llama",
         min_length=1,
         description='"tiny-llama" (a small randomly initialised model), "smollm2", or a local model directory.',
+    )
+    chat_template: str | None = Field(
+        None,
+        description='The chat template to render with: "chatml-tools" (ChatML with tool calls) or a Jinja file; unset = the model\'s own.',
+    )
+    tool_format: ToolFormatName = Field(
+        "auto",
+        description='How the model writes tool calls: "hermes", "qwen3", "llama3", "mistral", or "auto" (read from the chat template).',
     )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter settings.")
 

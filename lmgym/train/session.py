@@ -27,9 +27,11 @@ from typing import Any
 import torch
 
 from lmgym.errors import UsageError
+from lmgym.parsers.tool_calls import ToolFormat
 from lmgym.registry import load_environment
 from lmgym.rundir import RunLock, claim_run_dir, discard_if_unused
 from lmgym.train import checkpoint as ckpt
+from lmgym.train.chat_templates import configure_tokenizer, resolve_tool_format
 from lmgym.train.config import TrainConfig, dump_config
 from lmgym.train.distributed import World, device_for, setup, teardown, world_from_env
 from lmgym.train.engines.base import RolloutEngine
@@ -39,6 +41,7 @@ from lmgym.train.metrics import MetricsSink, NullSink, make_sink
 from lmgym.train.models import load_model, save_model
 from lmgym.train.orchestrator import AsyncOrchestrator, DataStream, Orchestrator
 from lmgym.train.sft import run_sft, sft_rows
+from lmgym.train.template_check import require_tool_support
 from lmgym.train.trainer import GRPOTrainer
 
 logger = logging.getLogger(__name__)
@@ -85,7 +88,7 @@ def warm_start(config: TrainConfig, model: Any, tokenizer: Any, env: Any, sink: 
     return run_sft(
         model, tokenizer, rows, lr=config.sft.lr, batch_size=config.sft.batch_size, epochs=config.sft.epochs,
         max_seq_len=config.trainer.max_seq_len, max_steps=config.sft.max_steps, seed=config.trainer.seed,
-        sink=sink, source=config.sft.data or f"{config.env.name} sft_examples",
+        sink=sink, source=config.sft.data or f"{config.env.name} sft_examples", tools=env.tools,
     )
 
 
@@ -148,6 +151,7 @@ class LoadedRun:
     env: Any
     model: Any
     tokenizer: Any
+    tool_format: ToolFormat | None  # how the model's tool calls are read (None: it gets no tools)
     checkpoint: tuple[Path, dict[str, Any]] | None  # the one to resume from
     from_sft_model: bool  # the model is the run's saved SFT warm start
     log_sizes: dict[str, int] | None  # what the logs are cut back to on resume
@@ -167,7 +171,19 @@ def load_run(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> Loa
     saved = load_sft_model(run_dir / SFT_MODEL) if resume else None
     sizes = resumed_log_sizes(checkpoint, saved) if resume else None
     model, tokenizer = saved[:2] if saved is not None else load_model(config.model.name)
-    return LoadedRun(world, env, model.to(device), tokenizer, checkpoint, saved is not None, sizes)
+    tool_format = prepare_tokenizer(config, tokenizer, env)
+    return LoadedRun(world, env, model.to(device), tokenizer, tool_format, checkpoint, saved is not None, sizes)
+
+
+def prepare_tokenizer(config: TrainConfig, tokenizer: Any, env: Any) -> ToolFormat | None:
+    """Apply `model.chat_template`; the model's tool-call format. A tool environment on a
+    template that cannot render tools, or whose calls no format reads, fails here, before
+    anything is written (`lmgym.train.template_check`)."""
+    configure_tokenizer(tokenizer, config.model.chat_template)
+    tool_format = resolve_tool_format(tokenizer, config.model.tool_format)
+    if env.tools or any(env.tools_for(example) for example in (env.dataset or [])[:1]):
+        require_tool_support(tokenizer, tool_format, config.model.name)
+    return tool_format
 
 
 def build_loop(config: TrainConfig, run_dir: Path, sink: MetricsSink, *, resume: bool = False) -> TrainingLoop:
@@ -182,10 +198,11 @@ def assemble_loop(config: TrainConfig, run_dir: Path, sink: MetricsSink, loaded:
         ckpt.rewind_logs(run_dir, loaded.log_sizes)  # before anything is logged: what follows is logged again
     if not loaded.from_sft_model:
         warm_started(config, model, tokenizer, env, run_dir, sink, world)
-    remote = start_vllm(config, model, tokenizer, run_dir, world) if config.engine.kind == "vllm" else None
+    remote = start_vllm(config, model, tokenizer, run_dir, world, loaded.tool_format) if config.engine.kind == "vllm" else None
     if config.model.lora.enabled:
         model = apply_lora(model, config.model.lora)
-    engine = remote if remote is not None else LocalEngine(model, tokenizer, seed=config.trainer.seed + world.rank)  # ranks sample differently
+    engine = remote if remote is not None else LocalEngine(
+        model, tokenizer, seed=config.trainer.seed + world.rank, tool_format=loaded.tool_format)  # ranks sample differently
     env.use_run_dir(run_dir)
     data = DataStream(env.dataset or env.eval_dataset, seed=config.trainer.seed)
     orchestrator = make_orchestrator(config, env, engine, data, world)
@@ -198,7 +215,7 @@ def assemble_loop(config: TrainConfig, run_dir: Path, sink: MetricsSink, loaded:
     return loop
 
 
-def start_vllm(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path, world: World) -> RolloutEngine:
+def start_vllm(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path, world: World, tool_format: ToolFormat | None) -> RolloutEngine:
     """A vLLM engine serving the weights training starts from (saved to RUN_DIR/vllm_base),
     or attached to a running server started on them (`engine.base_url`)."""
     from lmgym.train.engines.vllm import VLLMEngine  # talks HTTP only; vLLM lives in its own venv
@@ -207,12 +224,12 @@ def start_vllm(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path, w
     if world.distributed:
         raise UsageError("engine.kind = \"vllm\" runs one trainer process; drop --nproc (or attach every rank to its own server)")
     if engine.base_url:
-        return VLLMEngine(engine.base_url, tokenizer, run_dir, keep_versions=engine.keep_versions)
+        return VLLMEngine(engine.base_url, tokenizer, run_dir, keep_versions=engine.keep_versions, tool_format=tool_format)
     base = save_policy(model, tokenizer, run_dir / "vllm_base")
     return VLLMEngine.launch(
         base, tokenizer, run_dir, keep_versions=engine.keep_versions, python=engine.python, dtype=engine.dtype,
         max_model_len=engine.max_model_len, kv_cache_gb=engine.kv_cache_gb, seed=config.trainer.seed,
-        log_path=run_dir / "vllm.log", max_lora_rank=max(16, config.model.lora.r),
+        log_path=run_dir / "vllm.log", max_lora_rank=max(16, config.model.lora.r), tool_format=tool_format,
     )
 
 
@@ -250,6 +267,7 @@ def sft(config: TrainConfig, run_dir: Path, sink: MetricsSink | None = None, *, 
         seed_everything(config.trainer.seed)
         env = load_environment(config.env.name, **config.env.args)
         model, tokenizer = load_model(config.model.name)
+        prepare_tokenizer(config, tokenizer, env)
         model.to(resolve_device(config.trainer.device))
         write_config(run_dir, config)
         sink = sink or run_sink(config, run_dir)

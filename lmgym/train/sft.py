@@ -21,7 +21,8 @@ import torch
 
 from lmgym.errors import DatasetError
 from lmgym.train.metrics import MetricsSink, NullSink
-from lmgym.train.tokens import TokenSample, encode, pad_batch, render
+from lmgym.train.render import encode, render
+from lmgym.train.tokens import TokenSample, pad_batch
 
 
 def split_row(row: Mapping[str, Any], where: str) -> tuple[list, list]:
@@ -57,48 +58,75 @@ def _preview(value: Any) -> str:
     return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
 
 
-def sft_sample(tokenizer: Any, prompt: list, completion: list, max_seq_len: int, where: str = "SFT row") -> TokenSample:
-    """Prompt ids (mask 0) then the completion's ids as the template renders them (mask 1)."""
+def sft_sample(
+    tokenizer: Any, prompt: list, completion: list, max_seq_len: int, where: str = "SFT row", tools: Any = None
+) -> TokenSample:
+    """The conversation's ids as the template renders them (with `tools`' schemas), the
+    assistant messages of the completion trained (mask 1) and everything else not: the
+    prompt, and the tool results and other messages between the replies."""
     messages = [*prompt, *completion]
     try:
-        prompt_text = render(tokenizer, prompt, add_generation_prompt=True)
-        full_text = render(tokenizer, messages, add_generation_prompt=False)
+        full_text = render(tokenizer, messages, add_generation_prompt=False, tools=tools)
     except Exception as exc:  # noqa: BLE001 - jinja raises TemplateError, TypeError, ... for messages it cannot render
-        raise DatasetError(f"{where}: {unrenderable(tokenizer, messages, exc)}") from None
-    dropped = first_dropped_tool_calls(tokenizer, messages, full_text)
+        raise DatasetError(f"{where}: {unrenderable(tokenizer, messages, exc, tools)}") from None
+    dropped = first_dropped_tool_calls(tokenizer, messages, full_text, tools)
     if dropped is not None:
         raise DatasetError(
             f"{where}: message {dropped} ({describe(messages[dropped])}): the model's chat template renders no tool "
-            f"calls, so this row would be learnt without them; leave rows with tool calls out for this model "
-            f"(SFT on tool calls needs a chat template that renders them)"
+            f"calls, so this row would be learnt without them; set model.chat_template = \"chatml-tools\" (or a "
+            f"template that renders tool calls), or leave rows with tool calls out for this model"
         )
-    if not full_text.startswith(prompt_text):
-        raise DatasetError(f"{where}: the chat template does not render the completion after the generation prompt")
-    prompt_ids, completion_ids = encode(tokenizer, prompt_text), encode(tokenizer, full_text[len(prompt_text):])
-    ids = (prompt_ids + completion_ids)[:max_seq_len]
-    mask = ([0] * len(prompt_ids) + [1] * len(completion_ids))[:max_seq_len]
-    return TokenSample(ids, mask, [0.0] * len(ids), truncated=len(prompt_ids) + len(completion_ids) > max_seq_len)
+    ids, mask, done = [], [], ""
+    for i in range(len(prompt), len(messages)):
+        if messages[i].get("role") != "assistant":
+            continue
+        asked = render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools)
+        answered = render(tokenizer, messages[: i + 1], add_generation_prompt=False, tools=tools)
+        if not asked.startswith(done) or not answered.startswith(asked):
+            raise DatasetError(f"{where}: the chat template does not render message {i} (the assistant's) after the generation prompt")
+        for text, trained in ((asked[len(done):], 0), (answered[len(asked):], 1)):
+            piece = encode(tokenizer, text)
+            ids += piece
+            mask += [trained] * len(piece)
+        done = answered
+    if not mask:
+        raise DatasetError(f"{where}: the completion has no assistant message to learn")
+    truncated = len(ids) > max_seq_len
+    return TokenSample(ids[:max_seq_len], mask[:max_seq_len], [0.0] * min(len(ids), max_seq_len), truncated=truncated)
 
 
-def unrenderable(tokenizer: Any, messages: list[dict[str, Any]], error: Exception) -> str:
+def row_tools(row: Mapping[str, Any], where: str) -> list[dict[str, Any]] | None:
+    """A row's tool schemas: a list, or its JSON text (as `lmgym traces --to sft` writes it)."""
+    tools = row.get("tools")
+    if isinstance(tools, str):
+        try:
+            tools = orjson.loads(tools)
+        except orjson.JSONDecodeError:
+            raise DatasetError(f"{where}: `tools` is not valid JSON: {tools[:60]!r}") from None
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, Mapping) for t in tools)):
+        raise DatasetError(f"{where}: `tools` must be a list of tool schemas, found {_preview(tools)}")
+    return tools or None
+
+
+def unrenderable(tokenizer: Any, messages: list[dict[str, Any]], error: Exception, tools: Any = None) -> str:
     """Which message the template fails on (the first prefix that does not render) and why."""
     reason = f"{type(error).__name__}: {error}"
     for end in range(1, len(messages) + 1):
         try:
-            render(tokenizer, messages[:end], add_generation_prompt=False)
+            render(tokenizer, messages[:end], add_generation_prompt=False, tools=tools)
         except Exception as exc:  # noqa: BLE001 - as in sft_sample
             return f"message {end - 1} ({describe(messages[end - 1])}) cannot be rendered by the model's chat template ({type(exc).__name__}: {exc})"
     return f"the model's chat template cannot render these messages ({reason})"
 
 
-def first_dropped_tool_calls(tokenizer: Any, messages: list[dict[str, Any]], rendered: str) -> int | None:
+def first_dropped_tool_calls(tokenizer: Any, messages: list[dict[str, Any]], rendered: str, tools: Any = None) -> int | None:
     """Index of the first message whose tool calls leave no trace in the rendering (the
     conversation renders the same without them), or None."""
     for i, message in enumerate(messages):
         if message.get("tool_calls"):
             without = [*messages[:i], {k: v for k, v in message.items() if k != "tool_calls"}, *messages[i + 1 :]]
             try:
-                same = render(tokenizer, without, add_generation_prompt=False) == rendered
+                same = render(tokenizer, without, add_generation_prompt=False, tools=tools) == rendered
             except Exception:  # noqa: BLE001 - a template that cannot do without the calls renders them
                 same = False
             if same:
@@ -169,13 +197,17 @@ def run_sft(
     seed: int = 0,
     sink: MetricsSink | None = None,
     source: str = "SFT data",
+    tools: Any = None,
 ) -> dict[str, float]:
-    """Fine-tune `model` in place; logs `sft/loss` per SFT step and returns the last metrics."""
+    """Fine-tune `model` in place; logs `sft/loss` per SFT step and returns the last metrics.
+    Rows render with their own `tools` (as `lmgym traces --to sft` writes them), else with
+    `tools` (the environment's), so the model learns its calls seeing the schemas it will
+    be prompted with."""
     sink = sink or NullSink()
     samples = []
     for i, row in enumerate(rows):
         where = f"{source} row {i}"
-        samples.append(sft_sample(tokenizer, *split_row(row, where), max_seq_len, where))
+        samples.append(sft_sample(tokenizer, *split_row(row, where), max_seq_len, where, row_tools(row, where) or tools))
     if not samples:
         raise DatasetError(f"{source} is empty")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -5,17 +5,12 @@ A multi-turn rollout becomes one token sequence:
     prompt ids | completion 1 (as sampled) | env delta 1 | completion 2 | env delta 2 | ...
     mask 0       mask 1, sampler logprobs    mask 0        mask 1         mask 0
 
-Earlier turns are never re-tokenised: decoding and re-encoding sampled text can give
-other ids (tokenisers are not bijective), and then the trainer would score a sequence
-the model never produced. Only the environment's messages are tokenised, as the
-difference between two renderings of the chat template (`continuation_ids`).
-
-Some templates do not extend the previous prefix: Qwen3-style templates strip `<think>`
-from earlier assistant turns. Then the rendering of the longer conversation does not
-start with the rendering of the shorter one, `continuation_ids` raises
-`TemplateMismatch`, the client renders that turn's prompt afresh, and `rollout_samples`
-splits the rollout into one sample per turn (each still token-exact) instead of crashing
-(verifiers #115 and prime-rl #947 crashed). The trainer counts such rollouts.
+The engines' renderer (`lmgym.train.render`) makes each turn's prompt the previous
+turn's ids extended by the template's continuation, so the turns concatenate. When a
+template does not extend (Qwen3-style templates strip `<think>` from earlier turns), that
+turn's prompt was rendered afresh, and `rollout_samples` splits the rollout into one
+sample per turn (each still token-exact) instead of crashing (verifiers #115 and
+prime-rl #947 crashed). The trainer counts such rollouts.
 
 This module alone knows the layout the trainer computes on (`trained_tensors`,
 `token_logprobs`): logits at position t score token t+1, so the loss mask, the sampler's
@@ -28,51 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from lmgym.types import Messages, Rollout
-
-
-class TemplateMismatch(ValueError):
-    """The chat template re-renders earlier turns differently: no token-exact extension."""
-
-
-def render(tokenizer: Any, messages: Messages, *, add_generation_prompt: bool, tools: Any = None) -> str:
-    kwargs = {"tools": tools} if tools else {}
-    return tokenizer.apply_chat_template(
-        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
-    )
-
-
-def encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def prompt_ids(tokenizer: Any, messages: Messages, tools: Any = None) -> list[int]:
-    """The first prompt of a conversation, rendered with the generation prompt."""
-    return encode(tokenizer, render(tokenizer, messages, add_generation_prompt=True, tools=tools))
-
-
-def continuation_ids(
-    tokenizer: Any, messages: Messages, n_before: int, sampled_text: str, tools: Any = None
-) -> list[int]:
-    """Ids to append after the sampled tokens of `messages[n_before - 1]` (an assistant
-    reply whose decoded sampled tokens are `sampled_text`) so the sequence continues as
-    the template renders `messages` with a generation prompt.
-
-    That is the template's closing text of the assistant turn not already sampled (e.g.
-    the "\\n" after a sampled `<|im_end|>`), then the environment messages, then the next
-    generation prompt. Raises TemplateMismatch when the template does not extend."""
-    head = render(tokenizer, messages[: n_before - 1], add_generation_prompt=True, tools=tools)
-    before = render(tokenizer, messages[:n_before], add_generation_prompt=False, tools=tools)
-    after = render(tokenizer, messages, add_generation_prompt=True, tools=tools)
-    if not after.startswith(before):
-        raise TemplateMismatch("the chat template renders earlier turns differently once more follow")
-    content = messages[n_before - 1].get("content") or ""
-    reply = before[len(head):] if before.startswith(head) else ""  # content + closing text
-    if not reply.startswith(content) or not sampled_text.startswith(content):
-        raise TemplateMismatch("the assistant reply is not rendered verbatim by the chat template")
-    closing, sampled_closing = reply[len(content):], sampled_text[len(content):]
-    bridge = closing[len(sampled_closing):] if closing.startswith(sampled_closing) else closing
-    return encode(tokenizer, bridge + after[len(before):])
+from lmgym.types import Rollout
 
 
 @dataclass

@@ -7,8 +7,9 @@ trainer changes the module while the snapshot samples.
 
 Environments call `LocalClient.chat()` once per turn per rollout, concurrently. The
 client gathers every request made in the same event-loop tick and samples them as one
-batch, so a group of rollouts costs one batched generation per turn. Prompts are
-token-exact continuations of the conversation (`lmgym.train.engines.prefix`).
+batch, so a group of rollouts costs one batched generation per turn. Prompts and replies
+go through the renderer (`lmgym.train.render`): token-exact continuations of the
+conversation, and tool calls read from the sampled text when the environment offers tools.
 """
 
 from __future__ import annotations
@@ -19,29 +20,31 @@ import threading
 import time
 from typing import Any
 
+from lmgym.parsers.tool_calls import ToolFormat
 from lmgym.train.checkpoint import load_trainable, trainable_state
 from lmgym.train.engines.base import RolloutEngine
-from lmgym.train.engines.prefix import Conversations
 from lmgym.train.engines.sampling import Sampler, SamplingParams
-from lmgym.types import Message, Messages, ModelResponse, Usage
+from lmgym.train.render import Renderer
+from lmgym.types import Messages, ModelResponse, Usage
 
 
 class LocalClient:
     """A `ModelClient` over a sampler: anything with a `tokenizer` and
-    `generate(prompts, params) -> [Sample]` (a `Sampler`, or a scripted one in tests)."""
+    `generate(prompts, params) -> [Sample]` (a `Sampler`, or a scripted one in tests);
+    `tool_format` reads the model's tool calls (None: replies are plain text)."""
 
-    def __init__(self, sampler: Any):
+    def __init__(self, sampler: Any, tool_format: ToolFormat | None = None):
         self.sampler = sampler
-        self.conversations = Conversations(sampler.tokenizer)
+        self.renderer = Renderer(sampler.tokenizer, tool_format)
         self._pending: list[tuple[Messages, Any, Any, asyncio.Future]] = []
 
     @property
     def template_mismatches(self) -> int:
-        return self.conversations.template_mismatches
+        return self.renderer.template_mismatches
 
     def reset(self) -> None:
         """Forget conversation prefixes (between batches)."""
-        self.conversations.clear()
+        self.renderer.clear()
 
     async def chat(self, messages: Messages, *, model: str, sampling: dict[str, Any] | None = None, tools=None) -> ModelResponse:
         future = asyncio.get_running_loop().create_future()
@@ -57,7 +60,7 @@ class LocalClient:
             by_params.setdefault(request[1], []).append(request)
         for params, requests in by_params.items():
             try:
-                prompts = [self.conversations.prompt_for(messages, tools) for messages, _, tools, _ in requests]
+                prompts = [self.renderer.prompt(messages, tools) for messages, _, tools, _ in requests]
                 started = time.perf_counter()
                 samples = self.sampler.generate(prompts, params)
                 latency = time.perf_counter() - started
@@ -66,9 +69,8 @@ class LocalClient:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, _, _, future), prompt, sample in zip(requests, prompts, samples):
-                message: Message = {"role": "assistant", "content": sample.text}
-                self.conversations.remember(message, prompt, sample.token_ids)
+            for (_, _, tools, future), prompt, sample in zip(requests, prompts, samples):
+                message = self.renderer.reply(prompt, sample.token_ids, sample.text, tools=tools, stop=params.stop)
                 usage = Usage(len(prompt), len(sample.token_ids), 1)
                 if not future.done():
                     future.set_result(ModelResponse(
@@ -91,10 +93,10 @@ def frozen_copy(model: Any) -> Any:
 class InProcessEngine(RolloutEngine):
     """What both in-process engines share: a `Sampler` on `model`, its client, its RNG."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, max_batch_size: int = 256):
-        self.seed = seed
+    def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, max_batch_size: int = 256, tool_format: ToolFormat | None = None):
+        self.seed, self.tool_format = seed, tool_format
         self.sampler = Sampler(model, tokenizer, seed=seed, max_batch_size=max_batch_size)
-        self._client = LocalClient(self.sampler)
+        self._client = LocalClient(self.sampler, tool_format)
 
     @property
     def client(self) -> LocalClient:
@@ -121,8 +123,8 @@ class InProcessEngine(RolloutEngine):
 class LocalEngine(InProcessEngine):
     """Rollouts sampled in this process with `model` itself (the trainer's module)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, max_batch_size: int = 256):
-        super().__init__(model, tokenizer, seed=seed, max_batch_size=max_batch_size)
+    def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, max_batch_size: int = 256, tool_format: ToolFormat | None = None):
+        super().__init__(model, tokenizer, seed=seed, max_batch_size=max_batch_size, tool_format=tool_format)
         self._snapshots: list[LocalSnapshot] = []
 
     def publish(self, model: Any, version: int) -> None:
@@ -134,7 +136,7 @@ class LocalEngine(InProcessEngine):
 
     def snapshot(self) -> LocalSnapshot:
         """A frozen copy of the current weights, sampling with its own seed (seed + 1)."""
-        snapshot = LocalSnapshot(frozen_copy(self.model), self.sampler.tokenizer, seed=self.seed + 1, origin=self)
+        snapshot = LocalSnapshot(frozen_copy(self.model), self.sampler.tokenizer, seed=self.seed + 1, origin=self, tool_format=self.tool_format)
         self._snapshots.append(snapshot)
         return snapshot
 
@@ -150,8 +152,8 @@ class LocalSnapshot(InProcessEngine):
     at the next `refresh()`, on the sampling thread, so no batch mixes two versions. Its
     weights change only there, so it is its own snapshot."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, origin: LocalEngine | None = None):
-        super().__init__(model, tokenizer, seed=seed)
+    def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, origin: LocalEngine | None = None, tool_format: ToolFormat | None = None):
+        super().__init__(model, tokenizer, seed=seed, tool_format=tool_format)
         self._origin = origin
         self._lock = threading.Lock()
         self._staged: dict[str, Any] | None = None

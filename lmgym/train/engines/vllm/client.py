@@ -1,10 +1,11 @@
 """`VLLMClient`: a `ModelClient` over vLLM's `/v1/completions`, token in and token out.
 
 Like `LocalClient` it renders the chat template itself and keeps each conversation's
-exact ids (`lmgym.train.engines.prefix`), and sends the ids to `/v1/completions` with
+exact ids (`lmgym.train.render`), and sends the ids to `/v1/completions` with
 `logprobs: 0` and `return_token_ids: true`, so the reply carries the sampled ids and each
 one's logprob. The chat endpoint would re-tokenise earlier turns from text, which is not
-token-exact. Like `LocalClient` it does not parse tool calls.
+token-exact. Like `LocalClient` it reads tool calls itself, from the sampled ids, with
+the model's tool format: what the environment sees is parsed from exactly what trains.
 
 The logprobs are those of the distribution the sampler drew from because the server runs
 with `--logprobs-mode processed_logprobs`: log-softmax of logits / temperature, which is
@@ -28,9 +29,10 @@ import orjson
 from lmgym import errors
 from lmgym.clients.http import http as _http
 from lmgym.clients.retry import RetryPolicy, status_error
-from lmgym.train.engines.prefix import Conversations
+from lmgym.parsers.tool_calls import ToolFormat
 from lmgym.train.engines.vllm.server import BASE_NAME
-from lmgym.types import Message, Messages, ModelResponse, Usage
+from lmgym.train.render import Renderer
+from lmgym.types import Messages, ModelResponse, Usage
 
 # Request fields passed on to vLLM; others are chat-only or would change what the logprobs mean.
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "seed", "stop")
@@ -65,6 +67,11 @@ def parse_completion(data: Any) -> tuple[str, list[int], list[float], str | None
         raise errors.ModelResponseError(f"{len(ids)} token ids but logprobs {logprobs[:5]}...")
     prompt_length = len(choice.get("prompt_token_ids") or [])
     return choice.get("text") or "", list(ids), [float(lp) for lp in logprobs], choice.get("finish_reason"), prompt_length
+
+
+def stop_strings(sampling: dict[str, Any] | None) -> list[str]:
+    stop = (sampling or {}).get("stop") or []
+    return [stop] if isinstance(stop, str) else list(stop)
 
 
 class Rejected(Exception):
@@ -107,24 +114,25 @@ class VLLMClient:
         backoff_base: float = 0.5,
         backoff_max: float = 10.0,
         transport: Any = None,  # an httpx transport, for tests
+        tool_format: ToolFormat | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.tokenizer = tokenizer
         self.model = model
         self.retry = RetryPolicy(max_retries, backoff_base, backoff_max)
         self.timeout, self.transport = timeout, transport
-        self.conversations = Conversations(tokenizer)
+        self.renderer = Renderer(tokenizer, tool_format)
         self.usage = Usage()
         self._http: Any = None  # one connection pool per event loop (the orchestrator may run one per step)
         self._loop: Any = None
 
     @property
     def template_mismatches(self) -> int:
-        return self.conversations.template_mismatches
+        return self.renderer.template_mismatches
 
     def reset(self) -> None:
         """Forget conversation prefixes (between batches)."""
-        self.conversations.clear()
+        self.renderer.clear()
 
     def _connection(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -144,7 +152,7 @@ class VLLMClient:
         sampling: dict[str, Any] | None = None,
         tools: list[dict[str, Any]] | None = None,
     ) -> ModelResponse:
-        prompt = self.conversations.prompt_for(messages, tools)
+        prompt = self.renderer.prompt(messages, tools)
 
         async def attempt() -> tuple[str, list[int], list[float], str | None, float]:
             name = self.model  # read per attempt: a publish may have switched it
@@ -161,8 +169,7 @@ class VLLMClient:
             return text, ids, logprobs, finish, time.perf_counter() - started
 
         text, ids, logprobs, finish, latency = await self.retry.run(attempt, translate, retry_now=self._adapter_replaced)
-        message: Message = {"role": "assistant", "content": text}
-        self.conversations.remember(message, prompt, ids)
+        message = self.renderer.reply(prompt, ids, text, tools=tools, stop=stop_strings(sampling))
         usage = Usage(len(prompt), len(ids), 1)
         self.usage.add(usage)
         return ModelResponse(

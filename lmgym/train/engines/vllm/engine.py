@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from lmgym.clients.http import http as _http
+from lmgym.parsers.tool_calls import ToolFormat
 from lmgym.train.engines.base import RolloutEngine
 from lmgym.train.engines.vllm.client import VLLMClient
 from lmgym.train.engines.vllm.server import BASE_NAME, VLLMServer, VLLMServerError
@@ -81,6 +82,7 @@ class VLLMEngine(RolloutEngine):
         timeout: float = 600.0,
         server: VLLMServer | None = None,
         transport: Any = None,  # an httpx transport, for tests
+        tool_format: ToolFormat | None = None,
     ):
         if keep_versions < 1:
             raise ValueError(f"keep_versions must be at least 1, got {keep_versions}")
@@ -89,7 +91,7 @@ class VLLMEngine(RolloutEngine):
         self.run_dir = Path(run_dir)
         self.keep_versions = keep_versions
         self.server = server
-        self._client = VLLMClient(self.base_url, tokenizer, timeout=timeout, transport=transport)
+        self._client = VLLMClient(self.base_url, tokenizer, timeout=timeout, transport=transport, tool_format=tool_format)
         self.version = 0  # the version new requests sample from; 0 is the starting weights
         self.publish_s: float | None = None  # how long the last publish took
         self._control = _http.Client(timeout=timeout, transport=transport)
@@ -98,11 +100,12 @@ class VLLMEngine(RolloutEngine):
 
     @classmethod
     def launch(
-        cls, model_path: str | Path, tokenizer: Any, run_dir: str | Path, *, keep_versions: int = 2, **server_args: Any
+        cls, model_path: str | Path, tokenizer: Any, run_dir: str | Path, *, keep_versions: int = 2,
+        tool_format: ToolFormat | None = None, **server_args: Any
     ) -> VLLMEngine:
         """Start a `VLLMServer` on `model_path`, and an engine that stops it on `close()`."""
         server = VLLMServer(model_path, **server_args).start()
-        return cls(server.url, tokenizer, run_dir, keep_versions=keep_versions, server=server)
+        return cls(server.url, tokenizer, run_dir, keep_versions=keep_versions, server=server, tool_format=tool_format)
 
     @property
     def client(self) -> VLLMClient:
