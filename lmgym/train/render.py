@@ -68,25 +68,37 @@ def continuation_ids(
         raise TemplateMismatch("the chat template renders earlier turns differently once more follow")
     if not before.startswith(head):
         raise TemplateMismatch("the chat template renders the conversation differently once a reply follows")
-    closing = reply_closing(before[len(head):], messages[n_before - 1], sampled_text, tokenizer.all_special_tokens)
+    closing = reply_closing(before[len(head):], sampled_text, tokenizer.all_special_tokens)
+    if closing is None:
+        closing = plain_closing(tokenizer, messages[: n_before - 1], tools)
     return encode(tokenizer, closing + after[len(before):])
 
 
-def reply_closing(rendered: str, message: Message, sampled: str, special_tokens: Sequence[str]) -> str:
-    """What the template writes after the sampled text of a reply (`rendered` is the
-    template's rendering of the reply, from after the generation prompt to the end of
-    its turn): the "\\n" after a sampled `<|im_end|>`, or the whole closing after a reply
-    cut at a stop string or at max_tokens."""
+def reply_closing(rendered: str, sampled: str, special_tokens: Sequence[str]) -> str | None:
+    """What the template writes after the sampled text of a reply that ended its turn
+    (`rendered` is the template's rendering of the reply, from after the generation
+    prompt to the end of its turn): the "\\n" after a sampled `<|im_end|>`. None for a
+    reply cut off at a stop string or max_tokens: the template's plain closing follows it."""
+    ended_on = next((t for t in special_tokens if t and sampled.endswith(t)), None)
+    if ended_on is None:
+        return None
     if rendered.startswith(sampled):  # the template writes the reply as sampled
         return rendered[len(sampled):]
-    ended_on = next((t for t in special_tokens if t and sampled.endswith(t) and t in rendered), None)
-    if ended_on is not None:  # written differently (a tool call's JSON spacing), but the turn ended
-        return rendered[rendered.rindex(ended_on) + len(ended_on):]
-    content = message.get("content") or ""
-    if not message.get("tool_calls") and rendered.startswith(content) and sampled.startswith(content):
-        closing, sampled_closing = rendered[len(content):], sampled[len(content):]
-        return closing[len(sampled_closing):] if closing.startswith(sampled_closing) else closing
-    raise TemplateMismatch("the reply was cut off and the template writes it differently from how it was sampled")
+    if ended_on not in rendered:
+        raise TemplateMismatch(f"the template does not end a reply with the {ended_on!r} the model sampled")
+    return rendered[rendered.rindex(ended_on) + len(ended_on):]  # written otherwise (a call's JSON spacing)
+
+
+SENTINEL = "\x00lmgym-reply\x00"
+
+
+def plain_closing(tokenizer: Any, history: Messages, tools: Any) -> str:
+    """How the template ends a plain text reply after `history` (`<|im_end|>\\n`): what
+    follows a reply the model did not end itself."""
+    text = render(tokenizer, [*history, {"role": "assistant", "content": SENTINEL}], add_generation_prompt=False, tools=tools)
+    if SENTINEL not in text:
+        raise TemplateMismatch("the chat template does not write an assistant reply's text verbatim")
+    return text[text.rindex(SENTINEL) + len(SENTINEL):]
 
 
 @dataclass

@@ -1,0 +1,154 @@
+"""The renderer through the in-process engine's client, on a real `ToolEnv`: the model's
+sampled tool calls reach the environment as calls, tools run, and the rollout stays one
+token-exact sequence, however the model spaced its JSON or wherever it was cut off.
+
+A scripted sampler (real tokenizer, fixed replies) stands in for the model, so every id
+of the assembled sequence can be checked."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("torch")
+
+from lmgym.envs import ToolEnv  # noqa: E402
+from lmgym.parsers.tool_calls import tool_format  # noqa: E402
+from lmgym.train.engines.local import LocalClient  # noqa: E402
+from lmgym.train.engines.sampling import Sample  # noqa: E402
+from lmgym.train.models import char_tokenizer  # noqa: E402
+from lmgym.train.render import Renderer, TemplateMismatch, encode, render  # noqa: E402
+from lmgym.train.tokens import rollout_samples  # noqa: E402
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers.
+
+    Args:
+        a: the first.
+        b: the second.
+    """
+    return a + b
+
+
+class ScriptedSampler:
+    """Replies with fixed texts; a reply ends in <|im_end|> unless it is cut off ("length")."""
+
+    def __init__(self, tokenizer, replies):
+        self.tokenizer, self.replies, self.prompts = tokenizer, list(replies), []
+
+    def generate(self, prompts, params):
+        self.prompts += prompts
+        out = []
+        for _ in prompts:
+            text, finish = self.replies.pop(0)
+            ids = encode(self.tokenizer, text) + ([self.tokenizer.eos_token_id] if finish == "stop" else [])
+            out.append(Sample(ids, [-0.25] * len(ids), finish, text))
+        return out
+
+
+def rollout_with(replies, *, fmt="hermes", max_turns=3):
+    tokenizer = char_tokenizer()
+    env = ToolEnv(eval_dataset=[{"question": "add 2 and 3"}], tools=[add], max_turns=max_turns)
+    client = LocalClient(ScriptedSampler(tokenizer, replies), tool_format(fmt) if fmt else None)
+    rollout = asyncio.run(env.rollout(client, "local", env.eval_dataset[0]))
+    assert rollout.error is None, rollout.error
+    return tokenizer, env, client, rollout
+
+
+CALL = '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 3}}\n</tool_call>'
+
+
+def test_a_sampled_call_runs_the_tool_and_the_rollout_is_one_exact_sequence():
+    tokenizer, env, client, rollout = rollout_with([(CALL, "stop"), ("5", "stop")])
+    first = rollout.turns[0].assistant
+    assert first["content"] is None
+    assert first["tool_calls"] == [{"id": "call00001", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}]
+    assert rollout.completion[1] == {"role": "tool", "tool_call_id": "call00001", "content": "5"}
+    assert rollout.state.get("tool_calls", 0) == 1 and rollout.state.get("tool_errors", 0) == 0
+    [sample], split = rollout_samples(rollout, max_seq_len=4000)
+    assert not split and client.template_mismatches == 0
+    # the sequence is the template's rendering of the whole conversation, tools included
+    expected = encode(tokenizer, render(tokenizer, rollout.messages, add_generation_prompt=False, tools=env.tools))
+    assert sample.input_ids == expected[:-1]  # up to the last sampled <|im_end|>
+    eos = tokenizer.eos_token_id
+    trained = [t for t, m in zip(sample.input_ids, sample.loss_mask) if m]
+    assert trained == [*encode(tokenizer, CALL), eos, *encode(tokenizer, "5"), eos]
+    # the schema reached the model: it is in the first prompt
+    assert '"name": "add"' in tokenizer.decode(client.sampler.prompts[0])
+
+
+def test_a_call_spaced_otherwise_than_the_template_writes_it_still_continues_exactly():
+    compact = '<tool_call>{"name":"add","arguments":{"a":2,"b":3}}</tool_call>'
+    tokenizer, env, client, rollout = rollout_with([(compact, "stop"), ("5", "stop")])
+    assert rollout.state.get("tool_calls", 0) == 1 and rollout.completion[1]["content"] == "5"
+    [sample], split = rollout_samples(rollout, max_seq_len=4000)
+    assert not split and client.template_mismatches == 0
+    text = tokenizer.decode(sample.input_ids, skip_special_tokens=False)
+    assert compact + "<|im_end|>\n<|im_start|>tool\n5<|im_end|>\n<|im_start|>assistant\n5<|im_end|>" in text  # as sampled
+
+
+def test_a_call_the_parser_cannot_read_is_answered_as_a_bad_call():
+    broken = '<tool_call>\n{"name": "add", "arguments": {"a": 2,}}\n</tool_call>'
+    _, _, client, rollout = rollout_with([(broken, "stop"), ("5", "stop")])
+    assert rollout.state.get("tool_errors", 0) == 1
+    assert "not valid JSON" in rollout.completion[1]["content"]
+    [_], split = rollout_samples(rollout, max_seq_len=4000)
+    assert not split and client.template_mismatches == 0
+
+
+def test_a_call_cut_off_by_max_tokens_is_closed_as_the_template_ends_a_turn():
+    cut = '<tool_call>\n{"name": "add", "argu'
+    tokenizer, _, client, rollout = rollout_with([(cut, "length"), ("5", "stop")])
+    assert rollout.state.get("tool_errors", 0) == 1
+    [sample], split = rollout_samples(rollout, max_seq_len=4000)
+    assert not split and client.template_mismatches == 0
+    assert cut + "<|im_end|>\n<|im_start|>tool\n" in tokenizer.decode(sample.input_ids, skip_special_tokens=False)
+
+
+def test_without_a_tool_format_replies_stay_text():
+    _, _, _, rollout = rollout_with([(CALL, "stop")], fmt=None)
+    assert rollout.turns[0].assistant == {"role": "assistant", "content": CALL}
+    assert rollout.state.get("tool_calls", 0) == 0
+
+
+def test_replies_are_parsed_only_when_the_environment_offered_tools():
+    tokenizer = char_tokenizer()
+    renderer = Renderer(tokenizer, tool_format("hermes"))
+    ids = encode(tokenizer, CALL) + [tokenizer.eos_token_id]
+    assert renderer.reply([], ids, CALL) == {"role": "assistant", "content": CALL}
+    assert renderer.reply([], ids, CALL, tools=[{"type": "function"}])["tool_calls"][0]["function"]["name"] == "add"
+
+
+def test_stop_strings_cut_the_reply_before_it_is_read():
+    tokenizer = char_tokenizer()
+    renderer = Renderer(tokenizer, tool_format("hermes"))
+    text = "done. " + CALL
+    message = renderer.reply([], encode(tokenizer, text), "done.", tools=[{}], stop=[" <tool"])
+    assert message == {"role": "assistant", "content": "done."}
+
+
+def test_a_reply_that_ends_on_a_token_the_template_never_writes_is_a_mismatch():
+    from lmgym.train.render import reply_closing
+
+    assert reply_closing("hi<|im_end|>\n", "hi<|im_end|>", ["<|im_end|>"]) == "\n"
+    assert reply_closing("hi!<|im_end|>\n", "hi<|im_end|>", ["<|im_end|>"]) == "\n"
+    assert reply_closing("hi<|im_end|>\n", "hi", ["<|im_end|>"]) is None  # cut off: the plain closing follows
+    with pytest.raises(TemplateMismatch, match="'<|pad|>'"):
+        reply_closing("hi<|im_end|>\n", "hi<|pad|>", ["<|pad|>", "<|im_end|>"])
+
+
+def test_several_calls_over_several_turns_never_split():
+    replies = [
+        ('<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 1}}\n</tool_call>', "stop"),
+        ('<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 2}}\n</tool_call>\n<tool_call>\n{"name": "add", "arguments": {"a": 3, "b": 3}}\n</tool_call>', "stop"),
+        ("12", "stop"),
+    ]
+    tokenizer, env, client, rollout = rollout_with(replies, max_turns=4)
+    assert rollout.state.get("tool_calls", 0) == 3
+    assert [m["content"] for m in rollout.completion if m["role"] == "tool"] == ["2", "4", "6"]
+    [sample], split = rollout_samples(rollout, max_seq_len=4000)
+    assert not split and client.template_mismatches == 0
+    prompts = client.sampler.prompts
+    assert all(later[: len(earlier)] == earlier for earlier, later in zip(prompts, prompts[1:]))
