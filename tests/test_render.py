@@ -152,3 +152,27 @@ def test_several_calls_over_several_turns_never_split():
     assert not split and client.template_mismatches == 0
     prompts = client.sampler.prompts
     assert all(later[: len(earlier)] == earlier for earlier, later in zip(prompts, prompts[1:]))
+
+
+def test_the_vllm_client_reads_tool_calls_from_the_sampled_ids_as_the_local_one_does():
+    from test_vllm_engine import FakeVLLM, completion
+
+    from lmgym.train.engines.vllm import VLLMClient
+
+    tokenizer = char_tokenizer()
+    replies = [CALL, "5"]
+
+    def serve(path, body):
+        text = replies.pop(0)
+        ids = encode(tokenizer, text) + [tokenizer.eos_token_id]
+        return 200, completion(ids, text=text, prompt=body["prompt"])
+
+    fake = FakeVLLM(serve)
+    client = VLLMClient("http://vllm", tokenizer, transport=fake.transport, tool_format=tool_format("hermes"))
+    env = ToolEnv(eval_dataset=[{"question": "add 2 and 3"}], tools=[add], max_turns=3)
+    rollout = asyncio.run(env.rollout(client, "base", env.eval_dataset[0]))
+    assert rollout.error is None and rollout.state["tool_calls"] == 1
+    assert rollout.completion[1]["content"] == "5" and rollout.completion[-1]["content"] == "5"
+    [sample], split = rollout_samples(rollout, max_seq_len=4000)
+    assert not split and client.template_mismatches == 0
+    assert fake.calls[1][1]["prompt"][: len(fake.calls[0][1]["prompt"])] == fake.calls[0][1]["prompt"]

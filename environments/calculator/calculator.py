@@ -57,9 +57,22 @@ def correct_answer(completion, answer: str, parser) -> float:
     return 1.0 if given is not None and given.replace(",", "").strip() == answer else 0.0
 
 
-def make_question(rng: random.Random, _index: int) -> dict:
-    a, b, c = rng.randint(100, 9999), rng.randint(100, 9999), rng.randint(10, 999)
-    return {"question": f"What is {a} * {b} + {c}?", "answer": str(a * b + c), "expression": f"{a} * {b} + {c}"}
+KINDS = ("product-sum", "product")
+
+
+def question_maker(kind: str):
+    """`product-sum`: a * b + c with a, b of 3-4 digits; `product`: a 3-digit times a 4-digit number."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+
+    def make(rng: random.Random, _index: int) -> dict:
+        if kind == "product":
+            a, b = rng.randint(100, 999), rng.randint(1000, 9999)
+            return {"question": f"What is {a} * {b}?", "answer": str(a * b), "expression": f"{a} * {b}"}
+        a, b, c = rng.randint(100, 9999), rng.randint(100, 9999), rng.randint(10, 999)
+        return {"question": f"What is {a} * {b} + {c}?", "answer": str(a * b + c), "expression": f"{a} * {b} + {c}"}
+
+    return make
 
 
 def typo(text: str, rng: random.Random) -> str:
@@ -85,13 +98,16 @@ def teacher_episode(row: dict, rng: random.Random, guess: float, mistype: float)
     ]
 
 
-def sft_examples(num_examples: int = 1000, guess: float = 0.3, mistype: float = 0.3, seed: int = 0, examples_seed: int = 0) -> list[dict]:
+def sft_examples(
+    num_examples: int = 1000, guess: float = 0.3, mistype: float = 0.3, seed: int = 0, examples_seed: int = 0,
+    kind: str = "product-sum",
+) -> list[dict]:
     """Warm-start rows `{"prompt", "completion"}` on training-split questions."""
     for name, share in (("guess", guess), ("mistype", mistype)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} must be between 0 and 1, got {share}")
     rng = random.Random(f"{seed}/sft")
-    rows, _ = train_and_eval(make_question, num_examples, 0, examples_seed)
+    rows, _ = train_and_eval(question_maker(kind), num_examples, 0, examples_seed)
     return [
         {
             "prompt": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": row["question"]}],
@@ -103,11 +119,12 @@ def sft_examples(num_examples: int = 1000, guess: float = 0.3, mistype: float = 
 
 def load_environment(
     num_examples: int = 200, num_eval_examples: int = 100, max_turns: int = 4, seed: int = 0,
-    sft_guess: float = 0.3, sft_mistype: float = 0.3,
+    kind: str = "product-sum", sft_guess: float = 0.3, sft_mistype: float = 0.3,
 ) -> ToolEnv:
-    """`sft_guess` and `sft_mistype`: the noisy teacher's shares of guessed answers and
-    mistyped calls in `sft_examples` (the warm start of training)."""
-    train, evals = train_and_eval(make_question, num_examples, num_eval_examples, seed)
+    """`kind`: the questions (`question_maker`). `sft_guess` and `sft_mistype`: the noisy
+    teacher's shares of guessed answers and mistyped calls in `sft_examples` (the warm
+    start of training)."""
+    train, evals = train_and_eval(question_maker(kind), num_examples, num_eval_examples, seed)
     parser = XMLParser(["answer"])
     rubric = Rubric([correct_answer, parser.get_format_reward_func()], weights=[1.0, 0.2], parser=parser)
     return ToolEnv(
@@ -119,5 +136,5 @@ def load_environment(
         rubric=rubric,
         max_turns=max_turns,
         sampling_args={"temperature": 0.7, "max_tokens": 128},
-        sft_examples=lambda seed=0, num_examples=1000: sft_examples(num_examples, sft_guess, sft_mistype, seed, examples_seed=seed),
+        sft_examples=lambda seed=0, num_examples=1000: sft_examples(num_examples, sft_guess, sft_mistype, seed, seed, kind),
     )

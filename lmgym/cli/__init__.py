@@ -10,6 +10,7 @@ import typer.core
 
 import lmgym
 from lmgym.cli.audit import audit_command
+from lmgym.cli.check_template import check_template_command
 from lmgym.cli.distill import distill_command
 from lmgym.cli.eval import eval_command
 from lmgym.cli.export import export_command
@@ -65,6 +66,7 @@ app.command("audit")(audit_command)
 app.command("proxy")(proxy_command)
 app.command("traces")(traces_command)
 app.command("distill", context_settings=OVERRIDES)(distill_command)
+app.command("check-template")(check_template_command)
 
 
 def main() -> None:

@@ -22,13 +22,9 @@ from lmgym.parsers.tool_calls import ToolFormat, detect_tool_format, tool_format
 
 SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
-TOOLS_PREAMBLE = (
-    "You can call the functions below. Their JSON schemas, one per line:\\n<tools>\\n"
-)
-TOOLS_INSTRUCTIONS = (
-    "</tools>\\n\\nTo call a function, reply with one block per call:\\n"
-    '<tool_call>\\n{\\"name\\": \\"<function name>\\", \\"arguments\\": {<arguments as JSON>}}\\n</tool_call>'
-)
+# Short: a character-level model reads every character of it in every prompt.
+TOOLS_PREAMBLE = "Tools (JSON schemas):\\n<tools>\\n"
+TOOLS_INSTRUCTIONS = '</tools>\\nTo call one, reply with:\\n<tool_call>\\n{\\"name\\": ..., \\"arguments\\": {...}}\\n</tool_call>'
 
 
 def chatml_tools(default_system: str | None = None) -> str:

@@ -238,3 +238,30 @@ def load_model(name: str, **kwargs: Any) -> Model:
         return load_saved(Path(name).expanduser(), **kwargs)
     choices = ", ".join(repr(n) for n in MODEL_NAMES)
     raise UsageError(f"unknown model {name!r}; choose one of {choices}, or a directory holding a saved model and tokenizer")
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
+    """The tokenizer (and chat template) of what `load_model(name)` loads, without its weights."""
+    if name == "tiny-llama":
+        return char_tokenizer()
+    if name == "smollm2":
+        cache = default_cache_dir()
+        if cache.exists():
+            tokenizer = AutoTokenizer.from_pretrained(cache, local_files_only=True)
+        else:
+            from lmgym.embedded import find_gguf
+
+            gguf = find_gguf()
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer.chat_template = chatml_tools(SMOLLM2_DEFAULT_SYSTEM)
+        return tokenizer
+    path = Path(name).expanduser()
+    if name and path.is_dir():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"model {name!r}: {path} holds no tokenizer: {exc}") from exc
+        require_chat_template(tokenizer, name)
+        return tokenizer
+    choices = ", ".join(repr(n) for n in MODEL_NAMES)
+    raise UsageError(f"unknown model {name!r}; choose one of {choices}, or a directory holding a saved model and tokenizer")
