@@ -1,18 +1,51 @@
-"""The `lmgym` command run in this process, for tests of its messages and exit codes
-(a subprocess costs a second or more of start-up; these need none)."""
+"""The `lmgym` command for tests: in this process (`invoke`), or as its own process
+(`run_process`) for the one smoke test per command and for what needs a real process
+(signals, kills, a second process holding a lock, what a user's terminal shows).
+
+A process costs seconds of start-up (imports; torch for the training commands); in this
+process the command costs none. Both results answer `returncode`, `stdout` and `stderr`,
+so a test reads the same either way.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
 from lmgym.cli import app
 
+ROOT = Path(__file__).resolve().parents[1]
+# A test run under torchrun must not hand its rank to the processes it starts.
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
-def invoke(*args: str, env: dict[str, str] | None = None):
-    """Run `lmgym ARGS`; the result's `flat` is its output with rich's line wrapping undone."""
-    result = CliRunner().invoke(app, list(args), env=env)
+
+def invoke(*args: str, env: dict[str, str] | None = None, cwd: str | Path | None = None):
+    """Run `lmgym ARGS` in this process (in `cwd` when given); the result's `flat` is its
+    output with rich's line wrapping undone, `returncode` its exit code as a process's."""
+    with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
+        result = CliRunner().invoke(app, list(args), env=env)
     result.flat = " ".join(result.output.split())
+    result.returncode = result.exit_code
     return result
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    """This process's environment without torchrun's rank variables, wide enough that rich
+    does not wrap messages, plus `extra`."""
+    environ = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARS}
+    return {**environ, "COLUMNS": "200", **extra}
+
+
+def run_process(*args: str, cwd: str | Path = ROOT, env: dict[str, str] | None = None,
+                timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m lmgym ARGS` as its own process, output captured as text."""
+    return subprocess.run([sys.executable, "-m", "lmgym", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=process_env(**(env or {})), check=False)
 
 
 def assert_one_error(result, *expected: str) -> None:

@@ -5,10 +5,6 @@ noise, readable help; and a run that cannot start leaves no run directory behind
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,21 +13,16 @@ pytest.importorskip("torch")
 # CliRunner stream that is closed after one command
 pytest.importorskip("transformers")
 
-from cli_runner import invoke as lmgym  # noqa: E402  (tests/cli_runner.py)
+from cli_runner import ROOT, run_process  # noqa: E402  (tests/cli_runner.py)
+from cli_runner import invoke as lmgym
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "reverse-digits.toml")
 FAST = [
     "--algorithm.prompts_per_step", "2", "--algorithm.group_size", "4", "--trainer.micro_batch_size", "8",
     "--eval.every", "0", "--logging.console_every", "0", "--sft.warm_start", "false", "--sft.max_steps", "1",
     "--sft.batch_size", "8", "--trainer.max_steps", "1", "--env.args", "{num_examples = 50, num_eval_examples = 10}",
 ]
-NO_TORCHRUN = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-
-
-def lmgym_process(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lmgym", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
-                          env={**NO_TORCHRUN, "COLUMNS": "250"})
+WIDE = {"COLUMNS": "250"}
 
 
 # ------------------------------------------------------------------- the training console
@@ -40,10 +31,10 @@ def lmgym_process(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subproces
 def test_a_tool_environment_run_labels_rewards_shows_eval_metrics_and_warns(tmp_path):
     # tiny-llama never calls calculator's tool and never earns a reward: both warnings.
     run = tmp_path / "run"
-    result = lmgym_process("train", CONFIG, *FAST, "--env.name", "calculator", "--env.args", "{}", "--trainer.max_steps", "2",
-                           "--eval.every", "2", "--eval.num_examples", "4", "--logging.console_every", "1",
-                           "--logging.output_dir", str(run))
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = lmgym("train", CONFIG, *FAST, "--env.name", "calculator", "--env.args", "{}", "--trainer.max_steps", "2",
+                   "--eval.every", "2", "--eval.num_examples", "4", "--logging.console_every", "1",
+                   "--logging.output_dir", str(run), env=WIDE)
+    assert result.returncode == 0, result.output[-3000:]
     lines = result.stdout.splitlines()
     train = [line for line in lines if line.startswith("train step")]
     evals = [line for line in lines if line.startswith("eval  step")]
@@ -60,9 +51,10 @@ def test_a_tool_environment_run_labels_rewards_shows_eval_metrics_and_warns(tmp_
 
 
 def test_a_warm_started_lora_run_prints_sft_steps_apart_and_no_deprecation_warnings(tmp_path):
+    """What a user's terminal shows, so its own process: in this one pytest would catch the warnings."""
     run = tmp_path / "run"
-    result = lmgym_process("train", CONFIG, *FAST, "--sft.warm_start", "true", "--sft.max_steps", "2", "--trainer.max_steps", "2",
-                           "--model.lora.enabled", "true", "--logging.console_every", "1", "--logging.output_dir", str(run))
+    result = run_process("train", CONFIG, *FAST, "--sft.warm_start", "true", "--sft.max_steps", "2", "--trainer.max_steps", "2",
+                         "--model.lora.enabled", "true", "--logging.console_every", "1", "--logging.output_dir", str(run), env=WIDE)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [line.split()[:3] for line in result.stdout.splitlines() if line.startswith(("sft", "train"))] == [
         ["sft", "step", "1"], ["sft", "step", "2"], ["train", "step", "1"], ["train", "step", "2"]]
@@ -113,6 +105,7 @@ def test_a_resumed_run_that_cannot_start_keeps_its_directory(tmp_path):
 
 
 def test_nproc_run_that_cannot_start_leaves_no_run_directory(tmp_path):
-    result = lmgym_process("train", CONFIG, *FAST, "--nproc", "2", "--env.name", "no-such-env", cwd=tmp_path)
+    """Its own process: the ranks write their errors to the inherited stderr, which only a process captures."""
+    result = run_process("train", CONFIG, *FAST, "--nproc", "2", "--env.name", "no-such-env", cwd=tmp_path, env=WIDE)
     assert result.returncode != 0 and "no-such-env" in result.stderr, result.stderr[-3000:]
     assert list((tmp_path / "runs" / "train").iterdir()) == []

@@ -1,10 +1,10 @@
 """Resuming `lmgym train` after a kill: torn SFT saves and checkpoints, and logs without
-repeated or lost steps. Kills are real (SIGKILL of the training process)."""
+repeated or lost steps. Kills are real (SIGKILL of the training process); runs that are not
+killed, resumes included, run in this process."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch")
+# imported now: transformers' log handler keeps the stderr of its import, which must not be a
+# CliRunner stream that is closed after one command
+pytest.importorskip("transformers")
 
+from cli_runner import ROOT, invoke, process_env  # noqa: E402  (tests/cli_runner.py)
 from safetensors.torch import load_file  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "reverse-digits.toml")
 FAST = [
     "--algorithm.prompts_per_step", "2", "--algorithm.group_size", "4", "--trainer.micro_batch_size", "8",
@@ -49,10 +52,15 @@ KILLING_LMGYM = textwrap.dedent("""
 """)
 
 
-def lmgym(*args: str, kill: tuple[str, str, str, str] | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-c", KILLING_LMGYM, *kill] if kill else [sys.executable, "-m", "lmgym"]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    return subprocess.run([*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+def killed_lmgym(kill: tuple[str, str, str, str], *args: str) -> subprocess.CompletedProcess:
+    """`lmgym ARGS` in a process that kills itself as `kill` says (see KILLING_LMGYM)."""
+    return subprocess.run([sys.executable, "-c", KILLING_LMGYM, *kill, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=process_env())
+
+
+def lmgym(*args: str):
+    """`lmgym ARGS` in this process, from the repository root."""
+    return invoke(*args, cwd=ROOT, env={"COLUMNS": "200"})
 
 
 def rows(run: Path, name: str = "metrics.jsonl") -> list[dict]:
@@ -76,25 +84,25 @@ def assert_same_weights(a: Path, b: Path) -> None:
 def test_a_kill_while_the_warm_start_saves_its_model_leaves_a_resumable_run(tmp_path):
     run = tmp_path / "run"
     # killed inside the SFT model's save: config.json is written, the weights not yet
-    died = lmgym("train", CONFIG, *FAST, "--trainer.max_steps", "2", "--logging.output_dir", str(run),
-                 kill=("safetensors.torch", "save_file", "before", "True"))
+    died = killed_lmgym(("safetensors.torch", "save_file", "before", "True"),
+                        "train", CONFIG, *FAST, "--trainer.max_steps", "2", "--logging.output_dir", str(run))
     assert died.returncode == -9, died.stderr[-3000:]
     assert not (run / "sft_model").exists()  # the torn save is not where a resume looks
     sft_rows_before = [r for r in rows(run) if "sft/loss" in r]
     assert len(sft_rows_before) == 3
 
     result = lmgym("train", "--resume", str(run))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.output[-3000:]
     assert (run / "sft_model" / "model.safetensors").exists() and (run / "final" / "config.json").exists()
     assert [r["sft_step"] for r in rows(run) if "sft/loss" in r] == [1, 2, 3]  # the warm start ran again, logged once
     assert rl_steps(run) == [1, 2]
 
 
-def test_resume_redoes_a_warm_start_whose_saved_model_is_torn(tmp_path):
+def test_resume_redoes_a_warm_start_whose_saved_model_is_torn(tmp_path, caplog):
     """A run directory from before atomic saves: sft_model holds only config.json."""
     run = tmp_path / "run"
     result = lmgym("train", CONFIG, *FAST, "--trainer.max_steps", "2", "--checkpoint.every", "0", "--logging.output_dir", str(run))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.output[-3000:]
     (run / "final").rename(tmp_path / "uninterrupted")
     losses = [r.get("loss", r.get("sft/loss")) for r in rows(run)]
     for part in (run / "sft_model").iterdir():
@@ -102,24 +110,24 @@ def test_resume_redoes_a_warm_start_whose_saved_model_is_torn(tmp_path):
             part.unlink()
 
     result = lmgym("train", "--resume", str(run))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "sft_model cannot be read" in result.stderr
+    assert result.returncode == 0, result.output[-3000:]
+    assert "sft_model cannot be read" in caplog.text  # logged: `lmgym` prints warnings on stderr
     assert [r.get("loss", r.get("sft/loss")) for r in rows(run)] == losses  # logged once, same values
     assert_same_weights(run / "final", tmp_path / "uninterrupted")
 
 
-def test_resume_falls_back_to_the_previous_checkpoint_and_logs_rerun_steps_once(tmp_path):
+def test_resume_falls_back_to_the_previous_checkpoint_and_logs_rerun_steps_once(tmp_path, caplog):
     run = tmp_path / "run"
     args = [*FAST, "--sft.warm_start", "false", "--trainer.max_steps", "4", "--checkpoint.every", "2", "--logging.samples_per_step", "2"]
     result = lmgym("train", CONFIG, *args, "--logging.output_dir", str(run))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.output[-3000:]
     (run / "final").rename(tmp_path / "uninterrupted")
     newest = run / "checkpoints" / "step_000004" / "state.pt"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # a disk that lost its tail
 
     result = lmgym("train", "--resume", str(run))  # from step 2: steps 3 and 4 run again
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{newest}: cannot be read" in result.stderr
+    assert result.returncode == 0, result.output[-3000:]
+    assert f"{newest}: cannot be read" in caplog.text
     assert rl_steps(run) == [1, 2, 3, 4]
     assert [r["step"] for r in rows(run, "samples.jsonl")] == [1, 1, 2, 2, 3, 3, 4, 4]
     assert_same_weights(run / "final", tmp_path / "uninterrupted")
@@ -128,12 +136,12 @@ def test_resume_falls_back_to_the_previous_checkpoint_and_logs_rerun_steps_once(
 def test_a_kill_just_after_a_checkpoint_is_published_loses_no_step(tmp_path):
     run = tmp_path / "run"
     args = [*FAST, "--sft.warm_start", "false", "--checkpoint.every", "2", "--trainer.max_steps", "3"]
-    died = lmgym("train", CONFIG, *args, "--logging.output_dir", str(run),
-                 kill=("lmgym.train.checkpoint", "save_checkpoint", "after", "args[1] == 2"))
+    died = killed_lmgym(("lmgym.train.checkpoint", "save_checkpoint", "after", "args[1] == 2"),
+                        "train", CONFIG, *args, "--logging.output_dir", str(run))
     assert died.returncode == -9, died.stderr[-3000:]
     assert (run / "checkpoints" / "step_000002").is_dir()
 
     result = lmgym("train", "--resume", str(run))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.output[-3000:]
     assert rl_steps(run) == [1, 2, 3]
     assert [r["step"] for r in rows(run, "samples.jsonl")] == [1, 1, 2, 2, 3, 3]
