@@ -4,7 +4,6 @@ with the whole batch; and `lmgym train --nproc 2` runs end to end on the CPU (gl
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from cli_runner import process_env  # noqa: E402  (tests/cli_runner.py)
 from test_trainer import CONFIG, SMALL  # noqa: E402
 
 from lmgym.train.config import load_config  # noqa: E402
@@ -24,10 +24,10 @@ LOSSES = ["grpo", "dr_grpo", "dapo", "cispo"]
 
 
 def torchrun(nproc: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    """`torchrun --standalone` (a free port of its own) with `nproc` ranks on this machine."""
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        capture_output=True, text=True, timeout=timeout, env=process_env(), check=False,
     )
 
 
@@ -57,15 +57,10 @@ def test_two_processes_with_half_the_batch_make_the_same_update(tmp_path):
         assert worst < 1e-5, f"{loss}: two processes differ from one by {worst}"
 
 
-def test_lmgym_train_with_two_processes(tmp_path):
-    run_dir = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    result = subprocess.run(
-        [sys.executable, "-m", "lmgym", "train", str(CONFIG), "--nproc", "2", *[f"--{o.split('=')[0]}={o.split('=', 1)[1]}" for o in SMALL],
-         "--trainer.max_steps", "2", "--checkpoint.every", "2", "--logging.output_dir", str(run_dir)],
-        capture_output=True, text=True, timeout=600, env=env,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+@pytest.mark.xdist_group("two-process-run")  # the run is made once, on one worker
+def test_lmgym_train_with_two_processes(two_process_run):
+    run_dir, result = two_process_run
+    assert result.returncode == 0, result.output[-3000:]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]  # rank 0 alone logs
     assert (run_dir / "final").is_dir() and (run_dir / "checkpoints").is_dir()

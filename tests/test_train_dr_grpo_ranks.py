@@ -4,15 +4,13 @@ be each rank's own padded width)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from test_distributed import torchrun  # noqa: E402
 from test_trainer import CONFIG, SMALL  # noqa: E402
 
 from lmgym.train.config import load_config  # noqa: E402
@@ -42,11 +40,7 @@ def test_two_processes_whose_halves_pad_differently_make_the_same_dr_grpo_update
     single = {n: p.detach().clone() for n, p in one.model.named_parameters()}
     assert any(not torch.equal(initial[n], single[n]) for n in initial)
 
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(WORKER), str(saved)],
-        capture_output=True, text=True, timeout=300, env=env, check=False,
-    )
+    result = torchrun(2, str(WORKER), str(saved))
     assert result.returncode == 0, result.stderr[-3000:]
     ddp = torch.load(tmp_path / "ddp_weights.pt")["dr_grpo"]
     worst = max(float((single[n] - ddp[n]).abs().max()) for n in single)

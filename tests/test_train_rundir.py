@@ -4,7 +4,6 @@ run never writes into another run's files. Real processes hold the locks."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,16 +17,15 @@ pytest.importorskip("torch")
 # CliRunner stream that is closed after one command
 pytest.importorskip("transformers")
 
-from cli_runner import invoke as lmgym  # noqa: E402  (tests/cli_runner.py)
+from cli_runner import ROOT, process_env  # noqa: E402  (tests/cli_runner.py)
+from cli_runner import invoke as lmgym
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "reverse-digits.toml")
 FAST = [
     "--algorithm.prompts_per_step", "2", "--algorithm.group_size", "4", "--trainer.micro_batch_size", "8",
     "--eval.every", "0", "--logging.console_every", "0", "--sft.warm_start", "false", "--sft.max_steps", "2",
     "--sft.batch_size", "8", "--env.args", "{num_examples = 50, num_eval_examples = 10}",
 ]
-NO_TORCHRUN = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
 
 
 def trained_steps(run: Path) -> list[int]:
@@ -47,7 +45,7 @@ def test_resume_of_a_run_a_live_process_holds_is_refused_and_works_once_it_is_ki
     live = subprocess.Popen(
         [sys.executable, "-m", "lmgym", "train", CONFIG, *FAST, "--trainer.max_steps", "100000", "--checkpoint.every", "1",
          "--logging.output_dir", str(run)],
-        cwd=ROOT, env=NO_TORCHRUN, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env=process_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
         wait_for(lambda: live.poll() is not None or any((run / "checkpoints").glob("step_*")))
@@ -100,12 +98,10 @@ def test_an_empty_output_dir_is_a_fresh_run(tmp_path):
     assert trained_steps(empty) == [1]
 
 
-def test_nproc_ranks_train_in_the_directory_the_launcher_claimed(tmp_path):
+@pytest.mark.xdist_group("two-process-run")  # the run is made once, on one worker
+def test_nproc_ranks_train_in_the_directory_the_launcher_claimed(two_process_run):
     """The launcher claims runs/train/NAME and passes it on: rank 0 must not refuse it as another run's."""
-    result = subprocess.run(
-        [sys.executable, "-m", "lmgym", "train", CONFIG, *FAST, "--nproc", "2", "--trainer.max_steps", "1", "--checkpoint.every", "1"],
-        cwd=tmp_path, env=NO_TORCHRUN, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    [run] = (tmp_path / "runs" / "train").iterdir()
-    assert trained_steps(run) == [1] and (run / "final").is_dir()
+    run, result = two_process_run
+    assert result.returncode == 0, result.output[-3000:]
+    assert run.parent.name == "train" and run.parent.parent.name == "runs"  # the one directory the launcher claimed
+    assert trained_steps(run) == [1, 2] and (run / "final").is_dir()

@@ -1,0 +1,81 @@
+"""Fixtures several test files share, and how the suite runs on two workers (pytest-xdist).
+
+Helpers that are plain functions live in modules a test imports: `cli_runner` (the
+`lmgym` command in this process or as a process) and `scripted` (scripted replies and one
+rollout against a scripted server). What is here is what needs pytest: fixtures, and the
+hooks that keep the suite correct and short when its tests run in parallel.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Each xdist worker is one of two processes on two cores: a worker's torch (and each
+# process a test starts, which inherits this) uses one thread rather than fighting the
+# other worker for both cores. Set before anything imports torch (lmgym.cli may).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from cli_runner import ROOT, invoke  # noqa: E402
+
+from lmgym.testing import ScriptedServer  # noqa: E402
+
+# Tests that must not run beside each other: the end-to-end tests of the llama.cpp server
+# count the server processes on the machine, so they share one worker.
+GROUPS = {"llama": "llama-server"}
+# The longest tests start first, so that neither worker is left with one at the end.
+LONGEST_FIRST = ("test_learning_reverse_digits",)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for marker, group in GROUPS.items():
+            if item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.originalname not in LONGEST_FIRST)  # stable: otherwise as collected
+
+
+@pytest.fixture
+def cli():
+    """`lmgym ARGS` in this process (cli_runner.invoke): `cli("eval", ..., cwd=..., env=...)`."""
+    return invoke
+
+
+@pytest.fixture(scope="module")
+def scripted_server():
+    """One scripted model server for a module's tests; set `scripted_server.app.reply` per test."""
+    with ScriptedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server_for(scripted_server):
+    """The module's scripted server answering with `reply`, its requests and faults cleared."""
+
+    def serve(reply) -> ScriptedServer:
+        scripted_server.app.reply = reply
+        scripted_server.app.requests.clear()
+        scripted_server.app.faults.clear()
+        return scripted_server
+
+    return serve
+
+
+@pytest.fixture(scope="session")
+def two_process_run(tmp_path_factory) -> tuple[Path, object]:
+    """`lmgym train --nproc 2` (torchrun, two CPU ranks on gloo) from a fresh folder, run once
+    for every test that checks it (tests/test_distributed.py, tests/test_train_rundir.py): the
+    run directory the launcher claimed under runs/train/, and the command's result."""
+    pytest.importorskip("torch")
+    cwd = tmp_path_factory.mktemp("nproc")
+    result = invoke(
+        "train", str(ROOT / "configs" / "reverse-digits.toml"), "--nproc", "2",
+        "--env.args", "{num_examples = 50, num_eval_examples = 10}", "--algorithm.prompts_per_step", "2",
+        "--algorithm.group_size", "4", "--trainer.micro_batch_size", "8", "--eval.every", "0", "--logging.console_every", "0",
+        "--sft.warm_start", "false", "--trainer.max_steps", "2", "--checkpoint.every", "2", cwd=cwd,
+    )
+    runs = list((cwd / "runs" / "train").iterdir()) if (cwd / "runs" / "train").is_dir() else []
+    return (runs[0] if len(runs) == 1 else cwd / "runs" / "train"), result
