@@ -23,9 +23,10 @@ from cli_runner import ROOT, invoke  # noqa: E402
 
 from lmgym.testing import ScriptedServer  # noqa: E402
 
-# Tests that must not run beside each other: the end-to-end tests of the llama.cpp server
-# count the server processes on the machine, so they share one worker.
-GROUPS = {"llama": "llama-server"}
+# Tests that must not run beside each other share one worker: the end-to-end tests of the
+# llama.cpp server count the server processes on the machine; the slow ones (vLLM servers,
+# SmolLM2) each take gigabytes of memory.
+GROUPS = {"llama": "llama-server", "slow": "slow"}
 # The longest tests start first, so that neither worker is left with one at the end.
 LONGEST_FIRST = ("test_learning_reverse_digits",)
 

@@ -1,8 +1,9 @@
-"""`lmgym eval` end to end: the real CLI in a subprocess, the scripted server on loopback."""
+"""`lmgym eval` end to end: the real CLI, the scripted server on loopback. The command runs
+in this process, except its smoke test and what needs a process: Ctrl-C, and a second
+process holding the run."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from cli_runner import invoke, process_env, run_process
 
 from lmgym.embedded import free_port
 from lmgym.testing import ScriptedServer, last_user_text
@@ -30,12 +32,9 @@ def slow_solve(request) -> str:
     return solve(request)
 
 
-def lmgym_eval(*args: str, cwd: Path = FIXTURES, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OPENAI_API_KEY": SECRET, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "lmgym", "eval", *args], cwd=cwd, env=env,
-        capture_output=True, text=True, timeout=120, **kwargs,
-    )
+def lmgym_eval(*args: str, cwd: Path = FIXTURES):
+    """`lmgym eval ARGS` in this process, from the folder of the local test environments."""
+    return invoke("eval", *args, cwd=cwd, env={"OPENAI_API_KEY": SECRET, "COLUMNS": "200"})
 
 
 def read_records(run_dir: Path) -> list[dict]:
@@ -53,8 +52,10 @@ def server():
 
 
 def test_eval_streams_results_and_summarises(server, tmp_path):
+    """The smoke test of `lmgym eval` as its own process."""
     run = tmp_path / "run"
-    result = lmgym_eval("sum-env", "-m", "scripted", "-b", server.base_url, "-n", "4", "-r", "3", "-c", "8", "-o", str(run), "-S", '{"temperature": 0.3}')
+    result = run_process("eval", "sum-env", "-m", "scripted", "-b", server.base_url, "-n", "4", "-r", "3", "-c", "8", "-o", str(run), "-S", '{"temperature": 0.3}',
+                         cwd=FIXTURES, env={"OPENAI_API_KEY": SECRET}, timeout=120)
     assert result.returncode == 0, result.stderr
     records = read_records(run)
     assert len(records) == 12
@@ -145,11 +146,10 @@ def test_unreachable_server_is_one_clear_message(tmp_path):
 def test_ctrl_c_leaves_valid_jsonl_and_resume_completes_it(tmp_path):
     run = tmp_path / "run"
     with ScriptedServer(reply=slow_solve) as server:
-        env = {**os.environ, "OPENAI_API_KEY": SECRET}
         process = subprocess.Popen(
             [sys.executable, "-m", "lmgym", "eval", "sum-env", "-m", "s", "-b", server.base_url,
              "-n", "8", "-r", "2", "-c", "2", "-o", str(run)],
-            cwd=FIXTURES, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=FIXTURES, env=process_env(OPENAI_API_KEY=SECRET), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         results = run / "results.jsonl"
         deadline = time.monotonic() + 60
@@ -214,7 +214,8 @@ def test_bad_environment_arguments_are_named(server):
 
 
 def test_list_shows_local_and_bundled_environments():
-    result = subprocess.run([sys.executable, "-m", "lmgym", "list"], cwd=FIXTURES, capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    """The smoke test of `lmgym list` as its own process."""
+    result = run_process("list", cwd=FIXTURES, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "sum-env" in result.stdout and "Add two numbers" in result.stdout
 
@@ -233,11 +234,10 @@ def test_output_dir_of_another_run_is_refused_without_resume(server, tmp_path):
 def test_resume_of_a_run_a_live_process_holds_is_refused(tmp_path):
     run = tmp_path / "run"
     with ScriptedServer(reply=slow_solve) as server:
-        env = {**os.environ, "OPENAI_API_KEY": SECRET}
         first = subprocess.Popen(
             [sys.executable, "-m", "lmgym", "eval", "sum-env", "-m", "s", "-b", server.base_url,
              "-n", "8", "-r", "2", "-c", "1", "-o", str(run)],
-            cwd=FIXTURES, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=FIXTURES, env=process_env(OPENAI_API_KEY=SECRET), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         try:
             deadline = time.monotonic() + 60
