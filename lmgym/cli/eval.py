@@ -120,15 +120,20 @@ def eval_command(
     raise typer.Exit(exit_code)
 
 
+FUNCTION_CALLING = "chatml-function-calling"  # the embedded server's chat format for tool environments
+
+
 def evaluate(run: EvalRun) -> int:
     """Run and summarise one evaluation (its directory locked by the caller); returns the exit code."""
     config, run_dir, summary = run.config, run.run_dir, run.summary
     warn_if_fewer(run)
     with contextlib.ExitStack() as stack:
         base_url, concurrency = config.base_url, config.concurrency
+        offers_tools = run.environment.offers_tools(run.examples)
         if config.embedded:
             with console.status("starting the embedded model (SmolLM2-135M-Instruct on llama.cpp)..."):
-                server = stack.enter_context(EmbeddedServer())
+                # llama.cpp's default chat format returns tool calls as text: ask for its function-calling one
+                server = stack.enter_context(EmbeddedServer(chat_format=FUNCTION_CALLING if offers_tools else None))
             base_url, concurrency = server.base_url, 1
             console.print(
                 "[dim]embedded model: llama.cpp serves one request at a time and ignores n>1, "
@@ -156,6 +161,11 @@ def evaluate(run: EvalRun) -> int:
                 )
             console.print(f"{summary.rollouts} rollouts are saved in {run_dir / RESULTS_FILE}; after fixing this, continue with:\n  lmgym eval --resume {run_dir}")
     print_summary(summary, run_dir)
+    if offers_tools and summary.metric_counts["tool_calls"] and not summary.metric_sums["tool_calls"]:
+        console.print(
+            f"[yellow]note:[/] {config.env} offers tools, but no rollout called one: does the model (or its "
+            "server's chat format) support tool calls?", highlight=False,
+        )
     return exit_code
 
 

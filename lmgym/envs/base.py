@@ -217,6 +217,11 @@ class Environment(ABC):  # noqa: B024 - the kinds below declare the hooks their 
         environment's own, unless a subclass offers each example its own."""
         return self.tools
 
+    def offers_tools(self, examples: Sequence[Example] = ()) -> bool:
+        """Whether rollouts get tool schemas: the environment's own, or those `tools_for`
+        gives the first of `examples` (an environment group's member with tools)."""
+        return bool(self.tools) or any(self.tools_for(example) for example in examples[:1])
+
     def seat_for(self, example: Example, index: int) -> str | None:
         """The learner's seat in rollout `index` of `example` (multi-agent games), else None."""
         return None

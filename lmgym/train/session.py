@@ -181,7 +181,7 @@ def prepare_tokenizer(config: TrainConfig, tokenizer: Any, env: Any) -> ToolForm
     anything is written (`lmgym.train.template_check`)."""
     configure_tokenizer(tokenizer, config.model.chat_template)
     tool_format = resolve_tool_format(tokenizer, config.model.tool_format)
-    if env.tools or any(env.tools_for(example) for example in (env.dataset or [])[:1]):
+    if env.offers_tools(env.dataset or env.eval_dataset or []):
         require_tool_support(tokenizer, tool_format, config.model.name)
     return tool_format
 
