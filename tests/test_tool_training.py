@@ -1,0 +1,116 @@
+"""Tool environments train: sampled tool calls run through the in-process engine, become
+one token-exact sequence per rollout, and give a GRPO step a gradient. Before, the engine
+never read tool calls: every reward was 0 and every gradient too.
+
+A scripted sampler (the real tokenizer, replies chosen from the prompt it is given)
+stands in for the model so that the rollouts are known; everything else is the real
+training loop on a real model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+import lmgym  # noqa: E402
+from lmgym.parsers.tool_calls import tool_format  # noqa: E402
+from lmgym.train.config import load_config  # noqa: E402
+from lmgym.train.engines.local import LocalClient  # noqa: E402
+from lmgym.train.engines.sampling import Sample  # noqa: E402
+from lmgym.train.metrics import NullSink  # noqa: E402
+from lmgym.train.models import char_tokenizer  # noqa: E402
+from lmgym.train.render import encode  # noqa: E402
+from lmgym.train.session import build_loop  # noqa: E402
+from lmgym.train.tokens import rollout_samples  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def hermes_call(name: str, **arguments) -> str:
+    return f'<tool_call>\n{json.dumps({"name": name, "arguments": arguments})}\n</tool_call>'
+
+
+class PromptedSampler:
+    """Replies `reply(prompt_text, k)` for the k-th prompt it is asked, ended by <|im_end|>."""
+
+    def __init__(self, tokenizer, reply):
+        self.tokenizer, self.reply, self.asked = tokenizer, reply, 0
+
+    def generate(self, prompts, params):
+        out = []
+        for prompt in prompts:
+            text = self.reply(self.tokenizer.decode(prompt, skip_special_tokens=False), self.asked)
+            self.asked += 1
+            ids = encode(self.tokenizer, text) + [self.tokenizer.eos_token_id]
+            out.append(Sample(ids, [-0.5] * len(ids), "stop", text))
+        return out
+
+
+def calculator_student(prompt: str, asked: int) -> str:
+    """Calls the tool on every other first turn and answers with its result; guesses otherwise."""
+    if "<|im_start|>tool\n" in prompt:
+        return f"<answer>{prompt.rsplit('<|im_start|>tool' + chr(10), 1)[1].split('<|im_end|>')[0]}</answer>"
+    expression = re.findall(r"(\d+ \* \d+)\?", prompt)[-1]  # the question (its capital W is <|unk|> here)
+    return hermes_call("calculate", expression=expression) if asked % 2 == 0 else "<answer>12</answer>"
+
+
+def test_a_tool_environment_gives_a_grpo_step_rewards_and_a_gradient(tmp_path):
+    config = load_config(ROOT / "configs" / "calculator-tools.toml", [
+        "model.name=tiny-llama", "sft.warm_start=false", "trainer.max_seq_len=2048", "trainer.micro_batch_size=8",
+        "algorithm.prompts_per_step=2", "algorithm.group_size=4", "eval.every=0", "logging.console_every=0",
+        f"logging.output_dir={tmp_path}",
+    ])
+    loop = build_loop(config, tmp_path, NullSink())
+    engine = loop.orchestrator.engine
+    engine.client.sampler = PromptedSampler(engine.sampler.tokenizer, calculator_student)
+    batch = loop.orchestrator.next_batch(loop.step)
+    assert batch.metrics["tool_calls_per_rollout"] == 0.5  # every other rollout called the tool
+    assert batch.metrics["correct_answer"] == 0.5 and batch.metrics["reward_std"] > 0
+    assert batch.metrics["rollouts_split_per_turn"] == 0  # chatml-tools keeps every turn a prefix
+    assert len(batch.samples) == 8
+    called = [s for s in batch.samples if sum(s.loss_mask) > 40]  # the call and the answer are trained
+    text = loop.tokenizer.decode(called[0].input_ids, skip_special_tokens=False)
+    assert '"name": "calculate"' in text and "<|im_start|>tool\n" in text
+    metrics = loop.trainer.step(batch)
+    assert metrics["grad_norm"] > 0
+    loop.orchestrator.close()
+
+
+def run_scripted(env, replies, fmt="hermes", **kwargs):
+    """One rollout of `env`'s first example through the in-process client, `replies` in turn."""
+    tokenizer = char_tokenizer()
+    replies = list(replies)
+    client = LocalClient(PromptedSampler(tokenizer, lambda prompt, asked: replies[asked]), tool_format(fmt))
+    example = (env.eval_dataset or env.dataset)[0]
+    rollout = asyncio.run(env.rollout(client, "local", example, **kwargs))
+    asyncio.run(env.score_group([rollout]))
+    assert rollout.error is None, rollout.error
+    [sample], split = rollout_samples(rollout, max_seq_len=100_000)
+    assert not split and client.template_mismatches == 0
+    return rollout, tokenizer.decode(sample.input_ids, skip_special_tokens=False)
+
+
+def test_wiki_search_runs_its_tools_for_the_trained_model():
+    env = lmgym.load_environment("wiki-search")
+    rollout, text = run_scripted(env, [hermes_call("search", query="the"), hermes_call("read", title="nothing such"), "done"])
+    assert rollout.metrics["tool_calls"] == 2 and rollout.metrics["calls_search"] == 1
+    assert rollout.metrics["tool_errors"] == 1  # reading a page that does not exist is answered, not a crash
+    assert text.count("<|im_start|>tool\n") == 2
+
+
+def test_python_tests_runs_the_models_code_in_its_sandbox():
+    env = lmgym.load_environment("python-tests")
+    rollout, text = run_scripted(env, [hermes_call("python", code="print(6 * 7)"), "no idea"])
+    assert rollout.metrics["tool_calls"] == 1
+    assert "<|im_start|>tool\n42" in text
+
+
+def test_a_game_without_tools_trains_on_plain_text_turns():
+    env = lmgym.load_environment("tic-tac-toe")
+    rollout, _ = run_scripted(env, ["5", "1", "9", "3", "7"] * 2, fmt="hermes")
+    assert rollout.turns and not any(t.assistant.get("tool_calls") for t in rollout.turns)
