@@ -10,6 +10,7 @@ so a test reads the same either way.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -24,10 +25,36 @@ ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
+class _StderrLog(logging.StreamHandler):
+    """Log records on the stderr of the moment, which CliRunner swaps for its own."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _logging_as_main():
+    """Log records on stderr as `lmgym.cli.main` sets them up (a process's `lmgym` prints its
+    warnings there, and tests read them there)."""
+    handler = _StderrLog()
+    handler.setLevel(os.environ.get("LMGYM_LOG_LEVEL", "WARNING").upper())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))  # main()'s format
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
 def invoke(*args: str, env: dict[str, str] | None = None, cwd: str | Path | None = None):
     """Run `lmgym ARGS` in this process (in `cwd` when given); the result's `flat` is its
     output with rich's line wrapping undone, `returncode` its exit code as a process's."""
-    with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
+    with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext(), _logging_as_main():
         result = CliRunner().invoke(app, list(args), env=env)
     result.flat = " ".join(result.output.split())
     result.returncode = result.exit_code

@@ -4,18 +4,14 @@ the honest run yields nothing, and `lmgym audit` / `lmgym eval --audit` behave a
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
-from typer.testing import CliRunner
+from cli_runner import invoke, run_process
 
-from lmgym.cli import app
 from lmgym.errors import ResultsFileError, UsageError
 from lmgym.eval.audit import (
     CHECKS,
@@ -44,11 +40,9 @@ def found(run_dir: Path, **options) -> set[str]:
     return {f.check for f in audit_run(run_dir, **options).findings}
 
 
-def lmgym(*args: str, cwd: Path = AUDIT, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lmgym", *args], check=False, cwd=cwd, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
-    )
+def lmgym(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+    """`lmgym ARGS` in this process, 200 columns wide (the audit table is wide)."""
+    return invoke(*args, env={"COLUMNS": "200", **(env or {})}, cwd=cwd)
 
 
 def record(example_id=0, rollout=0, text="<answer>4</answer>", answer="4", reward=1.0, error=None, **metrics) -> dict:
@@ -161,9 +155,10 @@ def test_reading_is_read_only_and_skips_a_torn_last_line(tmp_path):
 
 
 def test_cli_prints_the_table_and_fails_on_findings_when_asked(tmp_path):
+    """The smoke test of `lmgym audit` as its own process."""
     run = tmp_path / "run"
     shutil.copytree(AUDIT / "copied_from_prompt", run)
-    result = lmgym("audit", str(run), "--fail-on-findings", "--json")
+    result = run_process("audit", str(run), "--fail-on-findings", "--json", cwd=AUDIT, timeout=120)
     assert result.returncode == 1, result.stderr
     assert "Reward-hacking audit" in result.stdout and "copied_from_prompt" in result.stdout
     assert re.search(r"high\s+│\s+6/30\s+│\s+20%\s+│\s+0/r2, 1/r2, 2/r2 \(\+3\)", result.stdout)
@@ -171,18 +166,13 @@ def test_cli_prints_the_table_and_fails_on_findings_when_asked(tmp_path):
     assert [f["check"] for f in saved["findings"]] == ["copied_from_prompt"] and saved["scored"] == 35
 
 
-def invoke(*args: str):
-    """The same command in-process (faster than a subprocess) for the remaining exit codes."""
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
-
-
 def test_cli_exit_codes(tmp_path):
-    assert invoke("audit", str(AUDIT / "copied_from_prompt")).exit_code == 0  # findings, but not asked to fail
-    clean = invoke("audit", str(AUDIT / "clean"), "--fail-on-findings")
+    assert lmgym("audit", str(AUDIT / "copied_from_prompt")).exit_code == 0  # findings, but not asked to fail
+    clean = lmgym("audit", str(AUDIT / "clean"), "--fail-on-findings")
     assert clean.exit_code == 0 and "audit: no findings" in clean.stdout
-    missing = invoke("audit", str(tmp_path))
+    missing = lmgym("audit", str(tmp_path))
     assert missing.exit_code == 2 and "neither results.jsonl nor metrics.jsonl" in missing.stderr
-    assert invoke("audit", str(AUDIT / "clean"), "--skip", "nope").exit_code == 2
+    assert lmgym("audit", str(AUDIT / "clean"), "--skip", "nope").exit_code == 2
 
 
 def test_eval_audit_runs_the_audit_after_the_summary(tmp_path):
@@ -207,7 +197,7 @@ def test_checks_an_environment_declares_inapplicable_are_skipped_and_said_so(tmp
     report = audit_run(run)
     assert report.findings == [] and report.skipped == {"reward_without_answer": "graded on the final [db] state"}
     assert "reward_without_answer" not in report.checks
-    result = invoke("audit", str(run))
+    result = lmgym("audit", str(run))
     assert result.exit_code == 0 and "skipped reward_without_answer (graded on the final [db] state)" in result.stdout
 
 

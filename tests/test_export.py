@@ -6,19 +6,15 @@ transcript, a failed rollout, metrics that differ between rollouts) and a torn l
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import datasets
 import orjson
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from cli_runner import invoke, run_process
 
 from lmgym import errors
-from lmgym.cli import app
 from lmgym.eval import export
 from lmgym.eval.results import ResultsWriter
 from lmgym.testing import ScriptedServer, last_user_text, tool_call
@@ -144,43 +140,40 @@ def test_missing_run_files_are_named(tmp_path):
         export.load_records(tmp_path)
 
 
-def lmgym(*args: str, cwd: Path = FIXTURES, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lmgym", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "COLUMNS": "200", **env},
-    )
-
-
 def test_export_cli_writes_parquet(run_dir, tmp_path):
-    result = lmgym("export", str(run_dir), "--format", "parquet", "-o", str(tmp_path / "out.parquet"))
+    """The smoke test of `lmgym export` as its own process."""
+    result = run_process("export", str(run_dir), "--format", "parquet", "-o", str(tmp_path / "out.parquet"), cwd=FIXTURES, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "3 rollouts" in result.stdout and len(pd.read_parquet(tmp_path / "out.parquet")) == 3
 
 
-def invoke(*args: str):
-    """`lmgym export` in this process; `output` has rich's line wrapping undone."""
-    result = CliRunner().invoke(app, ["export", *args])
-    result.text = " ".join(result.output.split())
-    return result
+def lmgym_export(*args: str):
+    """`lmgym export ARGS` in this process; `flat` is its output with rich's line wrapping undone."""
+    return invoke("export", *args)
 
 
 def test_export_cli_errors_name_the_problem(run_dir, tmp_path, monkeypatch):
-    result = invoke(str(tmp_path / "empty"))
-    assert result.exit_code == 2 and "is not a directory" in result.text
-    result = invoke(str(run_dir), "--format", "csv")
-    assert result.exit_code == 2 and "csv" in result.text
+    result = lmgym_export(str(tmp_path / "empty"))
+    assert result.exit_code == 2 and "is not a directory" in result.flat
+    result = lmgym_export(str(run_dir), "--format", "csv")
+    assert result.exit_code == 2 and "csv" in result.flat
     monkeypatch.setenv("HF_TOKEN", "hf_dummy")
-    result = invoke(str(run_dir), "--push-to-hub", "not a/repo/id")
-    assert result.exit_code == 2 and "not a dataset repository id" in result.text
+    result = lmgym_export(str(run_dir), "--push-to-hub", "not a/repo/id")
+    assert result.exit_code == 2 and "not a dataset repository id" in result.flat
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    result = invoke(str(run_dir), "--push-to-hub", "someone/evals")
-    assert result.exit_code == 2 and "HF_HUB_OFFLINE is set" in result.text
+    result = lmgym_export(str(run_dir), "--push-to-hub", "someone/evals")
+    assert result.exit_code == 2 and "HF_HUB_OFFLINE is set" in result.flat
     assert not (run_dir / "dataset").exists()
 
 
-def test_push_without_a_token_fails_before_any_work(run_dir, tmp_path):
-    env = {"HF_HOME": str(tmp_path / "hf-home"), "HF_TOKEN": "", "HUGGING_FACE_HUB_TOKEN": "", "HF_HUB_OFFLINE": "0"}
-    result = lmgym("export", str(run_dir), "--push-to-hub", "someone/evals", **env)
+def test_push_without_a_token_fails_before_any_work(run_dir, tmp_path, monkeypatch):
+    # no token anywhere huggingface_hub looks: the environment, or the token file (of an empty HF_HOME)
+    monkeypatch.setenv("HF_TOKEN", "")
+    monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", "")
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_STORED_TOKENS_PATH", str(tmp_path / "hf-home" / "stored_tokens"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    result = lmgym_export(str(run_dir), "--push-to-hub", "someone/evals")
     assert result.returncode == 2 and "no Hugging Face token" in result.stderr
     assert not (run_dir / "dataset").exists()
 
@@ -190,12 +183,12 @@ def test_push_uploads_the_exported_dataset(run_dir, monkeypatch):
     monkeypatch.setattr(datasets.Dataset, "push_to_hub", lambda self, repo_id, **kw: pushed.append((self, repo_id, kw)))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_TOKEN", "hf_dummy")
-    result = invoke(str(run_dir), "--push-to-hub", "someone/evals", "--private")
+    result = lmgym_export(str(run_dir), "--push-to-hub", "someone/evals", "--private")
     assert result.exit_code == 0, result.output
     [(dataset, repo_id, kwargs)] = pushed
     assert repo_id == "someone/evals" and kwargs == {"token": "hf_dummy", "private": True}
     check_rows(dataset.to_list())
-    assert "huggingface.co/datasets/someone/evals" in result.text
+    assert "huggingface.co/datasets/someone/evals" in result.flat
 
 
 def test_eval_save_dataset(tmp_path):
@@ -204,9 +197,9 @@ def test_eval_save_dataset(tmp_path):
         return f"<answer>{a + b}</answer>"
 
     with ScriptedServer(reply=solve) as server:
-        result = lmgym(
+        result = invoke(
             "eval", "sum-env", "-m", "s", "-b", server.base_url, "-n", "3", "-r", "2",
-            "-o", str(tmp_path / "run"), "--save-dataset", str(tmp_path / "ds"), OPENAI_API_KEY="sk-test",
+            "-o", str(tmp_path / "run"), "--save-dataset", str(tmp_path / "ds"), cwd=FIXTURES, env={"OPENAI_API_KEY": "sk-test"},
         )
     assert result.returncode == 0, result.stderr
     rows = datasets.load_from_disk(str(tmp_path / "ds")).to_list()

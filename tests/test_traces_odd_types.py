@@ -5,15 +5,13 @@ malformed; the good traces around it are written, in every format, with no trace
 from __future__ import annotations
 
 import copy
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from cli_runner import invoke
 
 from lmgym import errors
 from lmgym.flywheel import traces as tr
@@ -51,9 +49,9 @@ def odd(path: str, value: Any) -> dict[str, Any]:
 DELETE = object()
 
 
-def lmgym(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lmgym", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "200"})
+def lmgym(*args: str):
+    """`lmgym ARGS` in this process, wide enough that no warning line wraps."""
+    return invoke(*args, env={"COLUMNS": "200"})
 
 
 def write_traces(folder: Path, *traces: dict[str, Any]) -> Path:
@@ -63,14 +61,14 @@ def write_traces(folder: Path, *traces: dict[str, Any]) -> Path:
     return path
 
 
-def run_traces(tmp_path: Path, bad: dict[str, Any], *extra: str, out_name: str = "sft.jsonl") -> tuple[subprocess.CompletedProcess, Path, Path]:
+def run_traces(tmp_path: Path, bad: dict[str, Any], *extra: str, out_name: str = "sft.jsonl") -> tuple[Any, Path, Path]:
     """`lmgym traces` over a file of GOOD (line 1) and `bad` (line 2)."""
     path = write_traces(tmp_path / "traces", GOOD, bad)
     out = tmp_path / out_name
     return lmgym("traces", str(path.parent), "--to", "sft", "-o", str(out), *extra), path, out
 
 
-def assert_skipped_with_one_line(result: subprocess.CompletedProcess, path: Path, field: str) -> None:
+def assert_skipped_with_one_line(result, path: Path, field: str) -> None:
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if f"{path}:2: {field}" in line]

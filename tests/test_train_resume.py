@@ -98,7 +98,7 @@ def test_a_kill_while_the_warm_start_saves_its_model_leaves_a_resumable_run(tmp_
     assert rl_steps(run) == [1, 2]
 
 
-def test_resume_redoes_a_warm_start_whose_saved_model_is_torn(tmp_path, caplog):
+def test_resume_redoes_a_warm_start_whose_saved_model_is_torn(tmp_path):
     """A run directory from before atomic saves: sft_model holds only config.json."""
     run = tmp_path / "run"
     result = lmgym("train", CONFIG, *FAST, "--trainer.max_steps", "2", "--checkpoint.every", "0", "--logging.output_dir", str(run))
@@ -111,12 +111,12 @@ def test_resume_redoes_a_warm_start_whose_saved_model_is_torn(tmp_path, caplog):
 
     result = lmgym("train", "--resume", str(run))
     assert result.returncode == 0, result.output[-3000:]
-    assert "sft_model cannot be read" in caplog.text  # logged: `lmgym` prints warnings on stderr
+    assert "sft_model cannot be read" in result.stderr
     assert [r.get("loss", r.get("sft/loss")) for r in rows(run)] == losses  # logged once, same values
     assert_same_weights(run / "final", tmp_path / "uninterrupted")
 
 
-def test_resume_falls_back_to_the_previous_checkpoint_and_logs_rerun_steps_once(tmp_path, caplog):
+def test_resume_falls_back_to_the_previous_checkpoint_and_logs_rerun_steps_once(tmp_path):
     run = tmp_path / "run"
     args = [*FAST, "--sft.warm_start", "false", "--trainer.max_steps", "4", "--checkpoint.every", "2", "--logging.samples_per_step", "2"]
     result = lmgym("train", CONFIG, *args, "--logging.output_dir", str(run))
@@ -127,7 +127,7 @@ def test_resume_falls_back_to_the_previous_checkpoint_and_logs_rerun_steps_once(
 
     result = lmgym("train", "--resume", str(run))  # from step 2: steps 3 and 4 run again
     assert result.returncode == 0, result.output[-3000:]
-    assert f"{newest}: cannot be read" in caplog.text
+    assert f"{newest}: cannot be read" in result.stderr
     assert rl_steps(run) == [1, 2, 3, 4]
     assert [r["step"] for r in rows(run, "samples.jsonl")] == [1, 1, 2, 2, 3, 3, 4, 4]
     assert_same_weights(run / "final", tmp_path / "uninterrupted")
