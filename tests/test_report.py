@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
+from cli_runner import invoke, run_process
 
 from lmgym.errors import ResultsFileError
 from lmgym.eval import report
@@ -201,14 +199,15 @@ def test_metric_file_names_match_the_trainer():
 
 
 # -- the command ---------------------------------------------------------------------------
-def lmgym_view(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200"}  # rich wraps error lines at the terminal width
-    return subprocess.run([sys.executable, "-m", "lmgym", "view", *args], capture_output=True, text=True, timeout=60, env=env)
+def lmgym_view(*args: str):
+    """`lmgym view ARGS` in this process, 200 columns wide (rich wraps error lines at the terminal width)."""
+    return invoke("view", *args, env={"COLUMNS": "200"})
 
 
 def test_view_writes_the_report_and_prints_its_path(tmp_path):
+    """The smoke test of `lmgym view` as its own process."""
     run = write_sample_run(tmp_path / "run")
-    result = lmgym_view(str(run))
+    result = run_process("view", str(run), timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(run / "report.html")
     assert (run / "report.html").read_text().startswith("<!DOCTYPE html>")

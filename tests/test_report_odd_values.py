@@ -4,13 +4,11 @@ are shown in the rows but not averaged or drawn; a null reward shows as missing.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
+from cli_runner import invoke
 
 from lmgym.eval.results import ResultsWriter, write_metadata
 from lmgym.types import Example, Rollout, Turn, Usage
@@ -35,8 +33,7 @@ def write_run(run_dir: Path, records: list[dict]) -> Path:
 
 def view(run_dir: Path) -> dict:
     """Run `lmgym view` and return the data embedded in the page it wrote."""
-    result = subprocess.run([sys.executable, "-m", "lmgym", "view", str(run_dir)], capture_output=True, text=True,
-                            timeout=60, env={**os.environ, "COLUMNS": "200"})
+    result = invoke("view", str(run_dir), env={"COLUMNS": "200"})
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     page = Path(result.stdout.strip()).read_text()
     return orjson.loads(re.search(r'<script type="application/json" id="lmgym-data">(.*?)</script>', page, re.DOTALL).group(1))

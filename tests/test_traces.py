@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
+from cli_runner import invoke, run_process
 
 from lmgym import errors
 from lmgym.flywheel import traces as tr
@@ -30,11 +28,9 @@ FIXTURE_KEPT = [ID(1), ID(3), ID(4), ID(9), ID(10)]
 FIXTURE_DROPPED = {"malformed": 2, "error": 2, "not_chat": 1, "empty": 1, "non_text": 1, "duplicate": 1}
 
 
-def lmgym(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lmgym", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "COLUMNS": "200", "OPENAI_API_KEY": "sk-test"},
-    )
+def lmgym(*args: str, cwd: Path | None = None):
+    """`lmgym ARGS` in this process, 200 columns wide."""
+    return invoke(*args, cwd=cwd, env={"COLUMNS": "200", "OPENAI_API_KEY": "sk-test"})
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -103,8 +99,9 @@ def test_missing_paths_are_usage_errors(tmp_path):
 
 
 def test_sft_jsonl_is_what_lmgym_sft_reads(tmp_path):
+    """The smoke test of `lmgym traces` as its own process."""
     out = tmp_path / "sft.jsonl"
-    result = lmgym("traces", str(FIXTURES), "--to", "sft", "-o", str(out))
+    result = run_process("traces", str(FIXTURES), "--to", "sft", "-o", str(out), timeout=120)
     assert result.returncode == 0, result.stderr
     for label, count in [("lines read", 13), ("dropped: malformed lines or fields", 2), ("dropped: HTTP errors and broken streams", 2),
                          ("dropped: duplicates", 1), ("kept", 5)]:
