@@ -59,7 +59,7 @@ def main() -> None:
         held_out = loaded.env.get_eval_examples(args.held_out)
         untrained = Orchestrator(
             loaded.env, LocalEngine(loaded.model, loaded.tokenizer, tool_format=loaded.tool_format),
-            DataStream(held_out), config.algorithm, config.sampling, config.trainer.max_seq_len,
+            DataStream(held_out, seed=0), config.algorithm, config.sampling, config.trainer.max_seq_len,
         ).evaluate(held_out, temperature=0.0)
         started = time.perf_counter()
         loop = assemble_loop(config, Path(run_dir), sink, loaded)  # runs the SFT warm start

@@ -34,6 +34,21 @@ DROPS_REASONING = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+# A system prompt that changes once tool results are in the conversation (some templates
+# announce the tools in use, or move the schemas, once a call was made).
+SYSTEM_CHANGES_WITH_TOOL_RESULTS = (
+    "{%- set ns = namespace(used=false) %}"
+    "{%- for message in messages %}{%- if message['role'] == 'tool' %}{%- set ns.used = true %}{%- endif %}{%- endfor %}"
+    "{{- '<|im_start|>system\\n' + ('tools were used' if ns.used else 'no tools yet') + '<|im_end|>\\n' }}"
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') }}"
+    "{%- for call in message['tool_calls'] or [] %}"
+    "{{- '<tool_call>{\"name\": ' + call['function']['name'] | tojson + ', \"arguments\": ' + call['function']['arguments'] + '}</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
 # ChatML that knows nothing of tools.
 NO_TOOLS = (
     "{%- for message in messages %}"
@@ -67,6 +82,14 @@ def test_a_template_that_drops_earlier_reasoning_fails_that_case_at_the_think_to
     assert reasoning.detail.startswith("after message 1 (the later turns): token ")
     assert "'<' became '4'" in reasoning.detail  # '<think>' was rendered, now the answer '4' is
     assert results["plain turns"].prefix_ok and results["system prompt"].prefix_ok
+
+
+def test_a_system_prompt_that_changes_once_tools_were_used_breaks_the_tool_cases():
+    results = by_name(check_template(with_template(SYSTEM_CHANGES_WITH_TOOL_RESULTS), tool_format("hermes")))
+    assert results["plain turns"].prefix_ok
+    one = results["one tool call"]
+    assert not one.prefix_ok and one.detail.startswith("after message 1 (the later turns): token ")
+    assert "'n' became 't'" in one.detail  # "no tools yet" became "tools were used"
 
 
 def test_a_template_without_tools_says_what_it_lacks():
