@@ -7,21 +7,17 @@ value is divisible by 4 and gets those equal to 1 mod 4 wrong on the first try o
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
+from cli_runner import ROOT, invoke, run_process
 
 from lmgym import errors
 from lmgym.flywheel import distill as ds
 from lmgym.registry import load_environment
 from lmgym.testing import ScriptedServer, last_user_text
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def scripted_teacher():
@@ -48,9 +44,9 @@ def expected_counts(n: int) -> tuple[int, int]:
     return passing, examples
 
 
-def lmgym(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lmgym", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "COLUMNS": "200", "OPENAI_API_KEY": "sk-test"})
+def lmgym(*args: str):
+    """`lmgym ARGS` in this process, from the repository root."""
+    return invoke(*args, cwd=ROOT, env={"COLUMNS": "200", "OPENAI_API_KEY": "sk-test"})
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -103,10 +99,11 @@ def test_train_examples_never_come_from_the_eval_split():
 
 
 def test_distill_writes_sft_data_from_passing_teacher_rollouts(teacher, tmp_path):
+    """The smoke test of `lmgym distill` as its own process; the runs after it are in this one."""
     out = tmp_path / "distill"
     args = ["distill", "--teacher", "scripted", "--env", "reverse-digits", "--min-reward", "1", "-b", teacher.base_url,
             "-k", "2", "-n", "40", "-o", str(out)]
-    result = lmgym(*args)
+    result = run_process(*args, env={"OPENAI_API_KEY": "sk-test"})
     assert result.returncode == 0, result.stderr
     passing, examples = expected_counts(40)
     assert f"{examples} / 40" in result.stdout and f"{passing / 80:.1%}" in result.stdout
