@@ -12,9 +12,9 @@ import json
 import re
 from pathlib import Path
 
-import orjson
 import pytest
 from cli_runner import invoke, run_process
+from records import jsonl
 
 from lmgym import errors
 from lmgym.flywheel import traces as tr
@@ -31,10 +31,6 @@ FIXTURE_DROPPED = {"malformed": 2, "error": 2, "not_chat": 1, "empty": 1, "non_t
 def lmgym(*args: str, cwd: Path | None = None):
     """`lmgym ARGS` in this process, 200 columns wide."""
     return invoke(*args, cwd=cwd, env={"COLUMNS": "200", "OPENAI_API_KEY": "sk-test"})
-
-
-def jsonl(path: Path) -> list[dict]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
 def table_count(stdout: str, label: str) -> int:
@@ -115,9 +111,10 @@ def test_sft_jsonl_is_what_lmgym_sft_reads(tmp_path):
     assert rows[1]["completion"][0]["tool_calls"][0]["id"] == "call_1"
     assert json.loads(rows[1]["tools"])[0]["function"]["name"] == "get_weather"
     pytest.importorskip("torch")
-    from lmgym.train.sft import read_jsonl, split_row
+    from lmgym.eval.results import read_jsonl
+    from lmgym.train.sft import split_row
 
-    assert [split_row(row, "row") for row in read_jsonl(out)][0] == (rows[0]["prompt"], rows[0]["completion"])
+    assert [split_row(row, "row") for row in read_jsonl(out, live=False)][0] == (rows[0]["prompt"], rows[0]["completion"])
 
 
 @pytest.mark.parametrize("name", ["dataset", "rows.parquet"])

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import orjson
 
-from lmgym.errors import ResultsFileError
+from lmgym.errors import ResultsFileError, UsageError
 from lmgym.types import RolloutRecord
 
 RESULTS_FILE = "results.jsonl"
@@ -116,13 +116,22 @@ def _rewrite(path: Path, records: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The objects of a JSONL file that may still be being written, without touching it:
-    a torn last line is skipped (`read_results` would repair it on disk, racing the
-    writer), a bad line elsewhere is an error naming it; a missing file reads as empty."""
-    if not path.exists():
-        return []
-    lines = path.read_bytes().split(b"\n")
+def read_jsonl(path: Path, *, live: bool = True, error: type[UsageError] = ResultsFileError) -> list[dict[str, Any]]:
+    """The objects of a JSON Lines file; every reader of one goes through here.
+
+    `live`: a file that may still be being written (results, metrics), read without
+    touching it: missing reads as empty and a torn last line is skipped (`read_results`
+    would repair it on disk, racing the writer). Otherwise (SFT data) the file must exist
+    and every line parse. A bad line is an `error` naming the file and line."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        if live:
+            return []
+        raise error(f"{path}: no such file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    lines = data.split(b"\n")
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -130,11 +139,12 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         try:
             row = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            if number == len(lines):
+            if live and number == len(lines):
                 continue
-            raise ResultsFileError(f"{path}:{number}: not valid JSON ({exc}); fix or remove that line") from None
+            raise error(f"{path}:{number}: not valid JSON ({exc}); a JSON Lines file holds one JSON object per line") from None
         if not isinstance(row, dict):
-            raise ResultsFileError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            preview = orjson.dumps(row, default=str).decode()[:60]
+            raise error(f"{path}:{number}: expected one JSON object per line, found {type(row).__name__} {preview}")
         rows.append(row)
     return rows
 

@@ -20,6 +20,7 @@ import orjson
 import torch
 
 from lmgym.errors import DatasetError
+from lmgym.eval.results import read_jsonl
 from lmgym.train.metrics import MetricsSink, NullSink
 from lmgym.train.render import encode, render
 from lmgym.train.tokens import TokenSample, pad_batch
@@ -154,27 +155,6 @@ def _call_name(call: Any) -> str:
     return str(function.get("name")) if isinstance(function, Mapping) else _preview(call)
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a JSON Lines file: one JSON object per line, blank lines skipped."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"sft.data = {str(path)!r}: no such file") from None
-    except OSError as exc:
-        raise DatasetError(f"sft.data = {str(path)!r}: cannot be read ({exc.strerror or exc})") from None
-    rows = []
-    for number, line in enumerate(data.splitlines(), start=1):
-        if line.strip():
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{number}: not valid JSON ({exc}); SFT data is JSON Lines, one object per line") from None
-            if not isinstance(row, dict):
-                raise DatasetError(f"{path}:{number}: expected one JSON object per line, found {_preview(row)}")
-            rows.append(row)
-    return rows
-
-
 def nll_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean negative log-likelihood over the completion tokens of the batch."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
@@ -243,7 +223,12 @@ def sft_rows(data: str | None, env: Any, seed: int) -> Sequence[Mapping[str, Any
     """Rows from a .jsonl file, or the environment's own warm-start data
     (`Environment(sft_examples=...)`, e.g. `reverse-digits`' noisy teacher)."""
     if data is not None:
-        return read_jsonl(data)
+        path = Path(data)
+        if not path.exists():
+            raise DatasetError(f"sft.data = {data!r}: no such file")
+        if not path.is_file():
+            raise DatasetError(f"sft.data = {data!r}: cannot be read (not a file: SFT data is one .jsonl file)")
+        return read_jsonl(path, live=False, error=DatasetError)
     if env.sft_examples is None:
         raise DatasetError("no SFT data: set sft.data to a .jsonl file (this environment generates none)")
     return env.sft_examples(seed=seed)
