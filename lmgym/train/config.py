@@ -187,7 +187,10 @@ class EngineConfig(_Section):
     keep_versions: int = Field(2, ge=1, description="vllm with LoRA: adapter versions kept loaded (requests in flight may use the previous one).")
 
 
-class EvalConfig(_Section):
+class HeldOutEvalConfig(_Section):
+    """`[eval]` of training: greedy evaluation every N steps (not `lmgym.eval.config.EvalConfig`,
+    the settings of an `lmgym eval` run)."""
+
     every: int = Field(10, ge=0, description="Evaluate every this many steps; 0 = never.")
     num_examples: int = Field(100, gt=0, description="Held-out examples per evaluation.")
     temperature: float = Field(0.0, ge=0.0, description="Sampling temperature of evaluation; 0 = greedy.")
@@ -232,7 +235,7 @@ class TrainConfig(_Section):
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig, description="The RL objective.")
     trainer: TrainerConfig = Field(default_factory=TrainerConfig, description="Optimisation.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="The rollout engine.")
-    eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation.")
+    eval: HeldOutEvalConfig = Field(default_factory=HeldOutEvalConfig, description="Held-out evaluation.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Metrics sinks.")
     sft: SFTConfig = Field(default_factory=SFTConfig, description="Supervised warm start.")
