@@ -157,6 +157,12 @@ class Renderer:
         self._prefixes.clear()
 
 
+def stop_strings(sampling: dict[str, Any] | None) -> tuple[str, ...]:
+    """A request's `stop` (a string or a list) as a tuple."""
+    stop = (sampling or {}).get("stop") or ()
+    return (stop,) if isinstance(stop, str) else tuple(stop)
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """`text` up to the first stop string (servers leave the stop string out of the reply)."""
     cut = min((text.index(s) for s in stop if s and s in text), default=len(text))

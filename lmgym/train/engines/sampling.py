@@ -19,6 +19,8 @@ from typing import Any, Sequence
 
 import torch
 
+from lmgym.train.render import stop_strings
+
 
 @dataclass
 class Sample:
@@ -38,12 +40,11 @@ class SamplingParams:
     @classmethod
     def from_request(cls, sampling: dict[str, Any] | None) -> SamplingParams:
         sampling = dict(sampling or {})
-        stop = sampling.get("stop") or ()
         return cls(
             temperature=float(sampling.get("temperature", 1.0)),
             top_p=float(sampling.get("top_p", 1.0)),
             max_tokens=int(sampling.get("max_tokens") or sampling.get("max_completion_tokens") or 16),
-            stop=(stop,) if isinstance(stop, str) else tuple(stop),
+            stop=stop_strings(sampling),
         )
 
 

@@ -31,7 +31,7 @@ from lmgym.clients.http import http as _http
 from lmgym.clients.retry import RetryPolicy, status_error
 from lmgym.parsers.tool_calls import ToolFormat
 from lmgym.train.engines.vllm.server import BASE_NAME
-from lmgym.train.render import Renderer
+from lmgym.train.render import Renderer, stop_strings
 from lmgym.types import Messages, ModelResponse, Usage
 
 # Request fields passed on to vLLM; others are chat-only or would change what the logprobs mean.
@@ -67,11 +67,6 @@ def parse_completion(data: Any) -> tuple[str, list[int], list[float], str | None
         raise errors.ModelResponseError(f"{len(ids)} token ids but logprobs {logprobs[:5]}...")
     prompt_length = len(choice.get("prompt_token_ids") or [])
     return choice.get("text") or "", list(ids), [float(lp) for lp in logprobs], choice.get("finish_reason"), prompt_length
-
-
-def stop_strings(sampling: dict[str, Any] | None) -> list[str]:
-    stop = (sampling or {}).get("stop") or []
-    return [stop] if isinstance(stop, str) else list(stop)
 
 
 class Rejected(Exception):
