@@ -81,12 +81,12 @@ def test_a_tool_environment_gives_a_grpo_step_rewards_and_a_gradient(tmp_path):
     loop.orchestrator.close()
 
 
-def run_scripted(env, replies, fmt="hermes", **kwargs):
-    """One rollout of `env`'s first example through the in-process client, `replies` in turn."""
+def run_scripted(env, replies, fmt="hermes", example=None, **kwargs):
+    """One rollout of `example` (else `env`'s first) through the in-process client, `replies` in turn."""
     tokenizer = char_tokenizer()
     replies = list(replies)
     client = LocalClient(PromptedSampler(tokenizer, lambda prompt, asked: replies[asked]), tool_format(fmt))
-    example = (env.eval_dataset or env.dataset)[0]
+    example = example or (env.eval_dataset or env.dataset)[0]
     rollout = asyncio.run(env.rollout(client, "local", example, **kwargs))
     asyncio.run(env.score_group([rollout]))
     assert rollout.error is None, rollout.error
@@ -114,3 +114,23 @@ def test_a_game_without_tools_trains_on_plain_text_turns():
     env = lmgym.load_environment("tic-tac-toe")
     rollout, _ = run_scripted(env, ["5", "1", "9", "3", "7"] * 2, fmt="hermes")
     assert rollout.turns and not any(t.assistant.get("tool_calls") for t in rollout.turns)
+
+
+def test_support_desk_with_its_simulated_customer_trains_as_one_sequence():
+    from test_support_desk import one_server
+
+    from lmgym.testing import ScriptedServer
+
+    agent = [
+        "Sorry to hear that! Could you tell me the email on your account?",
+        hermes_call("find_customer", email="maria.lopez@example.com") + "\n" + hermes_call("get_order", order_id=1001),
+        hermes_call("issue_refund", order_id=1001, reason="arrived with a cracked base"),
+        "Sorry again: I have refunded the full 39.00 for order 1001.",
+    ]
+    with ScriptedServer(one_server) as server:
+        env = lmgym.load_environment("support-desk", user_model="customer", user_base_url=server.base_url)
+        example = next(e for e in [*env.dataset, *env.eval_dataset] if e.id == "refund-cracked-kettle")
+        rollout, text = run_scripted(env, agent, example=example)
+    assert rollout.state["user_outcome"] == "satisfied" and rollout.metrics["db_correct"] == 1.0
+    assert rollout.metrics["tool_calls"] == 3 and rollout.metrics["policy_violations"] == 0.0
+    assert text.count("<|im_start|>user\n") >= 2  # the customer's later turns sit between the agent's
