@@ -13,8 +13,13 @@ import os
 # Each xdist worker is one of two processes on two cores: a worker's torch (and each
 # process a test starts, which inherits this) uses one thread rather than fighting the
 # other worker for both cores. Set before anything imports torch (lmgym.cli may).
+# A worker also starts with COLUMNS=80 and LINES=24 in its environment, which would fix
+# the width of lmgym's rich consoles when they are made; without them, as in a plain
+# pytest run, each command's console follows the COLUMNS it is given.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
 
 from pathlib import Path  # noqa: E402
 
@@ -80,3 +85,9 @@ def two_process_run(tmp_path_factory) -> tuple[Path, object]:
     )
     runs = list((cwd / "runs" / "train").iterdir()) if (cwd / "runs" / "train").is_dir() else []
     return (runs[0] if len(runs) == 1 else cwd / "runs" / "train"), result
+
+
+@pytest.fixture
+def traces(tmp_path) -> Path:
+    """The folder a test's proxy writes its traces to (read them with records.read_traces)."""
+    return tmp_path / "traces"

@@ -8,11 +8,11 @@ value is divisible by 4 and gets those equal to 1 mod 4 wrong on the first try o
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import orjson
 import pytest
 from cli_runner import ROOT, invoke, run_process
+from records import jsonl
 
 from lmgym import errors
 from lmgym.flywheel import distill as ds
@@ -47,10 +47,6 @@ def expected_counts(n: int) -> tuple[int, int]:
 def lmgym(*args: str):
     """`lmgym ARGS` in this process, from the repository root."""
     return invoke(*args, cwd=ROOT, env={"COLUMNS": "200", "OPENAI_API_KEY": "sk-test"})
-
-
-def jsonl(path: Path) -> list[dict]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
 @pytest.fixture

@@ -12,11 +12,12 @@ import tomllib
 from dataclasses import replace
 
 import pytest
+from scripted import by_turn, rollout_on
 
 import lmgym
-from lmgym import MultiTurnEnv, OpenAIClient, XMLParser
+from lmgym import MultiTurnEnv, XMLParser
 from lmgym.registry import BUNDLED_DIR, available_environments, describe
-from lmgym.testing import ScriptedServer, last_user_text
+from lmgym.testing import last_user_text
 
 GAMES = {"wordle": ("letter_credit", 6), "mastermind": ("peg_credit", 10)}
 WORDLE_FEEDBACK = re.compile(r"Guess \d+: ((?:[A-Z] ){4}[A-Z])\nMarks: +((?:[GY-] ){4}[GY-])\n")
@@ -38,29 +39,17 @@ def answers(examples):
     return [e.answer for e in examples]
 
 
-@pytest.fixture(scope="module")
-def server():
-    with ScriptedServer() as server:
-        yield server
+@pytest.fixture
+def server(server_for):
+    return server_for(None)  # the module's one scripted server (conftest.py); `play` sets its reply
 
 
 async def play(server, env, secret, player):
     """One scored rollout of `env` with `secret`, the model's replies coming from `player`."""
-    server.app.reply = player if callable(player) else scripted(*player)
-    example = replace(env.eval_dataset[0], answer=secret)
-    client = OpenAIClient(server.base_url, max_retries=0)
-    try:
-        rollout = await env.rollout(client, "scripted", example)
-    finally:
-        await client.aclose()
-    await env.score_group([rollout])
+    server.app.reply = player if callable(player) else by_turn(*player)
+    rollout = await rollout_on(server.base_url, env, replace(env.eval_dataset[0], answer=secret))
     assert rollout.error is None, rollout.error
     return rollout
-
-
-def scripted(*replies):
-    """A player whose k-th reply is replies[k], whatever the feedback."""
-    return lambda request: replies[sum(m["role"] == "assistant" for m in request["messages"])]
 
 
 def feedback_texts(rollout):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from scripted import raw_tool_call
 
 from lmgym import OpenAIClient
 from lmgym.envs.mcp import MCPServer, MCPToolEnv, ToolServerError
@@ -53,11 +53,6 @@ async def env():
         yield env
 
 
-def call(name, arguments, call_id="c1"):
-    raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": raw}}
-
-
 async def respond(env, *calls):
     state: dict = {}
     replies = await env.env_response([{"role": "assistant", "content": None, "tool_calls": list(calls)}], state)
@@ -79,14 +74,14 @@ async def test_start_lists_the_servers_tools_as_openai_schemas(env):
 
 @shared_loop
 async def test_calls_share_one_server_and_render_its_content(env):
-    replies, state = await respond(env, call("put", {"key": "k1", "value": "v1"}))
+    replies, state = await respond(env, raw_tool_call("put", {"key": "k1", "value": "v1"}))
     assert replies == ["stored k1"]
     replies, _ = await respond(
         env,
-        call("get", {"key": "k1"}, "a"),
-        call("add", {"a": 2, "b": 3}, "b"),
-        call("picture", {}, "c"),
-        call("shout", {"text": "hi"}, "d"),
+        raw_tool_call("get", {"key": "k1"}, "a"),
+        raw_tool_call("add", {"a": 2, "b": 3}, "b"),
+        raw_tool_call("picture", {}, "c"),
+        raw_tool_call("shout", {"text": "hi"}, "d"),
     )
     assert replies == ["v1", "5", "a red dot\n[image image/png, 8 bytes]", "HI"]
     assert state["calls"] == {"put": 1} and state.get("tool_errors", 0) == 0
@@ -95,22 +90,22 @@ async def test_calls_share_one_server_and_render_its_content(env):
 @shared_loop
 async def test_bad_calls_and_tool_failures_come_back_as_tool_messages(env):
     cases = {
-        "wrong type": (call("add", {"a": "two", "b": 3}), "argument 'a': 'two' is not of type 'integer'"),
-        "missing": (call("add", {"a": 1}), "arguments: 'b' is a required property"),
-        "array": (call("add", "[1, 2]"), "arguments must be a JSON object, got list"),
-        "not json": (call("add", "{a: 1"), "not valid JSON"),
-        "unknown tool": (call("nope", {}), "unknown tool 'nope'"),
+        "wrong type": (raw_tool_call("add", {"a": "two", "b": 3}), "argument 'a': 'two' is not of type 'integer'"),
+        "missing": (raw_tool_call("add", {"a": 1}), "arguments: 'b' is a required property"),
+        "array": (raw_tool_call("add", "[1, 2]"), "arguments must be a JSON object, got list"),
+        "not json": (raw_tool_call("add", "{a: 1"), "not valid JSON"),
+        "unknown tool": (raw_tool_call("nope", {}), "unknown tool 'nope'"),
         "tool error": (
-            call("fail", {"message": "disk on fire"}),
+            raw_tool_call("fail", {"message": "disk on fire"}),
             "fail raised MCPToolError: Error executing tool fail: disk on fire",
         ),
-        "timeout": (call("sleep", {"seconds": 5}), "sleep did not return within 0.5s"),
+        "timeout": (raw_tool_call("sleep", {"seconds": 5}), "sleep did not return within 0.5s"),
     }
     for label, (bad, expected) in cases.items():
         [reply], state = await respond(env, bad)
         assert reply.startswith("Error: ") and expected in reply, (label, reply)
         assert state["tool_errors"] == 1, label
-    replies, _ = await respond(env, call("add", {"a": 1, "b": 1}))  # a timed-out call leaves the session usable
+    replies, _ = await respond(env, raw_tool_call("add", {"a": 1, "b": 1}))  # a timed-out call leaves the session usable
     assert replies == ["2"]
 
 
@@ -147,9 +142,9 @@ async def test_stop_leaves_no_server_process_and_the_server_sees_only_its_env(mo
     async with env.running():
         replies, _ = await respond(
             env,
-            call("pid", {}),
-            call("environment", {"name": "NOTES_MODE"}, "b"),
-            call("environment", {"name": "LMGYM_TEST_SECRET"}, "c"),
+            raw_tool_call("pid", {}),
+            raw_tool_call("environment", {"name": "NOTES_MODE"}, "b"),
+            raw_tool_call("environment", {"name": "LMGYM_TEST_SECRET"}, "c"),
         )
         pid = int(replies[0])
         assert replies[1:] == ["test", "<unset>"]

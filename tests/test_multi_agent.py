@@ -18,6 +18,7 @@ import tomllib
 from dataclasses import replace
 
 import pytest
+from scripted import by_turn, rollout_on
 
 import lmgym
 from lmgym import OpenAIClient, errors
@@ -50,11 +51,6 @@ first_empty = player(lambda grid: grid.index("."))
 last_empty = player(lambda grid: grid.rindex("."))
 
 
-def scripted(*replies):
-    """The k-th reply of a conversation is replies[k]."""
-    return lambda request: replies[sum(m["role"] == "assistant" for m in request["messages"])]
-
-
 @pytest.fixture(scope="module")
 def servers():
     with ScriptedServer() as learner, ScriptedServer() as rival:
@@ -85,15 +81,7 @@ def on_board(env, board, example_id=0):
 
 async def play(env, server, example=None, index=0, score=True):
     """One rollout of `env` whose learner is the model behind `server`, scored."""
-    client = OpenAIClient(server.base_url, max_retries=0)
-    try:
-        async with env.running():
-            rollout = await env.rollout(client, "scripted", example or on_board(env, "." * 9), index=index)
-    finally:
-        await client.aclose()
-    if score:
-        await env.score_group([rollout])
-    return rollout
+    return await rollout_on(server.base_url, env, example or on_board(env, "." * 9), index=index, score=score)
 
 
 def env_texts(rollout):
@@ -259,7 +247,7 @@ async def test_an_illegal_move_is_explained_and_retried_without_the_opponent_mov
 
 
 async def test_the_last_allowed_illegal_move_forfeits(learner):
-    learner.app.reply = scripted("<move>5</move>", "<move>5</move>")
+    learner.app.reply = by_turn("<move>5</move>", "<move>5</move>")
     env = load(opponent="random", max_illegal=1)
     rollout = await play(env, learner, on_board(env, "....x...o"), index=0)  # 5 is taken
     assert len(rollout.turns) == 1 and not env_texts(rollout) and rollout.state["stop_reason"] == "done"
@@ -268,7 +256,7 @@ async def test_the_last_allowed_illegal_move_forfeits(learner):
 
 
 async def test_an_opponent_model_is_told_its_illegal_move_and_forfeits(learner, rival):
-    rival.app.reply = scripted("pass", "<move>9</move>", "")  # the empty reply is its second illegal move
+    rival.app.reply = by_turn("pass", "<move>9</move>", "")  # the empty reply is its second illegal move
     rollout = await play(load(opponent=rival_seat(rival)), learner, index=0)
     assert rollout.error is None and rollout.state["illegal_moves"] == {"x": 0, "o": 2}
     assert rival.requests[1]["messages"][-1]["content"].startswith("Illegal move: 'pass' is not a cell number")

@@ -18,11 +18,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import openai
 import orjson
 import pytest
+from records import read_traces
 from typer.testing import CliRunner
 
 from lmgym.cli import app as cli_app
@@ -144,21 +144,12 @@ def serve(app, lifespan: str = "off"):
         yield server.url
 
 
-def read_traces(directory: Path) -> list[dict]:
-    return [orjson.loads(line) for path in sorted(directory.glob("traces-*.jsonl")) for line in path.read_bytes().splitlines()]
-
-
 @pytest.fixture
 def upstream():
     app = Upstream()
     with serve(app) as url:
         app.url = url
         yield app
-
-
-@pytest.fixture
-def traces(tmp_path) -> Path:
-    return tmp_path / "traces"
 
 
 @pytest.fixture

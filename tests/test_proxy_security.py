@@ -18,11 +18,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import openai
 import orjson
 import pytest
+from records import read_traces
 from typer.testing import CliRunner
 
 from lmgym.cli import app as cli_app
@@ -103,10 +103,6 @@ def _sse(event: dict) -> bytes:
     return b"data: " + orjson.dumps(event) + b"\n\n"
 
 
-def read_traces(directory: Path) -> list[dict]:
-    return [orjson.loads(line) for path in sorted(directory.glob("traces-*.jsonl")) for line in path.read_bytes().splitlines()]
-
-
 def raw_exchange(port: int, data: bytes | list[bytes], pause_s: float = 0.0, timeout: float = 5.0) -> bytes:
     """Sends `data` (pieces `pause_s` apart) on a new connection; returns all it got back
     until the proxy closed the connection. Stops sending once the proxy has closed it."""
@@ -142,11 +138,6 @@ def upstream():
     with BackgroundServer(app) as server:
         app.url = server.url
         yield app
-
-
-@pytest.fixture
-def traces(tmp_path) -> Path:
-    return tmp_path / "traces"
 
 
 def serve_proxy(upstream, traces, **options) -> BackgroundServer:

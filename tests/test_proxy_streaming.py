@@ -4,11 +4,9 @@ streamed reply exactly as it records the same reply unstreamed."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import openai
-import orjson
 import pytest
+from records import read_traces
 
 from lmgym.flywheel.proxy import ProxyApp, TraceWriter
 from lmgym.testing import BackgroundServer, ScriptedServer, last_user_text, tool_call
@@ -25,10 +23,6 @@ def reply(request) -> str | dict:
     if text == "think":
         return {"content": "Hello there.", "reasoning_content": REASONING}
     return f"You said: {text}"
-
-
-def read_traces(directory: Path) -> list[dict]:
-    return [orjson.loads(line) for path in sorted(directory.glob("traces-*.jsonl")) for line in path.read_bytes().splitlines()]
 
 
 def ask(sdk, text: str, **options):
@@ -71,11 +65,6 @@ def test_scripted_server_streams_reasoning(sdk):
     chunks = list(ask(sdk, "think", stream=True))
     assert "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks) == REASONING
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello there."
-
-
-@pytest.fixture
-def traces(tmp_path) -> Path:
-    return tmp_path / "traces"
 
 
 @pytest.fixture

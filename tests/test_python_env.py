@@ -12,6 +12,7 @@ import tomllib
 
 import orjson
 import pytest
+from scripted import run_scripted
 
 import lmgym
 from lmgym import OpenAIClient
@@ -36,12 +37,8 @@ def scripted(*programs: str):
 
 
 async def run_rollout(env: PythonEnv, reply, **client_args):
-    with ScriptedServer(reply=reply) as server:
-        client = OpenAIClient(server.base_url, **client_args)
-        rollout = await asyncio.wait_for(env.rollout(client, "scripted", env.eval_dataset[0]), 60)
-        await client.aclose()
-    await env.score_group([rollout])
-    return rollout, server
+    """One scored rollout against `reply`, bounded: a hostile program must not hang the test."""
+    return await run_scripted(env, reply, timeout=60, **client_args)
 
 
 def make_env(**kwargs) -> PythonEnv:

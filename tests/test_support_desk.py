@@ -11,9 +11,9 @@ import json
 import re
 
 import pytest
+from scripted import run_scripted
 
 import lmgym
-from lmgym import OpenAIClient
 from lmgym.errors import UsageError
 from lmgym.registry import available_environments
 from lmgym.testing import ScriptedServer, last_user_text, tool_call
@@ -193,14 +193,10 @@ def one_server(request) -> str:
     return customer(request) if request["messages"][0]["role"] == "system" else judge(request)
 
 
-async def run_task(env, task_id: str, policy) -> lmgym.Rollout:
+async def run_task(env, task_id: str, policy) -> tuple[lmgym.Rollout, list[dict]]:
+    """Task `task_id` played by the scripted agent `policy`: the scored rollout, and what the agent was sent."""
     example = next(e for e in [*env.dataset, *env.eval_dataset] if e.id == task_id)
-    with ScriptedServer(policy) as server:
-        client = OpenAIClient(server.base_url, max_retries=0)
-        async with env.running():
-            rollout = await env.rollout(client, "agent", example)
-            await env.score_group([rollout])
-        await client.aclose()
+    rollout, server = await run_scripted(env, policy, example, model="agent")
     return rollout, server.requests
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from typing import Literal, Optional
 
 import pydantic
 import pytest
+from scripted import raw_tool_call
 
 import lmgym
 from lmgym import OpenAIClient
@@ -76,11 +76,6 @@ def test_schema_from_numpy_docstring_and_pydantic_model():
     assert props["scale"] == {"type": "number", "description": "The factor.", "default": 1.0}
 
 
-def call(name, arguments, call_id="c1"):
-    raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": raw}}
-
-
 async def respond(env, calls):
     state: dict = {}
     messages = [{"role": "assistant", "content": None, "tool_calls": calls}]
@@ -105,15 +100,15 @@ def env_with(*tools, **kwargs):
 async def test_bad_calls_come_back_as_precise_tool_messages():
     env = env_with(google, numpy, boom, slow, tool_timeout=0.2)
     cases = {
-        "not json": (call("google", "{a: 1"), "not valid JSON"),
-        "unknown tool": (call("nope", {}), "unknown tool 'nope'; available: ['boom', 'google', 'numpy', 'slow']"),
-        "missing": (call("google", {}), "missing required argument(s) ['a']"),
-        "unknown arg": (call("google", {"a": 1, "b": 2}), "unknown argument(s) ['b']"),
-        "wrong type": (call("google", {"a": "many"}), "argument 'a'='many'"),
-        "bad enum": (call("google", {"a": 1, "unit": "km"}), "argument 'unit'='km'"),
-        "raises": (call("boom", {"x": 1}), "boom raised RuntimeError: disk on fire"),
-        "never returns": (call("slow", {"seconds": 5}), "slow did not return within 0.2s"),
-        "array args": (call("google", "[1]"), "arguments must be a JSON object"),
+        "not json": (raw_tool_call("google", "{a: 1"), "not valid JSON"),
+        "unknown tool": (raw_tool_call("nope", {}), "unknown tool 'nope'; available: ['boom', 'google', 'numpy', 'slow']"),
+        "missing": (raw_tool_call("google", {}), "missing required argument(s) ['a']"),
+        "unknown arg": (raw_tool_call("google", {"a": 1, "b": 2}), "unknown argument(s) ['b']"),
+        "wrong type": (raw_tool_call("google", {"a": "many"}), "argument 'a'='many'"),
+        "bad enum": (raw_tool_call("google", {"a": 1, "unit": "km"}), "argument 'unit'='km'"),
+        "raises": (raw_tool_call("boom", {"x": 1}), "boom raised RuntimeError: disk on fire"),
+        "never returns": (raw_tool_call("slow", {"seconds": 5}), "slow did not return within 0.2s"),
+        "array args": (raw_tool_call("google", "[1]"), "arguments must be a JSON object"),
     }
     for label, (bad, expected) in cases.items():
         [reply], state = await respond(env, [bad])
@@ -124,7 +119,7 @@ async def test_bad_calls_come_back_as_precise_tool_messages():
 
 async def test_good_calls_convert_arguments_and_results():
     env = env_with(google, numpy)
-    replies, state = await respond(env, [call("google", {"a": "3", "unit": "cm"}, "a"), call("numpy", {"point": {"x": 1, "y": 2}, "scale": 2}, "b")])
+    replies, state = await respond(env, [raw_tool_call("google", {"a": "3", "unit": "cm"}, "a"), raw_tool_call("numpy", {"point": {"x": 1, "y": 2}, "scale": 2}, "b")])
     assert [r["content"] for r in replies] == ["3cm", '{"x": 2.0, "y": 4.0}']  # non-strings become JSON
     assert [r["tool_call_id"] for r in replies] == ["a", "b"]
     assert state.get("tool_errors", 0) == 0 and state["calls"] == {"google": 1, "numpy": 1}
@@ -133,7 +128,7 @@ async def test_good_calls_convert_arguments_and_results():
 async def test_calls_of_one_turn_run_concurrently_and_are_capped():
     env = env_with(slow, max_calls_per_turn=4)
     started = time.perf_counter()
-    replies, state = await respond(env, [call("slow", {"seconds": 0.3}, f"c{i}") for i in range(100)])
+    replies, state = await respond(env, [raw_tool_call("slow", {"seconds": 0.3}, f"c{i}") for i in range(100)])
     assert time.perf_counter() - started < 1.0  # 4 calls of 0.3 s each, at once
     assert [r["content"] for r in replies[:4]] == ["slept"] * 4
     assert all("too many tool calls in one turn" in r["content"] for r in replies[4:])
@@ -219,7 +214,7 @@ def test_hidden_arguments_are_not_in_the_schema():
 async def test_hidden_arguments_come_from_state_and_cannot_be_forged():
     env = LedgerEnv()
     state = {"ledger": Ledger()}
-    messages = [{"role": "assistant", "content": None, "tool_calls": [call("deposit", {"amount": 5}), call("deposit", {"amount": 1, "ledger": "x"}, "c2")]}]
+    messages = [{"role": "assistant", "content": None, "tool_calls": [raw_tool_call("deposit", {"amount": 5}), raw_tool_call("deposit", {"amount": 1, "ledger": "x"}, "c2")]}]
     good, forged = await env.env_response(messages, state)
     assert good["content"] == "balance 5" and state["ledger"].entries == [5]
     assert forged["content"].startswith("Error: unknown argument(s) ['ledger']")

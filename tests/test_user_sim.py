@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from scripted import rollout_on
 
 from lmgym import OpenAIClient, Rubric
 from lmgym.embedded import free_port
@@ -65,14 +66,8 @@ def make_env(base_url: str, *, max_turns: int = 8, max_retries: int = 0, rows=RO
 
 
 async def run_one(env: UserSimEnv, policy_url: str):
-    client = OpenAIClient(policy_url, max_retries=0)
-    try:
-        async with env.running():
-            rollout = await env.rollout(client, "policy", env.eval_dataset[0])
-            await env.score_group([rollout])
-    finally:
-        await client.aclose()
-    return rollout
+    """One scored conversation of the policy at `policy_url` with the simulated user."""
+    return await rollout_on(policy_url, env, model="policy")
 
 
 # -- pure parts -------------------------------------------------------------------------------
