@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from cli_runner import invoke, run_process
 
 import lmgym
 
 
-def lmgym_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lmgym", *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "COLUMNS": "200"})
+def lmgym_cli(*args: str):
+    """`lmgym ARGS` in this process, 200 columns wide."""
+    return invoke(*args, env={"COLUMNS": "200"})
 
 
 def test_version():
-    result = lmgym_cli("--version")
+    """The smoke test of `lmgym` itself as its own process."""
+    result = run_process("--version", timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == f"lmgym {lmgym.__version__}"
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
+from cli_runner import invoke
 
 import lmgym
 from lmgym import OpenAIClient, Rubric, SingleTurnEnv
@@ -151,12 +149,9 @@ def sums_and_reversals(request) -> str:
 
 def test_cli_prints_a_per_environment_table(tmp_path):
     with ScriptedServer(reply=sums_and_reversals) as server:
-        env = {**os.environ, "OPENAI_API_KEY": "sk-test", "COLUMNS": "200"}
-        result = subprocess.run(
-            [sys.executable, "-m", "lmgym", "eval", "arithmetic,reverse-text", "-b", server.base_url, "-m", "scripted",
-             "-n", "3", "-r", "1", "-o", str(tmp_path / "run"), "-a", '{"reverse-text": {"num_eval_examples": 5}}'],
-            capture_output=True, text=True, timeout=120, env=env,
-        )
+        result = invoke("eval", "arithmetic,reverse-text", "-b", server.base_url, "-m", "scripted",
+                        "-n", "3", "-r", "1", "-o", str(tmp_path / "run"), "-a", '{"reverse-text": {"num_eval_examples": 5}}',
+                        env={"OPENAI_API_KEY": "sk-test", "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "Per task" in result.stdout
     header = next(line for line in result.stdout.splitlines() if "arithmetic" in line and "reverse-text" in line)

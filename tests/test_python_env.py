@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import subprocess
-import sys
 import tomllib
 
 import orjson
 import pytest
+from cli_runner import invoke
 from scripted import run_scripted
 
 import lmgym
@@ -211,11 +210,8 @@ async def test_python_tests_end_to_end_over_http():
 
 def test_lmgym_eval_runs_python_tests_from_the_command_line(tmp_path):
     with ScriptedServer(reply=solve_with_reference) as server:
-        result = subprocess.run(
-            [sys.executable, "-m", "lmgym", "eval", "python-tests", "-m", "scripted", "-b", server.base_url,
-             "-n", "2", "-r", "1", "-o", str(tmp_path / "run")],
-            capture_output=True, text=True, timeout=120, env={**os.environ, "OPENAI_API_KEY": "sk-test"}, check=False,
-        )
+        result = invoke("eval", "python-tests", "-m", "scripted", "-b", server.base_url, "-n", "2", "-r", "1",
+                        "-o", str(tmp_path / "run"), env={"OPENAI_API_KEY": "sk-test"})
     assert result.returncode == 0, result.stderr
     records = [orjson.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_bytes().splitlines()]
     assert [r["reward"] for r in records] == [pytest.approx(1.1)] * 2

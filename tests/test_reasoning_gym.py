@@ -10,15 +10,13 @@ embedded model.
 from __future__ import annotations
 
 import inspect
-import os
-import subprocess
-import sys
 import tomllib
 from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
+from cli_runner import invoke
 
 pytest.importorskip("reasoning_gym")
 
@@ -316,11 +314,8 @@ def test_lmgym_eval_on_the_embedded_model(tmp_path):
     """Mechanics, not skill: every rollout of the real small model completes and is scored."""
     run = tmp_path / "run"
     args = '{"tasks": ["leg_counting", "basic_arithmetic"], "size": 20, "num_eval_examples": 8, "seed": 1}'
-    result = subprocess.run(
-        [sys.executable, "-m", "lmgym", "eval", NAME, "-n", "4", "-r", "1", "-o", str(run), "-a", args,
-         "-S", '{"max_tokens": 32}'],
-        check=False, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"},
-    )
+    result = invoke("eval", NAME, "-n", "4", "-r", "1", "-o", str(run), "-a", args, "-S", '{"max_tokens": 32}',
+                    env={"COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "Evaluation summary" in result.stdout
     records = [orjson.loads(line) for line in Path(run / "results.jsonl").read_bytes().splitlines()]
