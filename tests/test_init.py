@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from cli_runner import invoke
 from typer.testing import CliRunner
 
 from lmgym import errors
@@ -48,8 +49,13 @@ def generated_solver(package: Path, module: str):
 
 
 def eval_records(cwd: Path, name: str, base_url: str, run_dir: Path, *python_args: str) -> list[dict]:
+    """`lmgym eval NAME` from `cwd` against the scripted server: in this process, or in a
+    process started with `python_args` (a launcher that changes what lmgym can find)."""
     args = ["eval", name, "-m", "scripted", "-b", base_url, "-n", "4", "-r", "2", "-o", str(run_dir)]
-    result = run(*python_args, *args, cwd=cwd)
+    if python_args:
+        result = run(*python_args, *args, cwd=cwd)
+    else:
+        result = invoke(*args, cwd=cwd, env={"OPENAI_API_KEY": "sk-test", "COLUMNS": "200"})
     assert result.returncode == 0, result.stdout + result.stderr
     return [orjson.loads(line) for line in (run_dir / "results.jsonl").read_bytes().splitlines()]
 
@@ -117,7 +123,7 @@ def test_scaffold_passes_its_own_test_and_runs_under_lmgym_eval(kind, tmp_path):
     assert "2 passed" in result.stdout
 
     with ScriptedServer(reply=generated_solver(package, module)) as server:
-        records = eval_records(tmp_path, name, server.base_url, tmp_path / "run", "-m", "lmgym")
+        records = eval_records(tmp_path, name, server.base_url, tmp_path / "run")
     assert len(records) == 8
     for record in records:
         assert record["error"] is None and record["reward"] == pytest.approx(1.2)
