@@ -31,15 +31,21 @@ from lmgym.train.orchestrator import DataStream, Orchestrator
 from lmgym.train.session import assemble_loop, load_run
 
 
-class SplitCounter(NullSink):
-    """Keeps the per-step metrics the loop logs (rollouts split per turn, tool calls)."""
+class StepLog(NullSink):
+    """Keeps the per-step metrics the loop logs (rollouts split per turn, tool calls) and
+    prints one line per step, so a long run shows its progress."""
 
-    def __init__(self) -> None:
-        self.steps: list[dict[str, float]] = []
+    def __init__(self, console: Console) -> None:
+        self.console, self.steps = console, []
 
     def log(self, step, metrics, phase="rl"):
-        if phase == "rl":
+        if phase == "rl" and "reward" in metrics:
             self.steps.append(dict(metrics))
+            self.console.print(
+                f"  step {step}: sampled reward {metrics['reward']:.3f}, correct {metrics.get('correct_answer', 0.0):.3f}, "
+                f"tool calls/rollout {metrics.get('tool_calls_per_rollout', 0.0):.2f}", highlight=False)
+        elif phase == "sft" and step % 5 == 0:
+            self.console.print(f"  sft step {step}: loss {metrics['sft/loss']:.3f}", highlight=False)
 
 
 def main() -> None:
@@ -49,7 +55,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. trainer.max_steps=40")
     args = parser.parse_args()
     console = Console()
-    sink = SplitCounter()
+    sink = StepLog(console)
     with tempfile.TemporaryDirectory() as run_dir:
         config = load_config(args.config, [
             f"logging.output_dir={run_dir}", "logging.console_every=0", "eval.every=0", "checkpoint.every=0",
@@ -57,6 +63,7 @@ def main() -> None:
         ])
         loaded = load_run(config, Path(run_dir))
         held_out = loaded.env.get_eval_examples(args.held_out)
+        console.print(f"evaluating the untrained {config.model.name} on {len(held_out)} held-out questions...")
         untrained = Orchestrator(
             loaded.env, LocalEngine(loaded.model, loaded.tokenizer, tool_format=loaded.tool_format),
             DataStream(held_out, seed=0), config.algorithm, config.sampling, config.trainer.max_seq_len,
@@ -64,6 +71,7 @@ def main() -> None:
         started = time.perf_counter()
         loop = assemble_loop(config, Path(run_dir), sink, loaded)  # runs the SFT warm start
         sft_s = time.perf_counter() - started
+        console.print(f"SFT done in {sft_s:.0f}s; evaluating, then GRPO...")
         after_sft = loop.orchestrator.evaluate(held_out, temperature=0.0)
         started = time.perf_counter()
         loop.run()
