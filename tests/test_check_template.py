@@ -12,6 +12,7 @@ pytest.importorskip("torch")
 
 from cli_runner import assert_one_error  # noqa: E402  (tests/cli_runner.py)
 from cli_runner import invoke as lmgym
+from tiny_tools import save_tool_model
 
 from lmgym.parsers.tool_calls import tool_format  # noqa: E402
 from lmgym.train.chat_templates import chatml_tools  # noqa: E402
@@ -111,6 +112,7 @@ def test_check_template_command_prints_the_table(tmp_path):
     result = lmgym("check-template", "tiny-llama")
     assert result.exit_code == 0, result.output
     assert "tool format hermes" in result.flat and "8 of 8 cases keep the prefix property" in result.flat
+    assert "its tokenizer cannot write '\"_{}'" in result.flat  # tiny-llama's characters lack JSON's
     template = tmp_path / "drops.jinja"
     template.write_text(DROPS_REASONING)
     result = lmgym("check-template", "tiny-llama", "--chat-template", str(template))
@@ -128,7 +130,7 @@ def test_check_template_bad_input_is_one_error(tmp_path):
 
 
 def test_a_tool_environment_on_a_template_without_tools_fails_before_the_first_step(tmp_path):
-    model, tokenizer = load_model("tiny-llama")
+    model, tokenizer = load_model(str(save_tool_model(tmp_path / "tools")))
     tokenizer.chat_template = NO_TOOLS
     model_dir = save_model(model, tokenizer, tmp_path / "no-tools")
     run = tmp_path / "run"
@@ -148,3 +150,9 @@ def test_chatml_tools_renders_plain_conversations_as_chatml():
     tokenizer = with_template(chatml_tools())
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
     assert tokenizer.apply_chat_template(messages, tokenize=False) == with_template(NO_TOOLS).apply_chat_template(messages, tokenize=False)
+
+
+def test_tiny_llama_on_a_tool_environment_is_refused_for_its_vocabulary(tmp_path):
+    result = lmgym("train", str(ROOT / "configs" / "calculator-tools.toml"), "--model.name", "tiny-llama",
+                   "--logging.output_dir", str(tmp_path / "run"))
+    assert_one_error(result, "model 'tiny-llama' cannot train a tool environment", "its tokenizer cannot write")

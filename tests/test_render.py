@@ -17,7 +17,7 @@ from lmgym.envs import ToolEnv  # noqa: E402
 from lmgym.parsers.tool_calls import tool_format  # noqa: E402
 from lmgym.train.engines.local import LocalClient  # noqa: E402
 from lmgym.train.engines.sampling import Sample  # noqa: E402
-from lmgym.train.models import char_tokenizer  # noqa: E402
+from lmgym.train.models import TOOL_ALPHABET, char_tokenizer  # noqa: E402
 from lmgym.train.render import Renderer, TemplateMismatch, encode, render  # noqa: E402
 from lmgym.train.tokens import rollout_samples  # noqa: E402
 
@@ -49,7 +49,7 @@ class ScriptedSampler:
 
 
 def rollout_with(replies, *, fmt="hermes", max_turns=3):
-    tokenizer = char_tokenizer()
+    tokenizer = char_tokenizer(TOOL_ALPHABET)
     env = ToolEnv(eval_dataset=[{"question": "add 2 and 3"}], tools=[add], max_turns=max_turns)
     client = LocalClient(ScriptedSampler(tokenizer, replies), tool_format(fmt) if fmt else None)
     rollout = asyncio.run(env.rollout(client, "local", env.eval_dataset[0]))
@@ -114,7 +114,7 @@ def test_without_a_tool_format_replies_stay_text():
 
 
 def test_replies_are_parsed_only_when_the_environment_offered_tools():
-    tokenizer = char_tokenizer()
+    tokenizer = char_tokenizer(TOOL_ALPHABET)
     renderer = Renderer(tokenizer, tool_format("hermes"))
     ids = encode(tokenizer, CALL) + [tokenizer.eos_token_id]
     assert renderer.reply([], ids, CALL) == {"role": "assistant", "content": CALL}
@@ -122,7 +122,7 @@ def test_replies_are_parsed_only_when_the_environment_offered_tools():
 
 
 def test_stop_strings_cut_the_reply_before_it_is_read():
-    tokenizer = char_tokenizer()
+    tokenizer = char_tokenizer(TOOL_ALPHABET)
     renderer = Renderer(tokenizer, tool_format("hermes"))
     text = "done. " + CALL
     message = renderer.reply([], encode(tokenizer, text), "done.", tools=[{}], stop=[" <tool"])
@@ -159,7 +159,7 @@ def test_the_vllm_client_reads_tool_calls_from_the_sampled_ids_as_the_local_one_
 
     from lmgym.train.engines.vllm import VLLMClient
 
-    tokenizer = char_tokenizer()
+    tokenizer = char_tokenizer(TOOL_ALPHABET)
     replies = [CALL, "5"]
 
     def serve(path, body):

@@ -17,13 +17,14 @@ import pytest
 
 pytest.importorskip("torch")
 
+from tiny_tools import save_tool_model, tool_tokenizer  # noqa: E402  (tests/tiny_tools.py)
+
 import lmgym  # noqa: E402
 from lmgym.parsers.tool_calls import tool_format  # noqa: E402
 from lmgym.train.config import load_config  # noqa: E402
 from lmgym.train.engines.local import LocalClient  # noqa: E402
 from lmgym.train.engines.sampling import Sample  # noqa: E402
 from lmgym.train.metrics import NullSink  # noqa: E402
-from lmgym.train.models import char_tokenizer  # noqa: E402
 from lmgym.train.render import encode  # noqa: E402
 from lmgym.train.session import build_loop  # noqa: E402
 from lmgym.train.tokens import rollout_samples  # noqa: E402
@@ -60,12 +61,13 @@ def calculator_student(prompt: str, asked: int) -> str:
 
 
 def test_a_tool_environment_gives_a_grpo_step_rewards_and_a_gradient(tmp_path):
+    model_dir = save_tool_model(tmp_path / "model")
     config = load_config(ROOT / "configs" / "calculator-tools.toml", [
-        "model.name=tiny-llama", "sft.warm_start=false", "trainer.max_seq_len=2048", "trainer.micro_batch_size=8",
+        f"model.name={model_dir}", "model.lora.enabled=false", "sft.warm_start=false", "trainer.max_seq_len=2048", "trainer.micro_batch_size=8",
         "algorithm.prompts_per_step=2", "algorithm.group_size=4", "eval.every=0", "logging.console_every=0",
-        f"logging.output_dir={tmp_path}",
+        f"logging.output_dir={tmp_path / 'run'}",
     ])
-    loop = build_loop(config, tmp_path, NullSink())
+    loop = build_loop(config, tmp_path / "run", NullSink())
     engine = loop.orchestrator.engine
     engine.client.sampler = PromptedSampler(engine.sampler.tokenizer, calculator_student)
     batch = loop.orchestrator.next_batch(loop.step)
@@ -83,7 +85,7 @@ def test_a_tool_environment_gives_a_grpo_step_rewards_and_a_gradient(tmp_path):
 
 def run_scripted(env, replies, fmt="hermes", example=None, **kwargs):
     """One rollout of `example` (else `env`'s first) through the in-process client, `replies` in turn."""
-    tokenizer = char_tokenizer()
+    tokenizer = tool_tokenizer()
     replies = list(replies)
     client = LocalClient(PromptedSampler(tokenizer, lambda prompt, asked: replies[asked]), tool_format(fmt))
     example = example or (env.eval_dataset or env.dataset)[0]

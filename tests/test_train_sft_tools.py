@@ -16,6 +16,7 @@ pytest.importorskip("transformers")
 
 from cli_runner import assert_one_error  # noqa: E402  (tests/cli_runner.py)
 from cli_runner import invoke as lmgym
+from tiny_tools import save_tool_model, tool_tokenizer  # noqa: E402  (tests/tiny_tools.py)
 
 from lmgym.errors import DatasetError  # noqa: E402
 from lmgym.train.models import load_model, save_model  # noqa: E402
@@ -85,10 +86,11 @@ def test_traces_with_a_tool_call_and_a_template_that_drops_it(traces_sft, tmp_pa
     assert not (run / "final").exists()
 
 
-def test_traces_with_tool_calls_train_as_they_are_on_tiny_llama(traces_sft, tmp_path):
-    # tiny-llama's chatml-tools template renders the calls and each row's own tool schemas.
+def test_traces_with_tool_calls_train_as_they_are(traces_sft, tmp_path):
+    # chatml-tools renders the calls and each row's own tool schemas.
     run = tmp_path / "run"
-    result = lmgym("sft", CONFIG, *QUICK, "--sft.data", str(traces_sft), "--logging.output_dir", str(run))
+    result = lmgym("sft", CONFIG, *QUICK, "--model.name", str(save_tool_model(tmp_path / "model")),
+                   "--sft.data", str(traces_sft), "--logging.output_dir", str(run))
     assert result.exit_code == 0, result.output
     assert (run / "final").is_dir()
 
@@ -96,7 +98,7 @@ def test_traces_with_tool_calls_train_as_they_are_on_tiny_llama(traces_sft, tmp_
 def test_only_the_assistant_messages_of_a_completion_train_and_tools_are_rendered():
     from lmgym.train.sft import sft_sample
 
-    _, tokenizer = load_model("tiny-llama")
+    tokenizer = tool_tokenizer()
     completion = [
         {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]},
         {"role": "tool", "tool_call_id": "c1", "content": "toolresult"},
@@ -159,8 +161,8 @@ def test_environment_sft_examples_with_a_tool_call(tmp_path, monkeypatch):
     assert_one_error(result, "tool-sft sft_examples row 2", "message 1 (assistant, tool calls: add, no content)",
                      "renders no tool calls")
     result = lmgym("sft", CONFIG, *QUICK, "--env.name", "tool-sft", "--env.args", "{}",
-                   "--logging.output_dir", str(tmp_path / "run3"))
-    assert result.exit_code == 0, result.output  # tiny-llama's chatml-tools renders the call
+                   "--model.name", str(save_tool_model(tmp_path / "model")), "--logging.output_dir", str(tmp_path / "run3"))
+    assert result.exit_code == 0, result.output  # chatml-tools renders the call
 
 
 def test_a_template_that_renders_tool_calls_trains_on_them():

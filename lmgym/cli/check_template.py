@@ -9,9 +9,6 @@ from rich.console import Console
 from rich.table import Table
 
 from lmgym.cli.common import exit_on_error
-from lmgym.train.chat_templates import configure_tokenizer, resolve_tool_format
-from lmgym.train.models import load_tokenizer
-from lmgym.train.template_check import check_template, tool_support_problems
 
 
 def check_template_command(
@@ -30,6 +27,9 @@ def check_template_command(
     rollouts are split per turn and counted in `rollouts_split_per_turn`.
     """
     from lmgym.parsers.tool_calls import FORMATS
+    from lmgym.train.chat_templates import configure_tokenizer, resolve_tool_format
+    from lmgym.train.models import load_tokenizer  # torch: imported when the command runs, not with the CLI
+    from lmgym.train.template_check import check_template, tool_support_problems
 
     if tool_format != "auto" and tool_format not in FORMATS:
         raise typer.BadParameter(f"{tool_format!r} is not one of auto, {', '.join(FORMATS)}", param_hint="--tool-format")

@@ -44,7 +44,12 @@ from lmgym.train.chat_templates import SMOLLM2_DEFAULT_SYSTEM, chatml_tools
 PAD, IM_START, IM_END, UNK = "<|pad|>", "<|im_start|>", "<|im_end|>", "<|unk|>"
 SPECIAL_TOKENS = (PAD, IM_START, IM_END, UNK)
 # The ASCII that JSON tool calls need ({"name": "add_item", "arguments": [...]}) is included.
-DEFAULT_ALPHABET = string.digits + string.ascii_lowercase + " .,:?!+-*=<>/()\n" + '{}[]"_'
+DEFAULT_ALPHABET = string.digits + string.ascii_lowercase + " .,:?!+-*=<>/()\n"
+# What a character-level model needs besides to write JSON tool calls. Not in tiny-llama's
+# default vocabulary: a larger one changes its random initialisation, and with it how
+# fast reverse-digits learns (benchmarks/learning_reverse_digits.py); a tool environment
+# on tiny-llama is refused before training (`lmgym.train.template_check`).
+TOOL_ALPHABET = DEFAULT_ALPHABET + '{}[]"_'
 
 SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
 MODEL_NAMES = ("tiny-llama", "smollm2")

@@ -148,9 +148,7 @@ def calls_problem(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, to
     for n, message in enumerate(messages, start=1):
         if not message.get("tool_calls"):
             continue
-        head = render(tokenizer, messages[: n - 1], add_generation_prompt=True, tools=tools)
-        whole = render(tokenizer, messages[:n], add_generation_prompt=False, tools=tools)
-        written = strip_special(whole[len(head):] if whole.startswith(head) else whole, tokenizer.all_special_tokens, tool_format.keeps)
+        written = written_call(tokenizer, messages[:n], tools, keep=tool_format.keeps)
         parsed = tool_format.parse(written).tool_calls
         expected = [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in message["tool_calls"]]
         got = [(c.name, json.loads(c.arguments) if c.readable else c.arguments) for c in parsed]
@@ -176,7 +174,23 @@ def tool_support_problems(tokenizer: Any, tool_format: ToolFormat | None) -> lis
     if not problems:
         problem = calls_problem(tokenizer, messages[:2], [PROBE_TOOL], tool_format)
         problems += [problem] if problem else []
+    unspellable = unspellable_characters(tokenizer, written_call(tokenizer, messages[:2], [PROBE_TOOL]))
+    if unspellable:
+        problems.append(f"its tokenizer cannot write {''.join(unspellable)!r}, which the tool calls need")
     return problems
+
+
+def written_call(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, keep: tuple[str, ...] = ()) -> str:
+    """The text of the last message (an assistant's tool call) as the template writes it,
+    special tokens dropped but those in `keep` (the tool format's markers)."""
+    head = render(tokenizer, messages[:-1], add_generation_prompt=True, tools=tools)
+    whole = render(tokenizer, messages, add_generation_prompt=False, tools=tools)
+    return strip_special(whole[len(head):] if whole.startswith(head) else whole, tokenizer.all_special_tokens, keep)
+
+
+def unspellable_characters(tokenizer: Any, text: str) -> str:
+    """The characters of `text` the tokenizer cannot encode (they come back as unknown)."""
+    return "".join(sorted({ch for ch in text if tokenizer.decode(encode(tokenizer, ch)) != ch}))
 
 
 def require_tool_support(tokenizer: Any, tool_format: ToolFormat | None, model_name: str) -> None:
