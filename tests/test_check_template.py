@@ -96,8 +96,8 @@ def test_a_system_prompt_that_changes_once_tools_were_used_breaks_the_tool_cases
 def test_a_template_without_tools_says_what_it_lacks():
     problems = tool_support_problems(with_template(NO_TOOLS), None)
     assert problems == [
-        "it does not render the tool schemas",
-        "it does not render an assistant's tool calls",
+        "its chat template does not render the tool schemas",
+        "its chat template does not render an assistant's tool calls",
     ]
     result = check_case(with_template(NO_TOOLS), next(c for c in CASES if c.name == "one tool call"), tool_format("hermes"))
     assert result.calls_read_back is False and "hermes reads as []" in result.detail
@@ -118,7 +118,7 @@ def test_check_template_command_prints_the_table(tmp_path):
     result = lmgym("check-template", "tiny-llama", "--chat-template", str(template))
     assert result.exit_code == 0, result.output
     assert "7 of 8 cases keep the prefix property" in result.flat and "split per turn" in result.flat
-    assert "it does not render the tool schemas" in result.flat
+    assert "its chat template does not render the tool schemas" in result.flat
 
 
 def test_check_template_bad_input_is_one_error(tmp_path):
@@ -137,7 +137,7 @@ def test_a_tool_environment_on_a_template_without_tools_fails_before_the_first_s
     result = lmgym("train", str(ROOT / "configs" / "calculator-tools.toml"), "--model.name", str(model_dir),
                    "--logging.output_dir", str(run))
     assert_one_error(result, f"model '{model_dir}' cannot train a tool environment",
-                     "it does not render the tool schemas", 'model.chat_template = "chatml-tools"', "model.tool_format")
+                     "its chat template does not render the tool schemas", 'model.chat_template = "chatml-tools"', "model.tool_format")
     assert not run.exists()  # nothing was written
     # the setting it names fixes it (SFT only, one step: enough to get past the check)
     result = lmgym("sft", str(ROOT / "configs" / "calculator-tools.toml"), "--model.name", str(model_dir),

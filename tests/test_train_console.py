@@ -15,6 +15,7 @@ pytest.importorskip("transformers")
 
 from cli_runner import ROOT, run_process  # noqa: E402  (tests/cli_runner.py)
 from cli_runner import invoke as lmgym
+from tiny_tools import save_tool_model  # noqa: E402  (tests/tiny_tools.py)
 
 CONFIG = str(ROOT / "configs" / "reverse-digits.toml")
 FAST = [
@@ -29,9 +30,10 @@ WIDE = {"COLUMNS": "250"}
 
 
 def test_a_tool_environment_run_labels_rewards_shows_eval_metrics_and_warns(tmp_path):
-    # tiny-llama never calls calculator's tool and never earns a reward: both warnings.
+    # An untrained tiny model never calls calculator's tool and never earns a reward: both warnings.
     run = tmp_path / "run"
-    result = lmgym("train", CONFIG, *FAST, "--env.name", "calculator", "--env.args", "{}", "--trainer.max_steps", "2",
+    model = str(save_tool_model(tmp_path / "model"))  # tiny-llama's own characters cannot write a call
+    result = lmgym("train", CONFIG, *FAST, "--model.name", model, "--env.name", "calculator", "--env.args", "{}", "--trainer.max_steps", "2",
                    "--eval.every", "2", "--eval.num_examples", "4", "--logging.console_every", "1",
                    "--logging.output_dir", str(run), env=WIDE)
     assert result.returncode == 0, result.output[-3000:]

@@ -144,7 +144,7 @@ def calls_problem(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, to
     """None when every assistant tool call the template writes is read back by
     `tool_format` as the same name and arguments; else what went wrong."""
     if tool_format is None:
-        return "no tool format: the template's calls match none lmgym reads (set model.tool_format)"
+        return "its chat template writes tool calls in no format lmgym reads (set model.tool_format)"
     for n, message in enumerate(messages, start=1):
         if not message.get("tool_calls"):
             continue
@@ -153,7 +153,7 @@ def calls_problem(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, to
         expected = [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in message["tool_calls"]]
         got = [(c.name, json.loads(c.arguments) if c.readable else c.arguments) for c in parsed]
         if got != expected:
-            return f"message {n - 1}: the template writes {written.strip()[:120]!r}, which {tool_format.name} reads as {got}"
+            return f"message {n - 1}: its chat template writes {written.strip()[:120]!r}, which {tool_format.name} reads as {got}"
     return None
 
 
@@ -163,12 +163,12 @@ def tool_support_problems(tokenizer: Any, tool_format: ToolFormat | None) -> lis
     try:
         text = render(tokenizer, messages, add_generation_prompt=True, tools=[PROBE_TOOL])
     except Exception as exc:  # noqa: BLE001 - jinja raises many kinds of errors
-        return [f"it cannot render a tool call and its result ({type(exc).__name__}: {exc})"]
+        return [f"its chat template cannot render a tool call and its result ({type(exc).__name__}: {exc})"]
     problems = [
         what for marker, what in [
-            ("probe_lookup", "it does not render the tool schemas"),
-            (PROBE_ARGUMENT, "it does not render an assistant's tool calls"),
-            (PROBE_RESULT, "it does not render tool results"),
+            ("probe_lookup", "its chat template does not render the tool schemas"),
+            (PROBE_ARGUMENT, "its chat template does not render an assistant's tool calls"),
+            (PROBE_RESULT, "its chat template does not render tool results"),
         ] if marker not in text
     ]
     if not problems:
@@ -199,7 +199,7 @@ def require_tool_support(tokenizer: Any, tool_format: ToolFormat | None, model_n
     problems = tool_support_problems(tokenizer, tool_format)
     if problems:
         raise UsageError(
-            f"model {model_name!r} cannot train a tool environment: its chat template {'; '.join(problems)}. "
+            f"model {model_name!r} cannot train a tool environment: {'; '.join(problems)}. "
             'Set model.chat_template = "chatml-tools" (or a Jinja file that renders tools) and, if its calls '
             'are not Hermes <tool_call> blocks, model.tool_format = "qwen3", "llama3" or "mistral"'
         )
