@@ -89,7 +89,8 @@ def main() -> None:
         table.add_row(name, f"{metrics.get('eval/tool_calls_per_rollout', 0.0):.2f}", f"{metrics['eval/correct_answer']:.3f}", seconds)
 
     row("untrained", untrained, "")
-    row(f"SFT ({config.sft.epochs} epochs on the noisy teacher)", after_sft, f"{sft_s:.1f}")
+    sft_length = f"{config.sft.max_steps} steps" if config.sft.max_steps else f"{config.sft.epochs} epochs"
+    row(f"SFT ({sft_length} on the noisy teacher)", after_sft, f"{sft_s:.1f}")
     row(f"GRPO ({config.trainer.max_steps} steps)", after_grpo, f"{grpo_s:.1f}")
     table.add_row("target", "", "≥ 0.800, GRPO − SFT ≥ 0.200", "SFT+GRPO ≤ 600")
     console.print(table)
