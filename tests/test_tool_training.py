@@ -136,3 +136,73 @@ def test_support_desk_with_its_simulated_customer_trains_as_one_sequence():
     assert rollout.state["user_outcome"] == "satisfied" and rollout.metrics["db_correct"] == 1.0
     assert rollout.metrics["tool_calls"] == 3 and rollout.metrics["policy_violations"] == 0.0
     assert text.count("<|im_start|>user\n") >= 2  # the customer's later turns sit between the agent's
+
+
+COUNTER_ENV = '''
+from lmgym import Rubric
+from lmgym.envs import StatefulToolEnv
+
+
+def read(counter: dict) -> int:
+    """The counter's value."""
+    return counter["value"]
+
+
+def add(amount: int, counter: dict) -> int:
+    """Add to the counter.
+
+    Args:
+        amount: what to add.
+    """
+    counter["value"] += amount
+    return counter["value"]
+
+
+class CounterEnv(StatefulToolEnv):
+    async def setup_state(self, state, example):
+        state["counter"] = {"value": 3}
+
+
+def reached(state, answer) -> float:
+    return float(state["counter"]["value"] == int(answer))
+
+
+def load_environment():
+    rows = [{"question": "make it 10", "answer": "10"}] * 8
+    return CounterEnv(rows, tools=[read, add], hidden_args=["counter"], max_turns=5,
+                      rubric=Rubric([reached]))
+'''
+
+
+def counter_agent(prompt: str, asked: int) -> str:
+    """Reads the counter, adds in two calls (the second overshoots in every other rollout), says done."""
+    turn = prompt.count("<|im_start|>tool\n")
+    if turn == 0:
+        return hermes_call("read")
+    if turn == 1:
+        return hermes_call("add", amount=4)
+    if turn == 2:
+        return hermes_call("add", amount=3 if asked % 2 else 5)
+    return "done"
+
+
+def test_a_stateful_tool_environment_with_three_calls_per_episode_trains_without_splits(tmp_path, monkeypatch):
+    folder = tmp_path / "environments" / "counter"
+    folder.mkdir(parents=True)
+    (folder / "counter.py").write_text(COUNTER_ENV)
+    monkeypatch.chdir(tmp_path)
+    model_dir = save_tool_model(tmp_path / "model")
+    config = load_config(ROOT / "configs" / "calculator-tools.toml", [
+        f"model.name={model_dir}", "model.lora.enabled=false", "sft.warm_start=false", "env.name=counter", "env.args={}",
+        "trainer.max_seq_len=4096", "trainer.micro_batch_size=8", "algorithm.prompts_per_step=2", "algorithm.group_size=4",
+        "eval.every=0", "logging.console_every=0", f"logging.output_dir={tmp_path / 'run'}",
+    ])
+    loop = build_loop(config, tmp_path / "run", NullSink())
+    engine = loop.orchestrator.engine
+    engine.client.sampler = PromptedSampler(engine.sampler.tokenizer, counter_agent)
+    batch = loop.orchestrator.next_batch(loop.step)
+    assert batch.metrics["tool_calls_per_rollout"] == 3 and batch.metrics["tool_errors"] == 0
+    assert batch.metrics["reward"] == 0.5  # 3 + 4 + 3 = 10 in half the rollouts
+    assert batch.metrics["rollouts_split_per_turn"] == 0 and len(batch.samples) == 8  # one sequence per rollout
+    assert loop.trainer.step(batch)["grad_norm"] > 0
+    loop.orchestrator.close()
