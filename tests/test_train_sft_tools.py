@@ -165,11 +165,18 @@ def test_environment_sft_examples_with_a_tool_call(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output  # chatml-tools renders the call
 
 
-def test_a_template_that_renders_tool_calls_trains_on_them():
-    model, tokenizer = load_model("tiny-llama")
+def test_a_template_that_renders_tool_calls_trains_on_them(tmp_path):
+    model, tokenizer = load_model(str(save_tool_model(tmp_path / "model")))
     tokenizer.chat_template = TOOL_TEMPLATE
     metrics = run_sft(model, tokenizer, [TOOL_ROW], lr=1e-3, batch_size=1, epochs=1, max_seq_len=128)
     assert metrics["sft/loss"] > 0
     tokenizer.chat_template = STRICT_TEMPLATE
     with pytest.raises(DatasetError, match=r"SFT data row 0: message 1 \(assistant, tool calls: add, content null\)"):
         run_sft(model, tokenizer, [TOOL_ROW], lr=1e-3, batch_size=1, epochs=1, max_seq_len=128)
+
+
+def test_a_tool_call_the_tokenizer_cannot_write_is_refused_naming_the_characters(traces_sft, tmp_path):
+    # tiny-llama's characters have no braces or quotes: the call would be learnt as <|unk|>s.
+    result = lmgym("sft", CONFIG, *QUICK, "--sft.data", str(traces_sft), "--logging.output_dir", str(tmp_path / "run"))
+    assert_one_error(result, f"{traces_sft} row 1", "message 2 (assistant, tool calls: get_weather, content null)",
+                     "tokenizer cannot write", "{}")

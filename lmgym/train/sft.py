@@ -23,6 +23,7 @@ from lmgym.errors import DatasetError
 from lmgym.eval.results import read_jsonl
 from lmgym.train.metrics import MetricsSink, NullSink
 from lmgym.train.render import encode, render
+from lmgym.train.template_check import unspellable_characters
 from lmgym.train.tokens import TokenSample, pad_batch
 
 
@@ -85,6 +86,11 @@ def sft_sample(
         answered = render(tokenizer, messages[: i + 1], add_generation_prompt=False, tools=tools)
         if not asked.startswith(done) or not answered.startswith(asked):
             raise DatasetError(f"{where}: the chat template does not render message {i} (the assistant's) after the generation prompt")
+        if messages[i].get("tool_calls") and (missing := unspellable_characters(tokenizer, answered[len(asked):])):
+            raise DatasetError(
+                f"{where}: message {i} ({describe(messages[i])}): the model's tokenizer cannot write {missing!r}, "
+                f"so this tool call would be learnt as unknown tokens; use a model whose vocabulary has them"
+            )
         for text, trained in ((asked[len(done):], 0), (answered[len(asked):], 1)):
             piece = encode(tokenizer, text)
             ids += piece

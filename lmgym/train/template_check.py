@@ -189,8 +189,11 @@ def written_call(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, kee
 
 
 def unspellable_characters(tokenizer: Any, text: str) -> str:
-    """The characters of `text` the tokenizer cannot encode (they come back as unknown)."""
-    return "".join(sorted({ch for ch in text if tokenizer.decode(encode(tokenizer, ch)) != ch}))
+    """The punctuation of `text` (special tokens aside) that the tokenizer cannot encode:
+    a call's braces, quotes and colons. Letters and digits it lacks (a character model's
+    capitals) stay the data's business, as in any other text."""
+    text = strip_special(text, tokenizer.all_special_tokens)
+    return "".join(sorted({ch for ch in text if not ch.isalnum() and tokenizer.decode(encode(tokenizer, ch)) != ch}))
 
 
 def require_tool_support(tokenizer: Any, tool_format: ToolFormat | None, model_name: str) -> None:
