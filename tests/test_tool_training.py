@@ -8,8 +8,6 @@ training loop on a real model."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
 from pathlib import Path
 
@@ -17,39 +15,15 @@ import pytest
 
 pytest.importorskip("torch")
 
-from tiny_tools import save_tool_model, tool_tokenizer  # noqa: E402  (tests/tiny_tools.py)
+from local_rollouts import PromptedSampler, hermes_call, run_local  # noqa: E402  (tests/local_rollouts.py)
+from tiny_tools import save_tool_model  # noqa: E402  (tests/tiny_tools.py)
 
 import lmgym  # noqa: E402
-from lmgym.parsers.tool_calls import tool_format  # noqa: E402
 from lmgym.train.config import load_config  # noqa: E402
-from lmgym.train.engines.local import LocalClient  # noqa: E402
-from lmgym.train.engines.sampling import Sample  # noqa: E402
 from lmgym.train.metrics import NullSink  # noqa: E402
-from lmgym.train.render import encode  # noqa: E402
 from lmgym.train.session import build_loop  # noqa: E402
-from lmgym.train.tokens import rollout_samples  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def hermes_call(name: str, **arguments) -> str:
-    return f'<tool_call>\n{json.dumps({"name": name, "arguments": arguments})}\n</tool_call>'
-
-
-class PromptedSampler:
-    """Replies `reply(prompt_text, k)` for the k-th prompt it is asked, ended by <|im_end|>."""
-
-    def __init__(self, tokenizer, reply):
-        self.tokenizer, self.reply, self.asked = tokenizer, reply, 0
-
-    def generate(self, prompts, params):
-        out = []
-        for prompt in prompts:
-            text = self.reply(self.tokenizer.decode(prompt, skip_special_tokens=False), self.asked)
-            self.asked += 1
-            ids = encode(self.tokenizer, text) + [self.tokenizer.eos_token_id]
-            out.append(Sample(ids, [-0.5] * len(ids), "stop", text))
-        return out
 
 
 def calculator_student(prompt: str, asked: int) -> str:
@@ -83,23 +57,9 @@ def test_a_tool_environment_gives_a_grpo_step_rewards_and_a_gradient(tmp_path):
     loop.orchestrator.close()
 
 
-def run_scripted(env, replies, fmt="hermes", example=None, **kwargs):
-    """One rollout of `example` (else `env`'s first) through the in-process client, `replies` in turn."""
-    tokenizer = tool_tokenizer()
-    replies = list(replies)
-    client = LocalClient(PromptedSampler(tokenizer, lambda prompt, asked: replies[asked]), tool_format(fmt))
-    example = example or (env.eval_dataset or env.dataset)[0]
-    rollout = asyncio.run(env.rollout(client, "local", example, **kwargs))
-    asyncio.run(env.score_group([rollout]))
-    assert rollout.error is None, rollout.error
-    [sample], split = rollout_samples(rollout, max_seq_len=100_000)
-    assert not split and client.template_mismatches == 0
-    return rollout, tokenizer.decode(sample.input_ids, skip_special_tokens=False)
-
-
 def test_wiki_search_runs_its_tools_for_the_trained_model():
     env = lmgym.load_environment("wiki-search")
-    rollout, text = run_scripted(env, [hermes_call("search", query="the"), hermes_call("read", title="nothing such"), "done"])
+    rollout, text = run_local(env, [hermes_call("search", query="the"), hermes_call("read", title="nothing such"), "done"])
     assert rollout.metrics["tool_calls"] == 2 and rollout.metrics["calls_search"] == 1
     assert rollout.metrics["tool_errors"] == 1  # reading a page that does not exist is answered, not a crash
     assert text.count("<|im_start|>tool\n") == 2
@@ -107,35 +67,15 @@ def test_wiki_search_runs_its_tools_for_the_trained_model():
 
 def test_python_tests_runs_the_models_code_in_its_sandbox():
     env = lmgym.load_environment("python-tests")
-    rollout, text = run_scripted(env, [hermes_call("python", code="print(6 * 7)"), "no idea"])
+    rollout, text = run_local(env, [hermes_call("python", code="print(6 * 7)"), "no idea"])
     assert rollout.metrics["tool_calls"] == 1
     assert "<|im_start|>tool\n42" in text
 
 
 def test_a_game_without_tools_trains_on_plain_text_turns():
     env = lmgym.load_environment("tic-tac-toe")
-    rollout, _ = run_scripted(env, ["5", "1", "9", "3", "7"] * 2, fmt="hermes")
+    rollout, _ = run_local(env, ["5", "1", "9", "3", "7"] * 2, fmt="hermes")
     assert rollout.turns and not any(t.assistant.get("tool_calls") for t in rollout.turns)
-
-
-def test_support_desk_with_its_simulated_customer_trains_as_one_sequence():
-    from test_support_desk import one_server
-
-    from lmgym.testing import ScriptedServer
-
-    agent = [
-        "Sorry to hear that! Could you tell me the email on your account?",
-        hermes_call("find_customer", email="maria.lopez@example.com") + "\n" + hermes_call("get_order", order_id=1001),
-        hermes_call("issue_refund", order_id=1001, reason="arrived with a cracked base"),
-        "Sorry again: I have refunded the full 39.00 for order 1001.",
-    ]
-    with ScriptedServer(one_server) as server:
-        env = lmgym.load_environment("support-desk", user_model="customer", user_base_url=server.base_url)
-        example = next(e for e in [*env.dataset, *env.eval_dataset] if e.id == "refund-cracked-kettle")
-        rollout, text = run_scripted(env, agent, example=example)
-    assert rollout.state["user_outcome"] == "satisfied" and rollout.metrics["db_correct"] == 1.0
-    assert rollout.metrics["tool_calls"] == 3 and rollout.metrics["policy_violations"] == 0.0
-    assert text.count("<|im_start|>user\n") >= 2  # the customer's later turns sit between the agent's
 
 
 COUNTER_ENV = '''

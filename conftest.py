@@ -1,4 +1,5 @@
-"""Fixtures several test files share, and how the suite runs on two workers (pytest-xdist).
+"""Fixtures the test files share (tests/ and each bundled environment's environments/NAME/tests),
+and how the suite runs on two workers (pytest-xdist).
 
 Helpers that are plain functions live in modules a test imports: `cli_runner` (the
 `lmgym` command in this process or as a process) and `scripted` (scripted replies and one

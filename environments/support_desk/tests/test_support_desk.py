@@ -235,3 +235,22 @@ async def test_a_refund_against_the_policy_earns_little():
     assert rollout.error is None and rollout.metrics["db_correct"] == 0.0 and rollout.metrics["policy_violations"] == 1.0
     assert rollout.metrics["politeness"] == pytest.approx(0.3) and rollout.reward == pytest.approx(0.06)
     assert len(judged) == 1 and judged[0]["model"] == "customer" and judged[0]["temperature"] == 0.0
+
+
+def test_the_customer_conversation_trains_through_the_in_process_engine_as_one_sequence():
+    pytest.importorskip("torch")
+    from local_rollouts import hermes_call, run_local
+
+    agent = [
+        "Sorry to hear that! Could you tell me the email on your account?",
+        hermes_call("find_customer", email="maria.lopez@example.com") + "\n" + hermes_call("get_order", order_id=1001),
+        hermes_call("issue_refund", order_id=1001, reason="arrived with a cracked base"),
+        "Sorry again: I have refunded the full 39.00 for order 1001.",
+    ]
+    with ScriptedServer(one_server) as server:
+        env = lmgym.load_environment("support-desk", user_model="customer", user_base_url=server.base_url)
+        example = next(e for e in [*env.dataset, *env.eval_dataset] if e.id == "refund-cracked-kettle")
+        rollout, text = run_local(env, agent, example=example)
+    assert rollout.state["user_outcome"] == "satisfied" and rollout.metrics["db_correct"] == 1.0
+    assert rollout.metrics["tool_calls"] == 3 and rollout.metrics["policy_violations"] == 0.0
+    assert text.count("<|im_start|>user\n") >= 2  # the customer's later turns sit between the agent's
