@@ -59,6 +59,8 @@ def test_bundled_environments_import_only_public_names():
     root = Path(__file__).resolve().parents[1] / "environments"
     wrong = []
     for path in sorted(root.rglob("*.py")):
+        if "tests" in path.relative_to(root).parts:
+            continue  # an environment's tests may look inside lmgym; its code may not
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lmgym"):
                 if node.module not in PUBLIC_MODULES:
