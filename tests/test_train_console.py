@@ -41,6 +41,7 @@ def test_a_tool_environment_run_labels_rewards_shows_eval_metrics_and_warns(tmp_
     train = [line for line in lines if line.startswith("train step")]
     evals = [line for line in lines if line.startswith("eval  step")]
     assert len(train) == 2 and all("sampled reward" in line and "loss" in line for line in train), result.stdout
+    assert all(line.split()[6:9] == ["tool", "calls", "0.00"] for line in train), result.stdout  # tool environments show their calls
     assert len(evals) == 2 and all("greedy reward" in line and "correct_answer" in line for line in evals), result.stdout
     warnings = [line for line in lines if line.startswith("warning:")]
     assert any("step 1: within every group all rollouts got the same reward (2 groups" in w for w in warnings), result.stdout

@@ -96,6 +96,7 @@ class JsonlSink(_Closing):
 SIGNIFICANT = "{:>9.3g}"
 CONSOLE_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("reward", "sampled reward", "{:6.3f}"),
+    ("tool_calls_per_rollout", "tool calls", "{:5.2f}"),  # tool environments only
     ("loss", "loss", SIGNIFICANT),
     ("kl", "kl", SIGNIFICANT),
     ("clip_fraction", "clip", "{:5.3f}"),
