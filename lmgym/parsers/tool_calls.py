@@ -51,6 +51,12 @@ def _call_from_json(text: str, arguments_key: str = "arguments") -> ParsedCall:
         value = json.loads(text)
     except ValueError:
         value = None
+    return _call_from_value(value, text, arguments_key)
+
+
+def _call_from_value(value: Any, text: str, arguments_key: str = "arguments") -> ParsedCall:
+    """One call from a decoded `value`; `text` is what the model wrote, kept as the
+    arguments of a call that is not `{"name": ..., ...}`."""
     if isinstance(value, dict) and isinstance(value.get("name"), str):
         arguments = value.get(arguments_key, value.get("arguments", {}))
         if isinstance(arguments, str):  # some models write the arguments as a JSON string
@@ -142,7 +148,7 @@ class Llama3Format(ToolFormat):
                     return ParsedReply(text)  # a JSON answer, not a call
                 calls.append(_call_from_json(body[position:end], "parameters"))
             else:
-                calls.append(_call_from_json(json.dumps(value), "parameters"))
+                calls.append(_call_from_value(value, json.dumps(value), "parameters"))
             position = end
             while position < len(body) and body[position] in "; \n\t":
                 position += 1
@@ -164,7 +170,7 @@ class MistralFormat(ToolFormat):
                 values = json.loads(rest)
             except ValueError:
                 return ParsedReply(content.strip(), [_call_from_json(rest)])
-            calls = [_call_from_json(json.dumps(v)) for v in (values if isinstance(values, list) else [values])]
+            calls = [_call_from_value(v, json.dumps(v)) for v in (values if isinstance(values, list) else [values])]
             return ParsedReply(content.strip(), calls)
         calls = []
         for block in rest.split(self.TAG):  # v11: name[ARGS]{...} per call

