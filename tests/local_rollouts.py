@@ -22,18 +22,21 @@ def hermes_call(name: str, **arguments) -> str:
 
 
 class PromptedSampler:
-    """Replies `reply(prompt_text, k)` for the k-th prompt it is asked, ended by <|im_end|>."""
+    """Replies `reply(prompt_text, k)` for the k-th prompt it is asked: a text, ended by
+    <|im_end|>, or (text, "length") for a reply cut off there. Keeps the prompts it got."""
 
     def __init__(self, tokenizer, reply):
-        self.tokenizer, self.reply, self.asked = tokenizer, reply, 0
+        self.tokenizer, self.reply, self.asked, self.prompts = tokenizer, reply, 0, []
 
     def generate(self, prompts, params):
         out = []
         for prompt in prompts:
-            text = self.reply(self.tokenizer.decode(prompt, skip_special_tokens=False), self.asked)
+            reply = self.reply(self.tokenizer.decode(prompt, skip_special_tokens=False), self.asked)
+            text, finish = (reply, "stop") if isinstance(reply, str) else reply
             self.asked += 1
-            ids = encode(self.tokenizer, text) + [self.tokenizer.eos_token_id]
-            out.append(Sample(ids, [-0.5] * len(ids), "stop", text))
+            self.prompts.append(prompt)
+            ids = encode(self.tokenizer, text) + ([self.tokenizer.eos_token_id] if finish == "stop" else [])
+            out.append(Sample(ids, [-0.5] * len(ids), finish, text))
         return out
 
 

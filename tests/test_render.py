@@ -13,10 +13,11 @@ import pytest
 
 pytest.importorskip("torch")
 
+from local_rollouts import PromptedSampler  # noqa: E402  (tests/local_rollouts.py)
+
 from lmgym.envs import ToolEnv  # noqa: E402
 from lmgym.parsers.tool_calls import tool_format  # noqa: E402
 from lmgym.train.engines.local import LocalClient  # noqa: E402
-from lmgym.train.engines.sampling import Sample  # noqa: E402
 from lmgym.train.models import TOOL_ALPHABET, char_tokenizer  # noqa: E402
 from lmgym.train.render import Renderer, TemplateMismatch, encode, render  # noqa: E402
 from lmgym.train.tokens import rollout_samples  # noqa: E402
@@ -32,26 +33,10 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
-class ScriptedSampler:
-    """Replies with fixed texts; a reply ends in <|im_end|> unless it is cut off ("length")."""
-
-    def __init__(self, tokenizer, replies):
-        self.tokenizer, self.replies, self.prompts = tokenizer, list(replies), []
-
-    def generate(self, prompts, params):
-        self.prompts += prompts
-        out = []
-        for _ in prompts:
-            text, finish = self.replies.pop(0)
-            ids = encode(self.tokenizer, text) + ([self.tokenizer.eos_token_id] if finish == "stop" else [])
-            out.append(Sample(ids, [-0.25] * len(ids), finish, text))
-        return out
-
-
 def rollout_with(replies, *, fmt="hermes", max_turns=3):
     tokenizer = char_tokenizer(TOOL_ALPHABET)
     env = ToolEnv(eval_dataset=[{"question": "add 2 and 3"}], tools=[add], max_turns=max_turns)
-    client = LocalClient(ScriptedSampler(tokenizer, replies), tool_format(fmt) if fmt else None)
+    client = LocalClient(PromptedSampler(tokenizer, lambda _prompt, k: replies[k]), tool_format(fmt) if fmt else None)
     rollout = asyncio.run(env.rollout(client, "local", env.eval_dataset[0]))
     assert rollout.error is None, rollout.error
     return tokenizer, env, client, rollout
