@@ -9,6 +9,7 @@ hooks that keep the suite correct and short when its tests run in parallel.
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 # Each xdist worker is one of two processes on two cores: a worker's torch (and each
@@ -29,20 +30,31 @@ from cli_runner import ROOT, invoke  # noqa: E402
 
 from lmgym.testing import ScriptedServer  # noqa: E402
 
-# Tests that must not run beside each other share one worker: the end-to-end tests of the
+# Tests that must not run beside each other take turns: the end-to-end tests of the
 # llama.cpp server count the server processes on the machine; the slow ones (vLLM servers,
-# SmolLM2) each take gigabytes of memory.
-GROUPS = {"llama": "llama-server", "slow": "slow"}
+# SmolLM2) each take gigabytes of memory. A file lock, not xdist_group marks: pytest-xdist
+# 3.8 groups by renaming `item._nodeid`, which pytest 9 no longer reads, so the marks did
+# nothing and the llama.cpp tests ran on both workers at once and saw each other's servers.
+TAKE_TURNS = ("llama", "slow")
 # The longest tests start first, so that neither worker is left with one at the end.
 LONGEST_FIRST = ("test_learning_reverse_digits",)
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        for marker, group in GROUPS.items():
-            if item.get_closest_marker(marker):
-                item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: item.originalname not in LONGEST_FIRST)  # stable: otherwise as collected
+
+
+@pytest.fixture(autouse=True)
+def take_turns(request, tmp_path_factory):
+    """Holds a lock, shared by every worker of this run, for a test marked llama or slow."""
+    kinds = [kind for kind in TAKE_TURNS if request.node.get_closest_marker(kind)]
+    if not kinds:
+        yield
+        return
+    shared = tmp_path_factory.getbasetemp().parent  # each xdist worker's base is a folder in it
+    with open(shared / f"lmgym-{kinds[0]}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture
@@ -74,7 +86,7 @@ def server_for(scripted_server):
 @pytest.fixture(scope="session")
 def two_process_run(tmp_path_factory) -> tuple[Path, object]:
     """`lmgym train --nproc 2` (torchrun, two CPU ranks on gloo) from a fresh folder, run once
-    for every test that checks it (tests/test_distributed.py, tests/test_train_rundir.py): the
+    per worker for the tests that check it (tests/test_distributed.py, tests/test_train_rundir.py): the
     run directory the launcher claimed under runs/train/, and the command's result."""
     pytest.importorskip("torch")
     cwd = tmp_path_factory.mktemp("nproc")

@@ -57,7 +57,6 @@ def test_two_processes_with_half_the_batch_make_the_same_update(tmp_path):
         assert worst < 1e-5, f"{loss}: two processes differ from one by {worst}"
 
 
-@pytest.mark.xdist_group("two-process-run")  # the run is made once, on one worker
 def test_lmgym_train_with_two_processes(two_process_run):
     run_dir, result = two_process_run
     assert result.returncode == 0, result.output[-3000:]

@@ -98,7 +98,6 @@ def test_an_empty_output_dir_is_a_fresh_run(tmp_path):
     assert trained_steps(empty) == [1]
 
 
-@pytest.mark.xdist_group("two-process-run")  # the run is made once, on one worker
 def test_nproc_ranks_train_in_the_directory_the_launcher_claimed(two_process_run):
     """The launcher claims runs/train/NAME and passes it on: rank 0 must not refuse it as another run's."""
     run, result = two_process_run
