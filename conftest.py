@@ -2,8 +2,8 @@
 and how the suite runs on two workers (pytest-xdist).
 
 Helpers that are plain functions live in modules a test imports: `cli_runner` (the
-`lmgym` command in this process or as a process) and `scripted` (scripted replies and one
-rollout against a scripted server). What is here is what needs pytest: fixtures, and the
+`lmgym` command in this process or as a process), `scripted` (scripted replies and one
+rollout against a scripted server), `paths`, `train_setups` and the others in tests/. What is here is what needs pytest: fixtures, and the
 hooks that keep the suite correct and short when its tests run in parallel.
 """
 
@@ -26,6 +26,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+# The helper modules in tests/ assert too: show the values compared when one fails, as in a test file.
+pytest.register_assert_rewrite(*(path.stem for path in (Path(__file__).parent / "tests").glob("*.py")))
+
 from cli_runner import ROOT, invoke  # noqa: E402
 
 from lmgym.testing import ScriptedServer  # noqa: E402
@@ -86,7 +90,7 @@ def server_for(scripted_server):
 @pytest.fixture(scope="session")
 def two_process_run(tmp_path_factory) -> tuple[Path, object]:
     """`lmgym train --nproc 2` (torchrun, two CPU ranks on gloo) from a fresh folder, run once
-    per worker for the tests that check it (tests/test_distributed.py, tests/test_train_rundir.py): the
+    per worker for the tests that check it (tests/e2e/test_distributed.py, tests/unit/train/test_rundir.py): the
     run directory the launcher claimed under runs/train/, and the command's result."""
     pytest.importorskip("torch")
     cwd = tmp_path_factory.mktemp("nproc")

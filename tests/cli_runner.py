@@ -16,11 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from paths import ROOT
 from typer.testing import CliRunner
 
 from lmgym.cli import app
 
-ROOT = Path(__file__).resolve().parents[1]
 # A test run under torchrun must not hand its rank to the processes it starts.
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 

@@ -1,17 +1,20 @@
 """Scripted models for tests: reply functions for `lmgym.testing.ScriptedServer`, one scored
 rollout of an environment against such a server, and tool calls as a model sends them.
 
+Also an ASGI app served on loopback, and the request body it was sent.
+
 Test files used to write each of these themselves; they differ only in what they pass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from typing import Any
+from typing import Any, Iterator
 
 from lmgym import OpenAIClient
-from lmgym.testing import ScriptedServer
+from lmgym.testing import BackgroundServer, ScriptedServer
 
 
 def by_turn(*replies):
@@ -48,3 +51,19 @@ async def run_scripted(env, reply, example=None, **options):
     with ScriptedServer(reply=reply) as server:
         rollout = await rollout_on(server.base_url, env, example, **options)
     return rollout, server
+
+
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """Serve an ASGI app on loopback; yields its /v1 base URL."""
+    with BackgroundServer(app) as server:
+        yield server.url + "/v1"
+
+
+async def read_body(receive) -> bytes:
+    body = b""
+    while True:
+        event = await receive()
+        body += event.get("body", b"")
+        if not event.get("more_body"):
+            return body

@@ -140,7 +140,7 @@ def test_several_calls_over_several_turns_never_split():
 
 
 def test_the_vllm_client_reads_tool_calls_from_the_sampled_ids_as_the_local_one_does():
-    from test_vllm_engine import FakeVLLM, completion
+    from fake_vllm import FakeVLLM, completion
 
     from lmgym.train.engines.vllm import VLLMClient
 

@@ -16,13 +16,13 @@ pytest.importorskip("transformers")
 
 from cli_runner import assert_one_error  # noqa: E402  (tests/cli_runner.py)
 from cli_runner import invoke as lmgym
+from paths import ROOT
 from tiny_tools import save_tool_model, tool_tokenizer  # noqa: E402  (tests/tiny_tools.py)
 
 from lmgym.errors import DatasetError  # noqa: E402
 from lmgym.train.models import load_model, save_model  # noqa: E402
 from lmgym.train.sft import run_sft  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "reverse-digits.toml")
 TRACES = ROOT / "tests" / "fixtures" / "traces"
 QUICK = ["--sft.max_steps", "1", "--sft.batch_size", "4", "--logging.console_every", "0"]

@@ -4,21 +4,19 @@ be each rank's own padded width)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_distributed import torchrun  # noqa: E402
-from test_trainer import CONFIG, SMALL  # noqa: E402
+from paths import FIXTURES
+from train_setups import CONFIG, SMALL, torchrun  # noqa: E402
 
 from lmgym.train.config import load_config  # noqa: E402
 from lmgym.train.metrics import NullSink  # noqa: E402
 from lmgym.train.session import build_loop  # noqa: E402
 from lmgym.train.tokens import TokenSample  # noqa: E402
 
-WORKER = Path(__file__).parent / "fixtures" / "ddp_step.py"  # one trainer step on this rank's half
+WORKER = FIXTURES / "ddp_step.py"  # one trainer step on this rank's half
 
 
 def test_two_processes_whose_halves_pad_differently_make_the_same_dr_grpo_update(tmp_path):

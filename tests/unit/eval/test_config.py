@@ -9,12 +9,13 @@ from pathlib import Path
 import orjson
 import pytest
 from cli_runner import assert_one_error, invoke
+from paths import ROOT
 from typer.testing import CliRunner
 
 from lmgym.cli import app
 from lmgym.testing import ScriptedServer, last_user_text
 
-SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "eval-arithmetic.toml"
+SHIPPED = ROOT / "configs" / "eval-arithmetic.toml"
 
 
 def solve(request) -> str:

@@ -1,6 +1,6 @@
 """`lmgym train` with `engine.kind = "vllm"`: rollouts on a real vLLM server (CPU build,
 own venv), weights published to it after every step. Slow: vLLM takes about a minute to
-start. Run with `pytest -m slow tests/test_vllm_training.py` after `bash benchmarks/setup_vllm.sh`."""
+start. Run with `pytest -m slow tests/e2e/test_vllm_training.py` after `bash benchmarks/setup_vllm.sh`."""
 
 from __future__ import annotations
 

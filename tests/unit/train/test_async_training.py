@@ -10,22 +10,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_trainer import small_config  # noqa: E402
+from train_setups import ListSink, small_config  # noqa: E402
 
-from lmgym.train.metrics import MetricsSink  # noqa: E402
 from lmgym.train.orchestrator import AsyncOrchestrator, Orchestrator  # noqa: E402
 from lmgym.train.session import build_loop  # noqa: E402
-
-
-class ListSink(MetricsSink):
-    def __init__(self):
-        self.rows: list[tuple[int, dict]] = []
-
-    def log(self, step: int, metrics: dict) -> None:
-        self.rows.append((step, dict(metrics)))
-
-    def close(self) -> None:
-        pass
 
 
 def run(tmp_path, *extra: str):

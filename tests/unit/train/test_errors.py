@@ -18,8 +18,8 @@ pytest.importorskip("transformers")
 
 from cli_runner import assert_one_error  # noqa: E402  (tests/cli_runner.py)
 from cli_runner import invoke as lmgym
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "reverse-digits.toml")
 FAST = [
     "--algorithm.prompts_per_step", "2", "--algorithm.group_size", "4", "--trainer.micro_batch_size", "8",

@@ -4,31 +4,20 @@ with the whole batch; and `lmgym train --nproc 2` runs end to end on the CPU (gl
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from cli_runner import process_env  # noqa: E402  (tests/cli_runner.py)
-from test_trainer import CONFIG, SMALL  # noqa: E402
+from paths import FIXTURES
+from train_setups import CONFIG, SMALL, torchrun  # noqa: E402
 
 from lmgym.train.config import load_config  # noqa: E402
 from lmgym.train.metrics import NullSink  # noqa: E402
 from lmgym.train.session import build_loop  # noqa: E402
 
-WORKER = Path(__file__).parent / "fixtures" / "ddp_step.py"
+WORKER = FIXTURES / "ddp_step.py"
 LOSSES = ["grpo", "dr_grpo", "dapo", "cispo"]
-
-
-def torchrun(nproc: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`torchrun --standalone` (a free port of its own) with `nproc` ranks on this machine."""
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args],
-        capture_output=True, text=True, timeout=timeout, env=process_env(), check=False,
-    )
 
 
 def test_two_processes_with_half_the_batch_make_the_same_update(tmp_path):

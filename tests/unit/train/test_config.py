@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from paths import ROOT
 from pydantic import ValidationError
 
 from lmgym.config import parse_overrides
@@ -16,7 +17,7 @@ from lmgym.train.config import (
     load_config,
 )
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = ROOT / "configs"
 
 
 def write(tmp_path: Path, text: str, name: str = "run.toml") -> Path:

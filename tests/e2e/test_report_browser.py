@@ -13,11 +13,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_report import XSS, write_sample_run, write_training_run  # tests/ is on sys.path
+from paths import ARTIFACTS
+from sample_runs import XSS, write_sample_run, write_training_run  # tests/ is on sys.path
 
 from lmgym.eval.report import write_report
-
-ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
 def chromium_path() -> str | None:

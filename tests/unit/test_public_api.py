@@ -4,7 +4,8 @@ import ast
 import importlib
 import subprocess
 import sys
-from pathlib import Path
+
+from paths import ROOT
 
 import lmgym
 
@@ -56,7 +57,7 @@ def public_names(module_name: str) -> set[str]:
 
 
 def test_bundled_environments_import_only_public_names():
-    root = Path(__file__).resolve().parents[1] / "environments"
+    root = ROOT / "environments"
     wrong = []
     for path in sorted(root.rglob("*.py")):
         if "tests" in path.relative_to(root).parts:

@@ -9,7 +9,7 @@ sampled ids and logprobs agree with the in-process model, a second turn extends 
 token for token, a published LoRA adapter or full weights change what is generated, and
 a zero adapter or the original weights give back the base model's outputs. About 3
 minutes on 2 cores, a minute of it vLLM's start-up (2.5 the first time after install):
-`pytest -m slow tests/test_vllm_engine.py`.
+`pytest -m slow tests/unit/train/test_vllm_engine.py`.
 """
 
 from __future__ import annotations
@@ -18,15 +18,14 @@ import asyncio
 import copy
 import json
 import stat
-import time
 
 import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-import orjson  # noqa: E402
 import torch  # noqa: E402
+from fake_vllm import FakeVLLM, completion  # noqa: E402
 
 from lmgym import errors  # noqa: E402
 from lmgym.clients.http import http as _http  # noqa: E402
@@ -42,38 +41,6 @@ from lmgym.train.models import char_tokenizer, default_cache_dir, load_model, ti
 from lmgym.train.render import encode, prompt_ids  # noqa: E402
 
 USER = [{"role": "user", "content": "say hi"}]
-
-
-def completion(ids, logprobs=None, finish="stop", text="hi", prompt=None):
-    """A vLLM `/v1/completions` reply with `return_token_ids` and `logprobs: 0`."""
-    logprobs = [-0.25] * len(ids) if logprobs is None else logprobs
-    choice = {
-        "index": 0, "text": text, "finish_reason": finish, "token_ids": ids, "prompt_token_ids": prompt,
-        "logprobs": {"token_logprobs": logprobs, "tokens": [f"token_id:{i}" for i in ids], "top_logprobs": None},
-    }
-    return {"object": "text_completion", "model": "base", "choices": [choice]}
-
-
-class FakeVLLM:
-    """Records every request; replies from `reply(path, body)` -> (status, json[, headers])."""
-
-    def __init__(self, reply):
-        self.reply = reply
-        self.calls: list[tuple[str, dict]] = []
-        self.times: list[float] = []
-
-    def __call__(self, request):
-        body = orjson.loads(request.content) if request.content else {}
-        path = request.url.path + (f"?{request.url.query.decode()}" if request.url.query else "")
-        self.calls.append((path, body))
-        self.times.append(time.monotonic())
-        status, data, *headers = self.reply(path, body)
-        content = orjson.dumps(data) if not isinstance(data, str) else data.encode()
-        return _http.Response(status, content=content, headers=headers[0] if headers else None)
-
-    @property
-    def transport(self):
-        return _http.MockTransport(self)
 
 
 @pytest.fixture(scope="module")

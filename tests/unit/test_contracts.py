@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from paths import ROOT
+
 BIN = Path(sys.executable).parent  # lint-imports and ruff come with lmgym's dev extras
 
 

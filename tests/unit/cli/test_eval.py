@@ -14,11 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 from cli_runner import invoke, process_env, run_process
+from paths import FIXTURES
 
 from lmgym.embedded import free_port
 from lmgym.testing import ScriptedServer, last_user_text
 
-FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "sk-test-secret-0123456789"
 
 

@@ -13,6 +13,7 @@ import orjson
 import pandas as pd
 import pytest
 from cli_runner import invoke, run_process
+from paths import FIXTURES
 
 from lmgym import errors
 from lmgym.eval import export
@@ -20,7 +21,6 @@ from lmgym.eval.results import ResultsWriter
 from lmgym.testing import ScriptedServer, last_user_text, tool_call
 from lmgym.types import Example, Rollout, RolloutError, Turn, Usage
 
-FIXTURES = Path(__file__).parent / "fixtures"
 CALL = tool_call("calculate", {"expression": "12 * 34", "note": {"nested": [1, 2]}}, "call_7")
 TOOL_TRANSCRIPT = [
     {"role": "assistant", "content": None, "tool_calls": [CALL]},

@@ -5,17 +5,16 @@ byte (the timeout bounds a whole try, not each read) and 200 replies of the wron
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pytest
+from scripted import read_body, serving
 
 from lmgym import errors
 from lmgym.clients.openai import OpenAIClient
-from lmgym.testing import BackgroundServer
 
 MESSAGES = [{"role": "user", "content": "What is 2+2?"}]
 GOOD = {
@@ -23,22 +22,6 @@ GOOD = {
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
 }
-
-
-@contextlib.contextmanager
-def serving(app) -> Iterator[str]:
-    """Serve an ASGI app on loopback; yields its /v1 base URL."""
-    with BackgroundServer(app) as server:
-        yield server.url + "/v1"
-
-
-async def read_body(receive) -> bytes:
-    body = b""
-    while True:
-        event = await receive()
-        body += event.get("body", b"")
-        if not event.get("more_body"):
-            return body
 
 
 class Trickle:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from cli_runner import invoke, run_process
+from paths import FIXTURES
 from records import jsonl
 
 from lmgym import errors
@@ -21,7 +22,7 @@ from lmgym.flywheel import traces as tr
 from lmgym.testing import ScriptedServer, last_user_text, tool_call
 from lmgym.types import Rollout, Turn
 
-FIXTURES = Path(__file__).parent / "fixtures" / "traces"
+FIXTURES = FIXTURES / "traces"
 ID = "{:032x}".format
 # 1 plain, 3 a tool call, 4 a reply after a tool result, 9 text parts joined, 10 another model
 FIXTURE_KEPT = [ID(1), ID(3), ID(4), ID(9), ID(10)]

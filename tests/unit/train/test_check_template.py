@@ -4,22 +4,19 @@ tools), and each is reported with the case and the first token that differs."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("torch")
 
 from cli_runner import assert_one_error  # noqa: E402  (tests/cli_runner.py)
 from cli_runner import invoke as lmgym
+from paths import ROOT
 from tiny_tools import save_tool_model
 
 from lmgym.parsers.tool_calls import tool_format  # noqa: E402
 from lmgym.train.chat_templates import chatml_tools  # noqa: E402
 from lmgym.train.models import char_tokenizer, load_model, save_model  # noqa: E402
 from lmgym.train.template_check import CASES, check_case, check_template, tool_support_problems  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # Reasoning as Qwen3-style templates treat it: a think block is written only for the
 # assistant turns after the last user message, so a new user turn erases the old ones.

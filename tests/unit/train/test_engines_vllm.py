@@ -1,7 +1,7 @@
 """`engine.kind = "vllm"` wired end to end without vLLM: training attached (`engine.base_url`)
 to a loopback server that answers the completions and publishing routes as vLLM does.
 
-The real server is in the slow tests (tests/test_vllm_training.py); this checks, in
+The real server is in the slow tests (tests/e2e/test_vllm_training.py); this checks, in
 seconds, what the trainer, the orchestrators and the engine do with it: every step's
 weights are published (reloaded in place, or loaded as an adapter that later requests
 name), and asynchronous batches stay within the staleness bound.
@@ -15,9 +15,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("uvicorn")
 
-from test_async_training import ListSink  # noqa: E402
-from test_client_wire import read_body, serving  # noqa: E402
-from test_trainer import small_config  # noqa: E402
+from scripted import read_body, serving  # noqa: E402
+from train_setups import ListSink, small_config  # noqa: E402
 
 from lmgym.train.engines.vllm import VLLMEngine  # noqa: E402
 from lmgym.train.models import char_tokenizer  # noqa: E402

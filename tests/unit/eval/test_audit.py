@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 from cli_runner import invoke, run_process
+from paths import FIXTURES
 
 from lmgym.errors import ResultsFileError, UsageError
 from lmgym.eval.audit import (
@@ -28,7 +29,6 @@ from lmgym.eval.audit import (
 )
 from lmgym.testing import ScriptedServer, last_user_text
 
-FIXTURES = Path(__file__).parent / "fixtures"
 AUDIT = FIXTURES / "audit"
 PLANTED = [
     "reward_without_answer", "check_metric_disagrees", "copied_from_prompt", "format_without_correctness",

@@ -9,21 +9,19 @@ training loop on a real model."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("torch")
 
 from local_rollouts import PromptedSampler, hermes_call, run_local  # noqa: E402  (tests/local_rollouts.py)
+from paths import ROOT
 from tiny_tools import save_tool_model  # noqa: E402  (tests/tiny_tools.py)
 
 import lmgym  # noqa: E402
 from lmgym.train.config import load_config  # noqa: E402
 from lmgym.train.metrics import NullSink  # noqa: E402
 from lmgym.train.session import build_loop  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def calculator_student(prompt: str, asked: int) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from paths import FIXTURES
 from scripted import raw_tool_call
 
 from lmgym import OpenAIClient
@@ -16,7 +16,7 @@ from lmgym.envs.mcp import MCPServer, MCPToolEnv, ToolServerError
 from lmgym.errors import UsageError
 from lmgym.testing import ScriptedServer, tool_call
 
-SERVER_SCRIPT = str(Path(__file__).parent / "fixtures" / "mcp_server.py")
+SERVER_SCRIPT = str(FIXTURES / "mcp_server.py")
 # Not an MCP server: writes its pid to argv[1], then waits for stdin to close.
 SILENT_SERVER = "import os, sys; open(sys.argv[1], 'w').write(str(os.getpid())); sys.stdin.read()"
 shared_loop = pytest.mark.asyncio(loop_scope="module")  # the tests on the one shared server

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from train_setups import CONFIG, small_config  # noqa: E402
+
 from lmgym.train.config import load_config  # noqa: E402
 from lmgym.train.metrics import NullSink  # noqa: E402
 from lmgym.train.session import build_loop, train  # noqa: E402
 from lmgym.train.trainer import TrainingError, lr_factor  # noqa: E402
-
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "reverse-digits.toml"
-SMALL = [
-    "env.args={num_examples=200, num_eval_examples=50}", "algorithm.prompts_per_step=4", "algorithm.group_size=4",
-    "trainer.micro_batch_size=8", "eval.every=0", "logging.console_every=0", "sft.warm_start=false",
-]
-
-
-def small_config(tmp_path, *extra: str):
-    return load_config(CONFIG, [*SMALL, f"logging.output_dir={tmp_path}", *extra])
 
 
 def params(model) -> dict[str, torch.Tensor]:
