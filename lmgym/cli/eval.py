@@ -1,4 +1,5 @@
-"""`lmgym eval`: evaluate an environment against any OpenAI-compatible model."""
+"""`lmgym eval`: evaluate an environment against any OpenAI-compatible model, the embedded
+one, or a model run in this process (a trained policy folder, a hub id, tiny-llama/smollm2)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from lmgym.cli.audit import print_audit
 from lmgym.cli.common import console, exit_on_error, print_error
 from lmgym.clients.openai import OpenAIClient
 from lmgym.embedded import DEFAULT_MODEL, EmbeddedServer
-from lmgym.eval.config import resolve_config
+from lmgym.eval.config import EvalConfig, resolve_config
 from lmgym.eval.export import export_run
 from lmgym.eval.results import RESULTS_FILE, read_metadata
 from lmgym.eval.run import EvalRun
@@ -27,6 +28,7 @@ from lmgym.eval.runner import EvalPlan
 from lmgym.eval.summary import Summary
 from lmgym.registry import load_environment
 from lmgym.rundir import RunLock, claim_run_dir, discard_if_unused, require_fresh_dir
+from lmgym.train.model_names import runs_in_process
 
 
 def parse_json_object(text: str, flag: str) -> dict[str, Any]:
@@ -63,7 +65,7 @@ def eval_command(
     ctx: typer.Context,
     env: Annotated[Optional[str], typer.Argument(help="Environment name (see `lmgym list`). Optional with --config or --resume.")] = None,
     config_file: Annotated[Optional[Path], typer.Option("--config", help="TOML file of the settings below, each named as its long flag with _ for - (env = \"arithmetic\", num_examples = 20, ...), env_args and sampling_args as \\[env_args] and \\[sampling_args] tables; not --output-dir, --resume, --save-dataset or --audit. See configs/eval-arithmetic.toml. Flags given here win over the file.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help=f"Model name sent to the server. Default {DEFAULT_MODEL!r}: the embedded SmolLM2-135M, started locally when no --base-url is given.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help=f"Model name sent to the server. Default {DEFAULT_MODEL!r}: the embedded SmolLM2-135M, started locally when no --base-url is given. Without --base-url, a folder (a training run's RUN_DIR/final, a LoRA adapter), a hub id (org/name, from the local Hugging Face cache) or tiny-llama/smollm2 runs in this process, as training samples it.")] = None,
     base_url: Annotated[Optional[str], typer.Option("--base-url", "-b", help="OpenAI-compatible API base URL, e.g. http://localhost:8000/v1 (vLLM) or https://api.openai.com/v1.")] = None,
     api_key_var: Annotated[Optional[str], typer.Option("--api-key-var", "-k", help="Environment variable holding the API key (default OPENAI_API_KEY). The key is never logged or saved.")] = None,
     num_examples: Annotated[Optional[int], typer.Option("--num-examples", "-n", help="Number of examples (of each environment, for a group like a,b); -1 for all. Default 5.")] = None,
@@ -75,6 +77,7 @@ def eval_command(
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this directory: rollouts already saved are skipped.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Shuffle the examples with this seed before taking -n of them.")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds one request may take as a whole, from connecting to its last byte, per try (a timed-out try is retried). Default 120.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help='Where a model run in this process runs: "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1". Default auto.')] = None,
     max_retries: Annotated[Optional[int], typer.Option("--max-retries", help="Retries of a request on 429/5xx/timeouts before the rollout is recorded as failed. Default 5.")] = None,
     pass_metric: Annotated[Optional[str], typer.Option("--pass-metric", help="A rollout passes (for pass@k) when this metric, or `reward`, is at least --pass-threshold. Default: what the environment declares, else the reward.")] = None,
     pass_threshold: Annotated[Optional[float], typer.Option("--pass-threshold", help="A rollout passes (for pass@k) when its reward (or --pass-metric) is at least this. Default: what the environment declares, else 1.0.")] = None,
@@ -96,7 +99,7 @@ def eval_command(
         given = {
             "env": env, "model": model, "base_url": base_url, "api_key_var": api_key_var,
             "num_examples": num_examples, "rollouts_per_example": rollouts_per_example,
-            "concurrency": concurrency, "seed": seed, "timeout": timeout, "max_retries": max_retries,
+            "concurrency": concurrency, "seed": seed, "timeout": timeout, "device": device, "max_retries": max_retries,
             "pass_metric": pass_metric, "pass_threshold": pass_threshold, "price_input": price_input, "price_output": price_output,
             "env_args": parse_json_object(env_args, "-a/--env-args") if env_args is not None else None,
             "sampling_args": parse_json_object(sampling_args, "-S/--sampling-args") if sampling_args is not None else None,
@@ -128,21 +131,9 @@ def evaluate(run: EvalRun) -> int:
     config, run_dir, summary = run.config, run.run_dir, run.summary
     warn_if_fewer(run)
     with contextlib.ExitStack() as stack:
-        base_url, concurrency = config.base_url, config.concurrency
         offers_tools = run.environment.offers_tools(run.examples)
-        if config.embedded:
-            with console.status("starting the embedded model (SmolLM2-135M-Instruct on llama.cpp)..."):
-                # llama.cpp's default chat format returns tool calls as text: ask for its function-calling one
-                server = stack.enter_context(EmbeddedServer(chat_format=FUNCTION_CALLING if offers_tools else None))
-            base_url, concurrency = server.base_url, 1
-            console.print(
-                "[dim]embedded model: llama.cpp serves one request at a time and ignores n>1, "
-                "so lmgym sends one request per rollout, one at a time.[/]"
-            )
         api_key = os.environ.get(config.api_key_var)
-        if api_key is None and not config.embedded and base_url is None:
-            raise errors.UsageError(f"no API key: set the environment variable {config.api_key_var} (or pick another with --api-key-var)")
-        client = OpenAIClient(base_url, api_key, timeout=config.timeout, max_retries=config.max_retries)
+        client, concurrency = open_client(config, offers_tools, api_key, stack)
         exit_code = 0
         try:
             with progress_bar() as progress:
@@ -167,6 +158,40 @@ def evaluate(run: EvalRun) -> int:
             "server's chat format) support tool calls?", highlight=False,
         )
     return exit_code
+
+
+def open_client(config: EvalConfig, offers_tools: bool, api_key: str | None, stack: contextlib.ExitStack) -> tuple[Any, int]:
+    """The client the run's rollouts call, and how many requests it may have in flight."""
+    if config.embedded:
+        with console.status("starting the embedded model (SmolLM2-135M-Instruct on llama.cpp)..."):
+            # llama.cpp's default chat format returns tool calls as text: ask for its function-calling one
+            server = stack.enter_context(EmbeddedServer(chat_format=FUNCTION_CALLING if offers_tools else None))
+        console.print(
+            "[dim]embedded model: llama.cpp serves one request at a time and ignores n>1, "
+            "so lmgym sends one request per rollout, one at a time.[/]"
+        )
+        return OpenAIClient(server.base_url, api_key, timeout=config.timeout, max_retries=config.max_retries), 1
+    if runs_in_process(config.model, config.base_url):
+        return in_process_client(config, offers_tools), config.concurrency
+    if api_key is None and config.base_url is None:
+        raise errors.UsageError(f"no API key: set the environment variable {config.api_key_var} (or pick another with --api-key-var)")
+    return OpenAIClient(config.base_url, api_key, timeout=config.timeout, max_retries=config.max_retries), config.concurrency
+
+
+def in_process_client(config: EvalConfig, offers_tools: bool) -> Any:
+    """The model named by --model loaded here, behind the training engine's client."""
+    with console.status(f"loading {config.model} in this process..."):
+        from lmgym.train.policy_client import DEFAULT_MAX_TOKENS, open_policy_client
+        from lmgym.train.session import resolve_device
+
+        policy = open_policy_client(config.model, device=resolve_device(config.device), offers_tools=offers_tools, seed=config.seed or 0)
+    calls = f"; tool calls read as {policy.tool_format.name}" if policy.tool_format is not None else ""
+    console.print(
+        f"[dim]in this process: {config.model} ({policy.parameters / 1e6:.1f}M parameters) on {policy.device}{calls}; "
+        f"replies stop at {DEFAULT_MAX_TOKENS} tokens unless the environment or --sampling-args sets max_tokens.[/]",
+        highlight=False,
+    )
+    return policy.client
 
 
 def warn_if_fewer(run: EvalRun) -> None:

@@ -43,6 +43,7 @@ class EvalConfig(ConfigModel):
     pass_threshold: Optional[float] = None
     price_input: Optional[float] = pydantic.Field(None, ge=0)
     price_output: Optional[float] = pydantic.Field(None, ge=0)
+    device: str = "auto"  # where a model run in this process (no base_url) runs
     split: Optional[str] = None  # "train" when the run samples the training split (lmgym distill's teacher)
 
     @property
@@ -51,7 +52,7 @@ class EvalConfig(ConfigModel):
 
 
 # Settings a resumed run may change; the others define which rollouts the run holds.
-RESUMABLE_OVERRIDES = frozenset({"concurrency", "timeout", "max_retries", "api_key_var", "base_url"})
+RESUMABLE_OVERRIDES = frozenset({"concurrency", "timeout", "max_retries", "api_key_var", "base_url", "device"})
 
 
 def build_config(settings: dict[str, Any]) -> EvalConfig:

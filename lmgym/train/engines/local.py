@@ -31,10 +31,12 @@ from lmgym.types import Messages, ModelResponse, Usage
 class LocalClient:
     """A `ModelClient` over a sampler: anything with a `tokenizer` and
     `generate(prompts, params) -> [Sample]` (a `Sampler`, or a scripted one in tests);
-    `tool_format` reads the model's tool calls (None: replies are plain text)."""
+    `tool_format` reads the model's tool calls (None: replies are plain text);
+    `default_max_tokens` caps a reply whose request sets no max_tokens."""
 
-    def __init__(self, sampler: Any, tool_format: ToolFormat | None = None):
+    def __init__(self, sampler: Any, tool_format: ToolFormat | None = None, default_max_tokens: int = 16):
         self.sampler = sampler
+        self.default_max_tokens = default_max_tokens
         self.renderer = Renderer(sampler.tokenizer, tool_format)
         self._pending: list[tuple[Messages, Any, Any, asyncio.Future]] = []
 
@@ -50,7 +52,7 @@ class LocalClient:
         future = asyncio.get_running_loop().create_future()
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._pending.append((messages, SamplingParams.from_request(sampling), tools, future))
+        self._pending.append((messages, SamplingParams.from_request(sampling, self.default_max_tokens), tools, future))
         return await future
 
     def _flush(self) -> None:

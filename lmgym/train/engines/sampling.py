@@ -38,12 +38,12 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
 
     @classmethod
-    def from_request(cls, sampling: dict[str, Any] | None) -> SamplingParams:
+    def from_request(cls, sampling: dict[str, Any] | None, default_max_tokens: int = 16) -> SamplingParams:
         sampling = dict(sampling or {})
         return cls(
             temperature=float(sampling.get("temperature", 1.0)),
             top_p=float(sampling.get("top_p", 1.0)),
-            max_tokens=int(sampling.get("max_tokens") or sampling.get("max_completion_tokens") or 16),
+            max_tokens=int(sampling.get("max_tokens") or sampling.get("max_completion_tokens") or default_max_tokens),
             stop=stop_strings(sampling),
         )
 
