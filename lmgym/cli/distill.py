@@ -18,7 +18,8 @@ from lmgym import errors
 from lmgym.cli.common import console, exit_on_error, print_error
 from lmgym.cli.eval import parse_json_object, progress_bar, run_with_progress
 from lmgym.clients.openai import OpenAIClient
-from lmgym.eval.config import build_config
+from lmgym.config import validate
+from lmgym.eval.config import EvalConfig, differing_settings
 from lmgym.eval.results import METADATA_FILE, RESULTS_FILE, read_metadata, read_results
 from lmgym.eval.run import EvalRun
 from lmgym.eval.summary import Summary
@@ -68,7 +69,7 @@ def distill_command(
             raise errors.UsageError(f"{env} has no eval split to evaluate the student on without the training examples")
         out = output_dir or claim_run_dir("distill", env, teacher)
         stack.enter_context(RunLock(out))
-        settings = build_config({
+        settings = validate(EvalConfig, {
             "env": env, "model": teacher, "base_url": base_url, "api_key_var": api_key_var,
             "num_examples": num_examples, "rollouts_per_example": tries, "concurrency": concurrency,
             "env_args": given_env_args, "sampling_args": given_sampling, "seed": seed, "timeout": timeout,
@@ -125,8 +126,7 @@ def _refuse_another_teacher_run(run_dir: Path, settings: dict[str, Any]) -> None
     """Continuing with -o must not count another teacher's or environment's rollouts as this run's."""
     if not (run_dir / METADATA_FILE).exists():
         return
-    stored = read_metadata(run_dir)["config"]
-    differ = [f"{k}={settings.get(k)!r} (there: {stored.get(k)!r})" for k in TEACHER_IDENTITY if stored.get(k) != settings.get(k)]
+    differ = differing_settings(read_metadata(run_dir)["config"], settings, TEACHER_IDENTITY)
     if differ:
         raise errors.UsageError(
             f"{run_dir} holds another teacher run ({', '.join(differ)}); choose an output directory that does not exist yet"

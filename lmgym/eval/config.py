@@ -12,7 +12,7 @@ again, the others define which rollouts the run holds and must not change.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -55,15 +55,10 @@ class EvalConfig(ConfigModel):
 RESUMABLE_OVERRIDES = frozenset({"concurrency", "timeout", "max_retries", "api_key_var", "base_url", "device"})
 
 
-def build_config(settings: dict[str, Any]) -> EvalConfig:
-    """An EvalConfig from settings, each mistake one line naming the setting and value."""
-    try:
-        return EvalConfig(**settings)
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
-        )
-        raise errors.UsageError(f"invalid evaluation settings: {problems}") from None
+def differing_settings(stored: dict[str, Any], now: dict[str, Any], keys: Iterable[str]) -> list[str]:
+    """`key=now (run has stored)` for each of `keys` whose value changed: what a resumed or
+    continued run must not change, since it defines which rollouts the run holds."""
+    return [f"{k}={now.get(k)!r} (run has {stored.get(k)!r})" for k in keys if now.get(k) != stored.get(k)]
 
 
 def resolve_config(
@@ -87,9 +82,7 @@ def resolve_config(
         return validate(EvalConfig, data, source, from_cli)
     known = {k: v for k, v in stored.items() if k in EvalConfig.model_fields}
     resumed = validate(EvalConfig, {**known, **data}, source, from_cli)
-    now = resumed.model_dump()
-    conflicts = {k: now[k] for k in data if k not in RESUMABLE_OVERRIDES and now[k] != known.get(k)}
+    conflicts = differing_settings(known, resumed.model_dump(), [k for k in data if k not in RESUMABLE_OVERRIDES])
     if conflicts:
-        names = ", ".join(f"{k}={v!r} (run has {known.get(k)!r})" for k, v in conflicts.items())
-        raise errors.UsageError(f"--resume {run_dir}: these settings differ from the run's own: {names}")
+        raise errors.UsageError(f"--resume {run_dir}: these settings differ from the run's own: {', '.join(conflicts)}")
     return resumed

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from lmgym import OpenAIClient, Rubric, SingleTurnEnv, errors
-from lmgym.eval.config import EvalConfig, build_config, resolve_config
+from lmgym.config import validate
+from lmgym.eval.config import EvalConfig, resolve_config
 from lmgym.eval.run import EvalRun
 from lmgym.testing import ScriptedServer, last_user_text
 
@@ -63,16 +64,16 @@ async def test_a_cancelled_run_is_interrupted_and_a_failed_one_failed(tmp_path):
 
 
 def test_settings_mistakes_are_one_line_naming_the_setting():
-    with pytest.raises(errors.UsageError, match=r"concurrency: .*greater than or equal to 1 \(got 0\)"):
-        build_config({"env": "x", "concurrency": 0})
-    with pytest.raises(errors.UsageError, match="timeout: .*got inf"):
-        build_config({"env": "x", "timeout": float("inf")})
+    with pytest.raises(errors.UsageError, match=r"concurrency = 0: input should be greater than or equal to 1"):
+        validate(EvalConfig, {"env": "x", "concurrency": 0})
+    with pytest.raises(errors.UsageError, match="timeout = inf"):
+        validate(EvalConfig, {"env": "x", "timeout": float("inf")})
     with pytest.raises(errors.UsageError, match="bogus"):
-        build_config({"env": "x", "bogus": 1})
+        validate(EvalConfig, {"env": "x", "bogus": 1})
 
 
 def test_resume_keeps_the_defining_settings_and_takes_new_connection_settings(tmp_path):
-    stored = build_config({"env": "x", "model": "m", "rollouts_per_example": 2}).model_dump()
+    stored = validate(EvalConfig, {"env": "x", "model": "m", "rollouts_per_example": 2}).model_dump()
     resumed = resolve_config({"concurrency": 4, "env": None}, stored, tmp_path)
     assert resumed.concurrency == 4 and resumed.rollouts_per_example == 2
     with pytest.raises(errors.UsageError, match=r"rollouts_per_example=5 \(run has 2\)"):
