@@ -37,6 +37,8 @@ RewardScale = Literal["group", "batch", "none"]
 LrSchedule = Literal["constant", "linear", "cosine"]
 ImportanceSampling = Literal["none", "tis", "mis"]
 ToolFormatName = Literal["auto", "hermes", "qwen3", "llama3", "mistral"]  # lmgym.parsers.tool_calls.FORMATS
+Precision = Literal["float32", "bfloat16", "float16"]
+AttnImplementation = Literal["sdpa", "eager", "flash_attention_2"]  # lmgym.train.models.ATTN_IMPLEMENTATIONS
 
 
 # A step holds all its rollouts in memory at once: past this, a typo (group_size = 10**7)
@@ -67,7 +69,33 @@ class ModelConfig(_Section):
     name: str = Field(
         "tiny-llama",
         min_length=1,
-        description='"tiny-llama" (a small randomly initialised model), "smollm2", or a local model directory.',
+        description=(
+            '"tiny-llama" (a small randomly initialised model), "smollm2", a local model directory, or a Hugging Face '
+            'hub id such as "Qwen/Qwen3-0.6B", read through the Hugging Face cache (HF_HOME, HF_HUB_CACHE; '
+            "with HF_HUB_OFFLINE=1 an uncached id is an error saying how to fetch it)."
+        ),
+    )
+    revision: str | None = Field(
+        None, min_length=1, description="Hub ids: the branch, tag or commit to load; unset = main."
+    )
+    trust_remote_code: bool = Field(
+        False,
+        description="Let a hub or local model run the Python code it ships (its config's auto_map); off = such a model is refused.",
+    )
+    dtype: Precision = Field(
+        "float32",
+        description=(
+            'Compute precision of training: "float32", "bfloat16" or "float16" (autocast; the weights and AdamW\'s '
+            "state stay float32, float16 adds loss scaling, and the logprobs of the loss are computed in float32). "
+            "Applies to GRPO steps; the SFT warm start computes in float32."
+        ),
+    )
+    attn_implementation: AttnImplementation = Field(
+        "sdpa",
+        description=(
+            'Attention kernel: "sdpa" (PyTorch\'s), "eager", or "flash_attention_2" (needs the flash-attn package, '
+            "a GPU and dtype bfloat16 or float16)."
+        ),
     )
     chat_template: str | None = Field(
         None,
@@ -78,6 +106,19 @@ class ModelConfig(_Section):
         description='How the model writes tool calls: "hermes", "qwen3", "llama3", "mistral", or "auto" (read from the chat template).',
     )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter settings.")
+
+    @model_validator(mode="after")
+    def _flash_attention_is_half_precision(self) -> ModelConfig:
+        if self.attn_implementation == "flash_attention_2" and self.dtype == "float32":
+            raise ValueError(
+                'model.attn_implementation = "flash_attention_2" computes in bfloat16 or float16 only: '
+                'set model.dtype = "bfloat16" (or "float16"), or use attn_implementation = "sdpa"'
+            )
+        return self
+
+    def load_options(self) -> dict[str, Any]:
+        """What `lmgym.train.models.load_model(self.name, **options)` takes from this section."""
+        return {"revision": self.revision, "trust_remote_code": self.trust_remote_code, "attn_implementation": self.attn_implementation}
 
 
 class EnvConfig(_Section):
@@ -173,6 +214,10 @@ class TrainerConfig(_Section):
     max_seq_len: int = Field(512, gt=0, description="Most tokens of prompt plus completion.")
     seed: int = Field(0, description="Seed for sampling, data order and initialisation.")
     device: str = Field("auto", description='Where to train and sample: "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1".')
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each layer's activations in the backward pass instead of keeping them: less memory, about a third more compute.",
+    )
 
 
 class EngineConfig(_Section):

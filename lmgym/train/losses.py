@@ -53,9 +53,7 @@ added as `beta * aggregate(kl)` with the variant's own aggregation of token term
 Stats in `LossOutput` are floats for logging: `kl` is the mean k3 over masked tokens (0
 without a reference), `ratio_mean` the mean importance ratio (per token; per sequence
 for gspo), `clip_fraction` the share of tokens (sequences for gspo) where the clip is
-active, defined per variant below.
-
-`LOSSES` maps names to functions so a config picks a variant by name, once.
+active, defined per variant below. `LOSSES` maps names to functions, picked once by name.
 """
 
 from __future__ import annotations
@@ -390,20 +388,12 @@ def cispo(
 LOSSES: dict[str, LossFn] = {"grpo": grpo, "dr_grpo": dr_grpo, "dapo": dapo, "gspo": gspo, "cispo": cispo}
 
 
-def _completions(mask: Tensor) -> float:
-    return float((mask.sum(-1) > 0).sum())
-
-
-def _tokens(mask: Tensor) -> float:
-    return float(mask.sum())
-
-
 # What each variant averages over: completions (grpo, dr_grpo, gspo) or tokens (dapo, cispo).
 # Gradient accumulation weighs a micro-batch by its share of these units, so the
 # accumulated gradient equals the gradient of the loss over the whole batch.
-NORMALISERS = {"grpo": _completions, "dr_grpo": _completions, "gspo": _completions, "dapo": _tokens, "cispo": _tokens}
+AVERAGED_OVER = {"grpo": "completions", "dr_grpo": "completions", "gspo": "completions", "dapo": "tokens", "cispo": "tokens"}
 
 
 def batch_units(loss: str, mask: Tensor) -> float:
-    """How many of the variant's averaging units (see NORMALISERS) a (B, T) mask holds."""
-    return NORMALISERS[loss](mask)
+    """How many of the variant's averaging units (AVERAGED_OVER) a (B, T) mask holds."""
+    return float(mask.sum()) if AVERAGED_OVER[loss] == "tokens" else float((mask.sum(-1) > 0).sum())

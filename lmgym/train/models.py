@@ -7,18 +7,28 @@
   cached as safetensors, because converting the GGUF takes ~25 s and loading the cache
   a few.
 - any directory holding a model and tokenizer saved with `save_model`.
+- a Hugging Face hub id (`org/name`, e.g. `Qwen/Qwen3-0.6B`), at `revision` (default main),
+  read through the Hugging Face cache as transformers reads it: `HF_HUB_CACHE`, else
+  `HF_HOME/hub`; with `HF_HUB_OFFLINE=1` nothing is downloaded and an uncached id is a
+  `UsageError` saying how to fetch it. A model that ships its own code loads only with
+  `trust_remote_code=True`. The environment is read when the model is loaded, not when
+  `huggingface_hub` was imported.
 
 Every tokenizer has a chat template: training renders prompts with it, exactly as the
 server that evaluates the model does. Both CPU models get lmgym's `chatml-tools`
 (`lmgym.train.chat_templates`), which renders tools and tool calls, so tool environments
 train on them; without tools it renders as their own templates did. Models come back in eval mode (dropout off);
-the trainer switches modes itself.
+the trainer switches modes itself. Weights load in float32 unless `dtype=` says otherwise:
+training keeps float32 master weights and computes in `model.dtype` under autocast
+(`lmgym.train.precision`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import os
+import re
 import shutil
 import string
 import tempfile
@@ -54,6 +64,8 @@ TOOL_ALPHABET = DEFAULT_ALPHABET + '{}[]"_'
 SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
 SMOLLM2_TEMPLATE = chatml_tools(SMOLLM2_DEFAULT_SYSTEM)  # its own template, plus tools (lmgym.train.chat_templates)
 MODEL_NAMES = ("tiny-llama", "smollm2")
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # org/name; a path with more parts is a directory
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 
 Model = tuple[PreTrainedModel, PreTrainedTokenizerFast]
 
@@ -202,21 +214,23 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path:
     return path
 
 
-def load_saved(path: Path | str, *, name: str | None = None, **kwargs: Any) -> Model:
-    """A model and tokenizer saved in the directory `path`, without touching the network."""
+def load_saved(path: Path | str, *, name: str | None = None, trust_remote_code: bool = False, **kwargs: Any) -> Model:
+    """A model and tokenizer saved in the directory `path`, without touching the network.
+    `kwargs` go to `from_pretrained` (float32 unless `dtype` says otherwise)."""
     path = Path(path)
     label = name or str(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        require_chat_template(tokenizer, label)
         model = AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, **{"dtype": torch.float32, **kwargs}
+            path, local_files_only=True, trust_remote_code=trust_remote_code, **{"dtype": torch.float32, **kwargs}
         )
     except (OSError, ValueError) as exc:
+        raise_if_remote_code(exc, repr(label))
         raise UsageError(
             f"model {label!r}: {path} does not hold a saved model and tokenizer "
             f"(delete it if it is a broken cache): {exc}"
         ) from exc
-    require_chat_template(tokenizer, label)
     return model.eval(), tokenizer
 
 
@@ -224,6 +238,148 @@ def require_chat_template(tokenizer: Any, name: str) -> None:
     """Training renders prompts with the chat template, so a tokenizer without one is unusable."""
     if not getattr(tokenizer, "chat_template", None):
         raise UsageError(f"the tokenizer of model {name!r} has no chat template; training needs one to render prompts")
+
+
+def raise_if_remote_code(exc: Exception, label: str) -> None:
+    """transformers refuses a model that ships its own code (`auto_map`) unless told to trust
+    it, with a ValueError naming its own argument; this says which lmgym setting that is."""
+    if isinstance(exc, ValueError) and "trust_remote_code" in str(exc):
+        raise UsageError(
+            f"model {label} ships its own Python code (its config's auto_map), which lmgym runs only when you "
+            f"allow it: set model.trust_remote_code = true (--model.trust_remote_code true) if you trust its authors"
+        ) from exc
+
+
+# --- Hugging Face hub ids ---------------------------------------------------------------------
+
+
+def is_hub_id(name: str) -> bool:
+    """`org/name`: what the hub calls a repository (a path with more parts is a directory)."""
+    return bool(HUB_ID.match(name)) and not name.startswith(".")
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE), read now: huggingface_hub reads it once, on import."""
+    from huggingface_hub import constants
+
+    return _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE") or bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, as huggingface_hub finds it, but read now rather than on its
+    import: HF_HUB_CACHE, else HUGGINGFACE_HUB_CACHE, else HF_HOME/hub, else
+    $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub."""
+    env = os.environ
+    explicit = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(os.path.expandvars(explicit)).expanduser()
+    home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")
+    return Path(os.path.expandvars(home)).expanduser() / "hub"
+
+
+def cached_snapshot(repo_id: str, revision: str | None, cache: Path) -> Path | None:
+    """The cached snapshot folder of `repo_id` at `revision` (a branch, tag or commit; None =
+    main) holding its config, or None; never touches the network."""
+    from huggingface_hub import snapshot_download, try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(repo_id, "config.json", cache_dir=cache, revision=revision), str):
+        return None
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache, local_files_only=True))
+    except OSError:
+        return None
+
+
+def _hub_label(repo_id: str, revision: str | None) -> str:
+    return f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+
+
+def _how_to_fetch(repo_id: str, revision: str | None) -> str:
+    command = f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
+    return (
+        f"fetch it on a machine with internet (`{command}`; `huggingface-cli download` with an older "
+        f"huggingface_hub) and copy its cache here, or point HF_HOME (or HF_HUB_CACHE) at a cache that holds it"
+    )
+
+
+def from_hub(auto: Any, repo_id: str, *, revision: str | None = None, trust_remote_code: bool = False, **kwargs: Any) -> Any:
+    """`auto.from_pretrained` of `repo_id` through the Hugging Face cache, with every failure a
+    UsageError naming the id and the revision. Offline, the cached snapshot folder is read as
+    a directory: transformers given a hub id still asks the hub for some files (a LoRA
+    adapter's config) unless HF_HUB_OFFLINE was set before it was imported."""
+    cache, offline, label = hub_cache_dir(), hub_offline(), _hub_label(repo_id, revision)
+    source: str | Path = repo_id
+    options: dict[str, Any] = {"revision": revision, "cache_dir": cache}
+    if offline:
+        snapshot = cached_snapshot(repo_id, revision, cache)
+        if snapshot is None:
+            raise UsageError(
+                f"model {label} is not a local directory, nor a Hugging Face hub model in the cache at {cache}; "
+                f"HF_HUB_OFFLINE is set, so nothing is downloaded: {_how_to_fetch(repo_id, revision)}"
+            )
+        source, options = snapshot, {}
+    try:
+        loaded = auto.from_pretrained(source, **options, local_files_only=offline, trust_remote_code=trust_remote_code, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise_if_remote_code(exc, label)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(
+            f"model {label}: cannot load it from the Hugging Face hub or its cache at {cache} ({reason}); "
+            f"{_how_to_fetch(repo_id, revision)}"
+        ) from exc
+    config = getattr(loaded, "config", None)
+    if config is not None:
+        config._name_or_path = repo_id  # as loading by id names it (a LoRA adapter records its base by this)
+    return loaded
+
+
+def load_hub(repo_id: str, *, revision: str | None = None, trust_remote_code: bool = False, **kwargs: Any) -> Model:
+    """A hub model and its tokenizer (float32 unless `dtype` says otherwise); the tokenizer
+    first, so a model without a chat template is refused before its weights are read."""
+    tokenizer = from_hub(AutoTokenizer, repo_id, revision=revision, trust_remote_code=trust_remote_code)
+    require_chat_template(tokenizer, repo_id)
+    model = from_hub(
+        AutoModelForCausalLM, repo_id, revision=revision, trust_remote_code=trust_remote_code,
+        **{"dtype": torch.float32, **kwargs},
+    )
+    return model.eval(), tokenizer
+
+
+# --- attention and the name lookup ------------------------------------------------------------
+
+
+def require_attn_implementation(name: str) -> None:
+    """A UsageError for an attention kernel that is unknown or not installed."""
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise UsageError(f"model.attn_implementation = {name!r}: choose one of {', '.join(map(repr, ATTN_IMPLEMENTATIONS))}")
+    if name == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise UsageError(
+            'model.attn_implementation = "flash_attention_2" needs the flash-attn package, which is not installed '
+            '(pip install flash-attn, on a CUDA machine); "sdpa", the default, needs nothing'
+        )
+
+
+def use_attn_implementation(model: Any, name: str) -> None:
+    """Switch a loaded model (or the base under a LoRA adapter) to the attention kernel `name`."""
+    require_attn_implementation(name)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "_attn_implementation", None) != name:
+        base.set_attn_implementation(name)
+
+
+def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype), None)
+    if not isinstance(value, torch.dtype):
+        raise UsageError(f"dtype {dtype!r} is not a torch dtype; use float32, bfloat16 or float16")
+    return value
 
 
 def _check_kwargs(name: str, builder: Callable[..., Any], kwargs: dict[str, Any], *args: Any) -> None:
@@ -235,23 +391,48 @@ def _check_kwargs(name: str, builder: Callable[..., Any], kwargs: dict[str, Any]
         raise UsageError(f"model {name!r}: bad arguments {kwargs}; it takes: {params}") from None
 
 
-def load_model(name: str, **kwargs: Any) -> Model:
-    """`(model, tokenizer)` for "tiny-llama", "smollm2" or a saved-model directory.
+def load_model(
+    name: str,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    dtype: torch.dtype | str | None = None,
+    attn_implementation: str | None = None,
+    **kwargs: Any,
+) -> Model:
+    """`(model, tokenizer)` for "tiny-llama", "smollm2", a saved-model directory or a hub id.
 
-    `kwargs` go to `tiny_llama`, `load_smollm2` or `from_pretrained` respectively."""
-    if name == "tiny-llama":
-        tokenizer = char_tokenizer()
-        _check_kwargs(name, tiny_llama, kwargs, tokenizer)
-        return tiny_llama(tokenizer, **kwargs), tokenizer
-    if name == "smollm2":
-        _check_kwargs(name, load_smollm2, kwargs)
-        return load_smollm2(**kwargs)
-    if name and Path(name).expanduser().is_dir():
-        return load_saved(Path(name).expanduser(), **kwargs)
+    `revision` (a branch, tag or commit; None = main) applies to hub ids only;
+    `trust_remote_code` lets a directory or hub model run its own code; `dtype` is the
+    weights' dtype (float32 by default, what training needs); `attn_implementation` the
+    attention kernel (the model's default when None). Other `kwargs` go to `tiny_llama`,
+    `load_smollm2` or `from_pretrained` respectively."""
+    if attn_implementation is not None:
+        require_attn_implementation(attn_implementation)
+    path = Path(name).expanduser() if name else None
+    if name in MODEL_NAMES or (path is not None and path.is_dir()):
+        if revision is not None:
+            raise UsageError(f"model.revision = {revision!r} applies to Hugging Face hub ids; {name!r} is not one")
+        if name == "tiny-llama":
+            tokenizer = char_tokenizer()
+            _check_kwargs(name, tiny_llama, kwargs, tokenizer)
+            model = tiny_llama(tokenizer, **kwargs)
+        elif name == "smollm2":
+            _check_kwargs(name, load_smollm2, kwargs)
+            model, tokenizer = load_smollm2(**kwargs)
+        else:
+            options = {"attn_implementation": attn_implementation} if attn_implementation else {}
+            return load_saved(path, trust_remote_code=trust_remote_code, dtype=_as_dtype(dtype), **options, **kwargs)
+        if attn_implementation is not None:
+            use_attn_implementation(model, attn_implementation)
+        return model.to(_as_dtype(dtype)), tokenizer
+    if is_hub_id(name):
+        options = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        return load_hub(name, revision=revision, trust_remote_code=trust_remote_code, dtype=_as_dtype(dtype), **options, **kwargs)
     raise unknown_model(name)
 
 
-def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
+def load_tokenizer(name: str, *, revision: str | None = None, trust_remote_code: bool = False) -> PreTrainedTokenizerFast:
     """The tokenizer (and chat template) of what `load_model(name)` loads, without its weights."""
     if name == "tiny-llama":
         return char_tokenizer()
@@ -263,14 +444,21 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
     path = Path(name).expanduser()
     if name and path.is_dir():
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:
+            raise_if_remote_code(exc, repr(name))
             raise UsageError(f"model {name!r}: {path} holds no tokenizer: {exc}") from exc
-        require_chat_template(tokenizer, name)
-        return tokenizer
-    raise unknown_model(name)
+    elif is_hub_id(name):
+        tokenizer = from_hub(AutoTokenizer, name, revision=revision, trust_remote_code=trust_remote_code)
+    else:
+        raise unknown_model(name)
+    require_chat_template(tokenizer, name)
+    return tokenizer
 
 
 def unknown_model(name: str) -> UsageError:
     choices = ", ".join(repr(n) for n in MODEL_NAMES)
-    return UsageError(f"unknown model {name!r}; choose one of {choices}, or a directory holding a saved model and tokenizer")
+    return UsageError(
+        f"unknown model {name!r}; choose one of {choices}, a directory holding a saved model and tokenizer, "
+        f"or a Hugging Face hub id such as 'Qwen/Qwen3-0.6B'"
+    )

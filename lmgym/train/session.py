@@ -170,7 +170,7 @@ def load_run(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> Loa
     checkpoint = ckpt.latest_readable_checkpoint(run_dir) if resume else None
     saved = load_sft_model(run_dir / SFT_MODEL) if resume else None
     sizes = resumed_log_sizes(checkpoint, saved) if resume else None
-    model, tokenizer = saved[:2] if saved is not None else load_model(config.model.name)
+    model, tokenizer = saved[:2] if saved is not None else load_model(config.model.name, **config.model.load_options())
     tool_format = prepare_tokenizer(config, tokenizer, env)
     return LoadedRun(world, env, model.to(device), tokenizer, tool_format, checkpoint, saved is not None, sizes)
 
@@ -266,7 +266,7 @@ def sft(config: TrainConfig, run_dir: Path, sink: MetricsSink | None = None, *, 
     with RunLock(run_dir), discard_if_unused(run_dir, created_here), contextlib.ExitStack() as stack:
         seed_everything(config.trainer.seed)
         env = load_environment(config.env.name, **config.env.args)
-        model, tokenizer = load_model(config.model.name)
+        model, tokenizer = load_model(config.model.name, **config.model.load_options())
         prepare_tokenizer(config, tokenizer, env)
         model.to(resolve_device(config.trainer.device))
         write_config(run_dir, config)

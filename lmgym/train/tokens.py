@@ -131,19 +131,15 @@ def first_trained_position(mask: Any) -> int:
 
 def token_logprobs(model: Any, input_ids: Any, attention_mask: Any, temperature: float, start: int = 0) -> Any:
     """Logprob of each next token under logits / temperature, as the sampler drew it:
-    (B, T-1-start), for the tokens at positions start+1 .. T-1.
+    (B, T-1-start) in float32, for the tokens at positions start+1 .. T-1.
 
-    Logits are computed only from position `start` on (`logits_to_keep`): over the
-    prompt they would be thrown away, and the vocabulary projection is the largest
-    matmul of a small model."""
-    import torch
+    Logits are computed only from position `start` on: over the prompt they would be
+    thrown away, and the vocabulary projection is the largest matmul of a small model. They
+    are computed a chunk of positions at a time, never the whole batch's at once
+    (`lmgym.train.logprobs`)."""
+    from lmgym.train.logprobs import next_token_logprobs
 
-    width = input_ids.shape[1]
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=width - start).logits
-    logits = logits[:, :-1].float()  # (B, T-1-start, V)
-    if temperature > 0:
-        logits = logits / temperature
-    return torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, start + 1 :, None]).squeeze(-1)
+    return next_token_logprobs(model, input_ids, attention_mask, temperature, start)
 
 
 def pad_batch(samples: Sequence[TokenSample], pad_id: int, device: Any = "cpu"):

@@ -18,6 +18,11 @@ NaN loss raises `NonFiniteLoss`.
 Batches sampled by older weights (asynchronous generation) or by another sampler are
 corrected token by token with importance weights pi_old / mu
 (`algorithm.importance_sampling`: tis or mis, `lmgym.train.importance`).
+
+Forward passes compute in `model.dtype` under autocast, with float32 weights, AdamW state
+and logprobs (`lmgym.train.precision`); logprobs come a chunk of positions at a time
+(`lmgym.train.logprobs`); `trainer.gradient_checkpointing` recomputes activations in the
+backward pass. On a GPU each step reports `peak_memory_gb`, the most memory allocated so far.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from lmgym.train.config import TrainConfig
 from lmgym.train.distributed import World, sum_gradients, sum_over_ranks
 from lmgym.train.importance import IS_CORRECTIONS, mismatch_kl
 from lmgym.train.losses import LOSSES, batch_units
+from lmgym.train.models import use_attn_implementation
+from lmgym.train.precision import Precision, checkpointed, enable_gradient_checkpointing
 from lmgym.train.tokens import token_logprobs, trained_tensors
 
 __all__ = ["GRPOTrainer", "NonFiniteLoss", "TrainingError", "loss_options", "lr_factor", "token_logprobs"]
@@ -112,6 +119,11 @@ class GRPOTrainer:
         self.loss_fn = LOSSES[self.loss_name]
         self.loss_kwargs = loss_options(config)
         trainer = config.trainer
+        use_attn_implementation(model, config.model.attn_implementation)
+        if trainer.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        self.device = next(model.parameters()).device
+        self.precision = Precision(config.model.dtype, self.device)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.trainable, lr=trainer.lr, weight_decay=trainer.weight_decay,
@@ -134,7 +146,7 @@ class GRPOTrainer:
 
     def _reference_logprobs(self, ids, attention, start: int) -> torch.Tensor:
         temperature = self.config.sampling.temperature
-        with torch.no_grad():
+        with torch.no_grad(), self.precision.autocast():
             if self.reference is not None:
                 return token_logprobs(self.reference, ids, attention, temperature, start)
             with self.model.disable_adapter():
@@ -142,7 +154,7 @@ class GRPOTrainer:
 
     def _old_logprobs(self, ids, attention, start: int) -> torch.Tensor:
         micro = self.config.trainer.micro_batch_size
-        with torch.no_grad():
+        with torch.no_grad(), self.precision.autocast():
             return torch.cat([
                 token_logprobs(self.model, ids[s : s + micro], attention[s : s + micro], self.config.sampling.temperature, start)
                 for s in range(0, ids.shape[0], micro)
@@ -159,7 +171,7 @@ class GRPOTrainer:
         keep = informative(batch.advantages, beta)
         metrics = {"samples_skipped_zero_advantage": float(len(batch.samples) - len(keep))}
         if batch.samples:  # a rank may get no samples while the others train
-            device = next(self.model.parameters()).device
+            device = self.device
             whole = trained_tensors(batch.samples, self.pad_id, device)
             # Micro-batches are weighed against the whole batch's units (dropped samples
             # included, every rank's), so the gradient equals that of the loss over every sample.
@@ -179,7 +191,8 @@ class GRPOTrainer:
                 weight = batch_units(self.loss_name, mask[part]) / total_units if total_units else 0.0
                 if weight == 0:
                     continue
-                logprobs = token_logprobs(self.model, ids[part], attention[part], temperature, start)
+                with self.precision.autocast(), checkpointed(self.model, self.config.trainer.gradient_checkpointing):
+                    logprobs = token_logprobs(self.model, ids[part], attention[part], temperature, start)
                 proximal = old[part] if old is not None else logprobs.detach()  # pi_old: the weights before this step
                 corrected = self.correction(proximal, sampler[part], mask[part], algorithm.is_cap) if self.correction else None
                 out = self.loss_fn(
@@ -189,25 +202,32 @@ class GRPOTrainer:
                 )
                 if not torch.isfinite(out.loss):
                     raise NonFiniteLoss(f"the loss is {out.loss.item()}")
-                (out.loss * weight).backward()
+                self.precision.backward(out.loss * weight)
                 parts.append((weight, micro_stats(out, logprobs.detach(), proximal, sampler[part], mask[part], corrected, beta > 0)))
             for p in self.trainable:  # a zero gradient is still a step (Adam's momentum moves)
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
-            sum_gradients(self.trainable, world)
+            sum_gradients(self.trainable, world)  # an overflow on any rank is in every rank's sum
+            self.precision.unscale(self.optimizer)
             # only what is trained: frozen weights (LoRA's base) must not weigh in the clip
             grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.trainer.max_grad_norm)
-            self.optimizer.step()
+            self.precision.step(self.optimizer)
         self.scheduler.step()
         metrics.update(combine_stats(parts, iterations), grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0])
+        if self.device.type == "cuda":
+            metrics["peak_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
         """The trained weights (all, or the LoRA adapter), the optimiser and the schedule."""
-        return {"weights": trainable_state(self.model), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        state = {"weights": trainable_state(self.model), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        if self.precision.scaler is not None:
+            state["loss_scale"] = self.precision.state_dict()  # float16's GradScaler
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from what `state_dict` returned (a checkpoint's state.pt holds it)."""
         load_trainable(self.model, state["weights"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.precision.load_state_dict(state.get("loss_scale", {}))

@@ -237,6 +237,28 @@ def test_dr_grpo_length_is_positive_and_optional():
     assert "algorithm.dr_grpo_length = 0" in error_of(None, ["algorithm.dr_grpo_length=0"])
 
 
+def test_hub_and_precision_settings_default_off_and_reach_load_model():
+    config = load_config(None)
+    model = config.model
+    assert (model.revision, model.trust_remote_code, model.dtype, model.attn_implementation) == (None, False, "float32", "sdpa")
+    assert not config.trainer.gradient_checkpointing
+    config = load_config(None, ["--model.name", "Qwen/Qwen3-0.6B", "--model.revision", "v1.0", "model.trust_remote_code=true",
+                                "model.dtype=bfloat16", "model.attn_implementation=flash_attention_2",
+                                "trainer.gradient_checkpointing=true"])
+    assert config.model.name == "Qwen/Qwen3-0.6B" and config.trainer.gradient_checkpointing
+    assert config.model.load_options() == {"revision": "v1.0", "trust_remote_code": True, "attn_implementation": "flash_attention_2"}
+    assert load_config(None, overrides=["model.revision=1234"]).model.revision == "1234"  # a str, whatever it looks like
+
+
+def test_bad_precision_settings_name_the_key_and_the_choices():
+    message = error_of(None, ["model.dtype=fp8"])
+    assert "model.dtype" in message and '"float32", "bfloat16", "float16"' in message
+    message = error_of(None, ["model.attn_implementation=flash"])
+    assert "model.attn_implementation" in message and '"sdpa"' in message
+    message = error_of(None, ["model.attn_implementation=flash_attention_2"])  # with float32
+    assert "flash_attention_2" in message and 'model.dtype = "bfloat16"' in message
+
+
 def test_micro_batch_must_divide_the_rollouts_of_a_step():
     message = error_of(None, ["algorithm.prompts_per_step=3", "algorithm.group_size=4", "trainer.micro_batch_size=8"])
     assert "12" in message and "8" in message

@@ -145,7 +145,7 @@ def test_load_model_tiny_llama():
 
 
 def test_load_model_unknown_name_lists_the_choices(tmp_path):
-    with pytest.raises(UsageError, match=r"unknown model 'gpt-9'.*'tiny-llama', 'smollm2'.*directory"):
+    with pytest.raises(UsageError, match=r"unknown model 'gpt-9'.*'tiny-llama', 'smollm2'.*directory.*hub id"):
         load_model("gpt-9")
     with pytest.raises(UsageError, match="unknown model"):
         load_model(str(tmp_path / "missing"))
@@ -154,6 +154,19 @@ def test_load_model_unknown_name_lists_the_choices(tmp_path):
 def test_load_model_bad_arguments_name_the_accepted_ones():
     with pytest.raises(UsageError, match=r"model 'tiny-llama': bad arguments .*hidden_size"):
         load_model("tiny-llama", width=3)
+
+
+def test_load_model_takes_dtype_and_attention_for_every_kind_of_name(tmp_path, tokenizer):
+    model, _ = load_model("tiny-llama", dtype=torch.bfloat16, attn_implementation="eager")
+    assert model.dtype == torch.bfloat16 and model.config._attn_implementation == "eager"
+    save_model(tiny_llama(tokenizer), tokenizer, tmp_path / "tiny")
+    model, _ = load_model(str(tmp_path / "tiny"), dtype="bfloat16", attn_implementation="eager")
+    assert model.dtype == torch.bfloat16 and model.config._attn_implementation == "eager"
+    assert load_model(str(tmp_path / "tiny"))[0].dtype == torch.float32  # the default: what training needs
+    with pytest.raises(UsageError, match="model.revision = 'v1' applies to Hugging Face hub ids"):
+        load_model(str(tmp_path / "tiny"), revision="v1")
+    with pytest.raises(UsageError, match="model.attn_implementation = 'flash'"):
+        load_model("tiny-llama", attn_implementation="flash")
 
 
 def test_save_and_load_round_trip_gives_identical_logits(tmp_path, tokenizer):
