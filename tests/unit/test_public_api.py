@@ -31,7 +31,7 @@ def test_public_packages_pin_their_names():
     import lmgym.testing
 
     assert sorted(lmgym.envs.__all__) == sorted([
-        "EnvGroup", "Environment", "GuessingGameEnv", "MultiAgentEnv", "MultiTurnEnv", "PythonEnv", "RolloutContext",
+        "EnvGroup", "Environment", "GuessingGameEnv", "MultiAgentEnv", "MultiTurnEnv", "OpenEnvEnv", "PythonEnv", "RolloutContext",
         "SimulatedUser", "SingleTurnEnv", "StatefulToolEnv", "ToolEnv", "UserSimEnv", "game_rubric", "generate",
         "multi_agent_rubric", "split_of", "to_examples", "train_and_eval",
     ])

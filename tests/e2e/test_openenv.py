@@ -1,0 +1,147 @@
+"""OpenEnv environment servers as lmgym environments: real servers from the `openenv-core`
+package (its own `create_fastapi_app`, in its own venv: `make openenv`), two environments
+written for these tests (tests/fixtures/openenv_server.py), played by scripted models."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from cli_runner import assert_one_error, invoke
+from paths import FIXTURES
+from scripted import run_scripted
+
+from lmgym.envs import OpenEnvEnv
+from lmgym.eval.results import read_metadata
+from lmgym.testing import ScriptedServer, tool_call
+
+OPENENV_PYTHON = Path(os.environ.get("LMGYM_OPENENV_PYTHON", Path.home() / ".cache" / "lmgym" / "openenv-venv" / "bin" / "python"))
+pytestmark = pytest.mark.skipif(not OPENENV_PYTHON.exists(), reason=f"no OpenEnv venv at {OPENENV_PYTHON}: make openenv")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(name: str):
+    port = free_port()
+    process = subprocess.Popen([str(OPENENV_PYTHON), str(FIXTURES / "openenv_server.py"), name, str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the OpenEnv server exited: {process.stdout.read()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the OpenEnv server did not start in 90 s")
+
+
+@pytest.fixture(scope="module")
+def guess_url():
+    process, url = start_server("guess")
+    yield url
+    process.kill()
+    process.wait()
+
+
+@pytest.fixture(scope="module")
+def walk_url():
+    process, url = start_server("walk")
+    yield url
+    process.kill()
+    process.wait()
+
+
+def bisecting_player(request):
+    """Guesses a digit by halving the range the feedback leaves."""
+    low, high = 0, 9
+    for message in request["messages"]:
+        if message["role"] == "assistant":
+            guess = int(message["content"])
+        elif message["role"] == "user" and message["content"] in ("higher", "lower"):
+            low, high = (guess + 1, high) if message["content"] == "higher" else (low, guess - 1)
+    return str((low + high) // 2)
+
+
+def walker(request):
+    """Reads position and target from the last observation and steps towards the target."""
+    last = json.loads([m for m in request["messages"] if m["role"] in ("user", "tool")][-1]["content"])
+    (x, y), (tx, ty) = last["position"], last["target"]
+    if (x, y) == (tx, ty):
+        return "arrived"
+    sign = lambda d: (d > 0) - (d < 0)  # noqa: E731
+    turn = sum(m["role"] == "assistant" for m in request["messages"])
+    return {"content": None, "tool_calls": [tool_call("act", {"dx": sign(tx - x), "dy": sign(ty - y)}, f"c{turn}")]}
+
+
+async def test_a_text_action_episode_is_played_to_the_end_and_scored_with_the_servers_reward(guess_url):
+    env = OpenEnvEnv(guess_url, num_eval_examples=4)
+    rollout, server = await run_scripted(env, bisecting_player, env.eval_dataset[3])
+    secret = env.eval_dataset[3].info["seed"] % 10
+    assert rollout.error is None and rollout.reward == 1.0
+    assert rollout.example.prompt[-1]["content"].startswith("I hid a digit")  # the reset's observation is the prompt
+    assert rollout.completion[-1]["content"] == "correct" and rollout.turns[-1].assistant["content"] == str(secret)
+    assert server.app.requests[0].get("tools") is None  # a one-string-field action is the reply's text
+
+
+async def test_a_two_field_action_is_the_act_tool_and_its_schema_reaches_the_model(walk_url):
+    env = OpenEnvEnv(walk_url, num_eval_examples=5)
+    example = env.eval_dataset[4]  # reset seed 1_000_004: the target is (2, 1), two steps away
+    rollout, server = await run_scripted(env, walker, example)
+    assert rollout.error is None and rollout.reward == 1.0, rollout.error
+    [tool] = server.app.requests[0]["tools"]
+    assert tool["function"]["name"] == "act" and set(tool["function"]["parameters"]["properties"]) == {"dx", "dy"}
+    assert [m["role"] for m in rollout.completion].count("tool") == 2
+    assert json.loads(rollout.completion[-1]["content"]) == {"position": [2, 1], "target": [2, 1]}
+
+
+async def test_an_action_the_server_refuses_is_told_to_the_model_not_fatal(walk_url):
+    env = OpenEnvEnv(walk_url, num_eval_examples=1)
+    replies = iter([{"content": None, "tool_calls": [tool_call("act", {"dx": 5, "dy": 0}, "c1")]}, "I give up"])
+    rollout, _ = await run_scripted(env, lambda request: next(replies))
+    assert rollout.error is None and rollout.reward == 0.0
+    assert re.search(r"error: .*dx", rollout.completion[1]["content"]), rollout.completion
+
+
+def test_lmgym_eval_of_an_openenv_server_streams_scored_results(guess_url, tmp_path):
+    with ScriptedServer(reply=bisecting_player) as model:
+        result = invoke("eval", "openenv", "-a", json.dumps({"url": guess_url, "num_eval_examples": 10}),
+                        "-b", model.base_url, "-m", "scripted", "-n", "10", "-r", "1", "-o", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    summary = read_metadata(tmp_path / "run")["summary"]
+    assert summary["rollouts"] == 10 and summary["reward_mean"] == 1.0 and summary["errors"] == {}
+
+
+def test_an_unreachable_server_stops_the_run_before_any_rollout(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    with ScriptedServer(reply="1") as model:
+        result = invoke("eval", "openenv", "-a", json.dumps({"url": url}), "-b", model.base_url, "-m", "scripted",
+                        "-n", "2", "-r", "1", "-o", str(tmp_path / "run"))
+    assert result.exit_code == 1 and "unreachable" in result.flat and url in result.flat, result.output
+    assert not model.app.requests
+
+
+def test_a_server_that_is_not_openenv_is_named(tmp_path):
+    with ScriptedServer(reply="1") as model:
+        url = model.base_url.removesuffix("/v1")
+        result = invoke("eval", "openenv", "-a", json.dumps({"url": url}), "-b", model.base_url, "-m", "scripted",
+                        "-n", "1", "-r", "1", "-o", str(tmp_path / "run"))
+    assert result.exit_code == 1 and "does not answer as an OpenEnv server" in result.flat, result.output
+
+
+def test_bad_arguments_name_the_argument():
+    assert_one_error(invoke("eval", "openenv", "-a", '{"url": "http://x", "action": "voice"}'), "action", "voice")
+
+
