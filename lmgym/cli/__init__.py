@@ -18,6 +18,7 @@ from lmgym.cli.export import export_command
 from lmgym.cli.init import init_command
 from lmgym.cli.list import list_command
 from lmgym.cli.proxy import proxy_command
+from lmgym.cli.serve import serve_command
 from lmgym.cli.traces import traces_command
 from lmgym.cli.train import OVERRIDES, sft_command, train_command
 from lmgym.cli.view import view_command
@@ -65,6 +66,7 @@ app.command("sft", context_settings=OVERRIDES)(sft_command)
 app.command("view")(view_command)
 app.command("audit")(audit_command)
 app.command("proxy")(proxy_command)
+app.command("serve")(serve_command)
 app.command("traces")(traces_command)
 app.command("distill", context_settings=OVERRIDES)(distill_command)
 app.command("check-template")(check_template_command)

@@ -1,6 +1,7 @@
-"""OpenEnv environment servers as lmgym environments: real servers from the `openenv-core`
-package (its own `create_fastapi_app`, in its own venv: `make openenv`), two environments
-written for these tests (tests/fixtures/openenv_server.py), played by scripted models."""
+"""OpenEnv both ways, with the real `openenv-core` package in its own venv (`make openenv`):
+its servers (its own `create_fastapi_app`, two environments written for these tests in
+tests/fixtures/openenv_server.py) as lmgym environments played by scripted models, and
+`lmgym serve` played by its own client (`GenericEnvClient`, tests/fixtures/openenv_client.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from scripted import run_scripted
 
 from lmgym.envs import OpenEnvEnv
 from lmgym.eval.results import read_metadata
+from lmgym.registry import load_environment
 from lmgym.testing import ScriptedServer, tool_call
 
 OPENENV_PYTHON = Path(os.environ.get("LMGYM_OPENENV_PYTHON", Path.home() / ".cache" / "lmgym" / "openenv-venv" / "bin" / "python"))
@@ -31,37 +34,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(name: str):
-    port = free_port()
-    process = subprocess.Popen([str(OPENENV_PYTHON), str(FIXTURES / "openenv_server.py"), name, str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the OpenEnv server exited: {process.stdout.read()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the OpenEnv server did not start in 90 s")
+def start_servers(*names: str) -> dict[str, tuple[subprocess.Popen, str]]:
+    """OpenEnv servers of the fixture's environments, started side by side (each imports for seconds)."""
+    started = {}
+    for name in names:
+        port = free_port()
+        process = subprocess.Popen([str(OPENENV_PYTHON), str(FIXTURES / "openenv_server.py"), name, str(port)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        started[name] = (process, f"http://127.0.0.1:{port}")
+    for process, url in started.values():
+        wait_for(process, int(url.rsplit(":", 1)[1]))
+    return started
 
 
 @pytest.fixture(scope="module")
-def guess_url():
-    process, url = start_server("guess")
-    yield url
-    process.kill()
-    process.wait()
+def openenv_servers():
+    started = start_servers("guess", "walk")
+    yield {name: url for name, (_, url) in started.items()}
+    for process, _ in started.values():
+        process.kill()
+        process.wait()
 
 
-@pytest.fixture(scope="module")
-def walk_url():
-    process, url = start_server("walk")
-    yield url
-    process.kill()
-    process.wait()
+@pytest.fixture
+def guess_url(openenv_servers):
+    return openenv_servers["guess"]
+
+
+@pytest.fixture
+def walk_url(openenv_servers):
+    return openenv_servers["walk"]
 
 
 def bisecting_player(request):
@@ -145,3 +147,65 @@ def test_bad_arguments_name_the_argument():
     assert_one_error(invoke("eval", "openenv", "-a", '{"url": "http://x", "action": "voice"}'), "action", "voice")
 
 
+
+
+# -- lmgym serve, played by OpenEnv's own client -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lmgym_served():
+    """`lmgym serve` of arithmetic and calculator, each its own process."""
+    processes, urls = [], {}
+    for name in ("arithmetic", "calculator"):
+        port = free_port()
+        processes.append(subprocess.Popen([sys.executable, "-m", "lmgym", "serve", name, "--port", str(port)],
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        urls[name] = f"http://127.0.0.1:{port}"
+    for process, url in zip(processes, urls.values()):
+        wait_for(process, int(url.rsplit(":", 1)[1]))
+    yield urls
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_for(process, port: int) -> None:
+    """Until `process` listens on `port` (a minute at most); its output if it exits first."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited: {process.stdout.read()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"{process.args} did not listen on port {port} in 90 s")
+
+
+@pytest.fixture(scope="module")
+def played(lmgym_served) -> dict:
+    """OpenEnv's client's episodes of each served environment (one process: its imports take seconds)."""
+    result = subprocess.run([str(OPENENV_PYTHON), str(FIXTURES / "openenv_client.py"), *(f"{k}={v}" for k, v in lmgym_served.items())],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_openenvs_client_plays_a_served_lmgym_environment_and_gets_its_rubrics_reward(played):
+    outcome = played["arithmetic"]
+    example = load_environment("arithmetic").eval_dataset[3]
+    assert outcome["first"]["messages"] == example.prompt and outcome["first"]["tools"] is None
+    assert outcome["done"] is True and outcome["reward"] == pytest.approx(1.2)
+    assert outcome["metrics"] == {"correct_answer": 1.0, "format_reward": 1.0}
+    assert outcome["state"]["example_id"] == example.id and outcome["state"]["step_count"] == 1
+
+
+def test_openenvs_client_calls_a_served_tool_and_the_environment_runs_it(played):
+    outcome = played["calculator"]
+    example = load_environment("calculator").eval_dataset[0]
+    assert outcome["first"]["tools"][0]["function"]["name"] == "calculate"
+    [result] = outcome["middle"]["messages"]
+    assert result["role"] == "tool" and result["content"] == str(example.answer)
+    assert outcome["reward"] == pytest.approx(1.2) and outcome["metrics"]["tool_calls"] == 1.0
