@@ -13,7 +13,6 @@ from typing import Any
 from lmgym.eval.audit.findings import (
     CORRECTNESS_PREFIXES,
     FORMAT_MARK,
-    MAX_EXAMPLES,
     Finding,
     Record,
     _mean,
@@ -24,6 +23,7 @@ from lmgym.eval.audit.findings import (
     answer_text,
     contains_answer,
     final_text,
+    ref_limit,
     scored,
 )
 from lmgym.rubrics.guards import (
@@ -257,7 +257,7 @@ def identical_group_completions(records: Sequence[Record], *, min_chars: int = 4
     if not flagged:
         return []
     return [Finding(
-        "identical_group_completions", "low", len(flagged), len(multi), tuple(str(e) for e in flagged[:MAX_EXAMPLES]),
+        "identical_group_completions", "low", len(flagged), len(multi), tuple(str(e) for e in flagged[:ref_limit()]),
         "every rollout of these examples wrote the same final message: a collapsed, memorised "
         "reply (expected only when sampling at temperature 0)",
     )]

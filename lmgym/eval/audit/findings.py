@@ -3,8 +3,11 @@ scored, their final text, the reference answer, and small shared helpers."""
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +19,7 @@ METRICS_FILE = "metrics.jsonl"  # lmgym.train.metrics.METRICS_FILE; that package
 AUDIT_FILE = "audit.json"
 SEVERITIES = ("high", "medium", "low")
 MAX_EXAMPLES = 20  # rollout references kept per finding in audit.json
+_REF_LIMIT: ContextVar[int] = ContextVar("audit_ref_limit", default=MAX_EXAMPLES)
 FORMAT_MARK = "format"  # a metric whose name contains this is a format reward
 CORRECTNESS_PREFIXES = ("correct", "exact", "accuracy", "solved")  # metrics that say "right answer"
 
@@ -90,8 +94,24 @@ def _metrics(record: Record) -> dict[str, float]:
     return {k: v for k, v in (record.get("metrics") or {}).items() if is_finite_number(v)}
 
 
+def ref_limit() -> int:
+    """How many references a finding keeps: MAX_EXAMPLES, or all inside `every_reference()`."""
+    return _REF_LIMIT.get()
+
+
+@contextlib.contextmanager
+def every_reference() -> Iterator[None]:
+    """Findings made inside keep every flagged rollout's reference, not the first
+    MAX_EXAMPLES (the live audit penalizes each flagged rollout). Per thread and task."""
+    token = _REF_LIMIT.set(sys.maxsize)
+    try:
+        yield
+    finally:
+        _REF_LIMIT.reset(token)
+
+
 def _refs(records: Sequence[Record]) -> tuple[str, ...]:
-    return tuple(rollout_ref(r) for r in records[:MAX_EXAMPLES])
+    return tuple(rollout_ref(r) for r in records[:ref_limit()])
 
 
 def _mean(values: Sequence[float]) -> float:
