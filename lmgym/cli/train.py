@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from lmgym import errors
-from lmgym.cli.common import console, exit_on_error
+from lmgym.cli.common import console, exit_on_error, print_error
 
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 
@@ -49,7 +49,8 @@ def train_command(
 ) -> None:
     """Train a policy with GRPO-family RL on an environment (one CPU or one GPU, or --nproc N).
 
-    Extra options are dotted config overrides: --trainer.lr 1e-5 --algorithm.group_size 4
+    Extra options are dotted config overrides: --trainer.lr 1e-5 --algorithm.group_size 4.
+    Exits with status 3 when the live audit stops the run ([audit] actions = "stop").
     """
     overrides = list(ctx.args)
     if config is not None and str(config).startswith("-"):  # `--resume RUN --a.b 1`: no config given
@@ -60,6 +61,7 @@ def train_command(
         with exit_on_error():
             cfg = _load(config, overrides, resume)
             from lmgym.rundir import RunLock, discard_if_unused, require_fresh_dir
+            from lmgym.train.live_audit import STOP_EXIT_CODE, AuditStopped
             from lmgym.train.session import default_run_dir, train
 
             created_here = resume is None and not _named_dir_exists(cfg)
@@ -74,7 +76,12 @@ def train_command(
             _quiet_transformers()
             if main_rank:
                 console.print(f"run directory: {run_dir}")
-            train(cfg, run_dir, resume=resume is not None, created_here=created_here)
+            try:
+                train(cfg, run_dir, resume=resume is not None, created_here=created_here)
+            except AuditStopped as stopped:  # its own status, so a sweep can tell it from a crash
+                if main_rank:
+                    print_error(stopped)
+                raise typer.Exit(STOP_EXIT_CODE) from None
             if main_rank:
                 console.print(f"[green]done.[/] policy saved to {run_dir / 'final'}")
     except KeyboardInterrupt:

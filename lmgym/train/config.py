@@ -9,6 +9,7 @@
     [eval]         periodic greedy evaluation on held-out examples
     [checkpoint]   how often to save, how many to keep
     [logging]      where metrics go
+    [audit]        the reward-hacking audit, live (`lmgym.train.live_audit`)
     [sft]          the supervised warm start run by `lmgym sft`
 
 Every key has a default, so an empty file (or no file) is a valid config:
@@ -31,6 +32,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from lmgym.config import ConfigModel, dump, load
+from lmgym.train.live_audit import AuditConfig
 
 Loss = Literal["grpo", "dr_grpo", "dapo", "gspo", "cispo"]
 RewardScale = Literal["group", "batch", "none"]
@@ -284,6 +286,7 @@ class TrainConfig(_Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Metrics sinks.")
     sft: SFTConfig = Field(default_factory=SFTConfig, description="Supervised warm start.")
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="The reward-hacking audit, live.")
 
     @model_validator(mode="after")
     def _cispo_has_no_clip_range(self) -> TrainConfig:

@@ -10,6 +10,9 @@ RUN_DIR/samples.jsonl (`logging.samples_per_step`) and saves a checkpoint every
 `checkpoint.every` steps (`lmgym.train.checkpoint`). Under torchrun every rank runs the
 same loop on its share of the prompts; the trainer sums the gradients and the loop
 averages the metrics. A NaN loss stops the run, naming the step and the last checkpoint.
+With a live audit (`[audit]`, `lmgym.train.live_audit`) each step's and each evaluation's
+findings are logged and reported, and a check whose action is stop ends the run after
+the step is logged and a checkpoint saved (`AuditStopped`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from lmgym.train import checkpoint as ckpt
 from lmgym.train.batch import Batch
 from lmgym.train.config import TrainConfig
 from lmgym.train.distributed import World, mean_metrics
+from lmgym.train.live_audit import AuditStopped, LiveAudit, Onset, stop_message
 from lmgym.train.metrics import METRICS_FILE, MetricsSink, NullSink
 from lmgym.train.orchestrator import Orchestrator
 from lmgym.train.trainer import GRPOTrainer, NonFiniteLoss
@@ -58,6 +62,7 @@ class TrainingLoop:
     def __init__(
         self, config: TrainConfig, trainer: GRPOTrainer, tokenizer: Any, orchestrator: Orchestrator, run_dir: Path,
         sink: MetricsSink | None = None, eval_examples: Sequence[Example] = (), world: World = World(),
+        audit: LiveAudit | None = None,
     ):
         """The loop owns `orchestrator` from here on: `run()` closes it. `tokenizer` is
         saved with each checkpoint's model."""
@@ -68,6 +73,7 @@ class TrainingLoop:
         self.step = 0  # optimiser steps taken: the policy version of the current weights
         self.data_position = orchestrator.data.position  # after the last trained batch's examples
         self.last_checkpoint: Path | None = None
+        self.audit = audit
 
     @property
     def model(self) -> Any:
@@ -78,7 +84,11 @@ class TrainingLoop:
         config = self.config
         last: dict[str, float] = {}
         if self.step == 0 and config.eval.every and self.eval_examples and self.world.is_main:
-            self.sink.log(0, self.evaluate())
+            metrics = self.evaluate()
+            stop = self._audit_eval(0, metrics)
+            self.sink.log(0, metrics)
+            if stop is not None:
+                self._stop(stop)
         try:
             while self.step < config.trainer.max_steps:
                 last = self._one_step()
@@ -100,6 +110,7 @@ class TrainingLoop:
         config = self.config
         started = time.perf_counter()
         batch, dropped = self._fresh_batch()
+        review = self.orchestrator.take_review(batch)
         waited = time.perf_counter() - started
         metrics = self.train_on(batch)
         metrics.update(wait_s=waited, train_s=time.perf_counter() - started - waited)
@@ -111,15 +122,35 @@ class TrainingLoop:
         elapsed = time.perf_counter() - started
         metrics["step_s"] = elapsed
         metrics["tokens_per_s"] = metrics.get("completion_tokens", 0.0) / elapsed
-        if not self.world.is_main:  # rank 0 alone evaluates, saves and logs
-            return metrics
-        if config.eval.every and self.eval_examples and self.step % config.eval.every == 0:
+        stop = None
+        if self.world.is_main and config.eval.every and self.eval_examples and self.step % config.eval.every == 0:
             metrics.update(self.evaluate())
+            stop = self._audit_eval(self.step, metrics)
+        if self.audit is not None:  # every rank: the metrics are averaged, so all decide alike
+            stop = self.audit.after_step(self.step, metrics, review) or stop
+        if not self.world.is_main:  # rank 0 alone evaluates, saves and logs
+            if stop is not None:
+                self._stop(stop)
+            return metrics
         self.sink.log(self.step, metrics)  # before the checkpoint: a step that has one has its rows
         write_samples(self.run_dir, self.step, batch.records)
         if config.checkpoint.every and self.step % config.checkpoint.every == 0:
             self.save()
+        if stop is not None:
+            self._stop(stop)
         return metrics
+
+    def _audit_eval(self, step: int, metrics: dict[str, float]) -> Onset | None:
+        if self.audit is None:
+            return None
+        return self.audit.after_eval(step, metrics, self.orchestrator.last_eval_records)
+
+    def _stop(self, onset: Onset) -> None:
+        """End the run for the audit: a checkpoint of this step (rank 0), then AuditStopped."""
+        if self.world.is_main and not (self.last_checkpoint is not None and self.last_checkpoint.name == f"step_{self.step:06d}"):
+            self.save()
+        checkpoint = self.last_checkpoint if self.world.is_main else None
+        raise AuditStopped(stop_message(self.step, onset, checkpoint, self.run_dir), step=self.step, check=onset.check, checkpoint=checkpoint)
 
     def _fresh_batch(self) -> tuple[Batch, int]:
         """The next batch sampled within `max_off_policy_steps` of the current weights."""
@@ -129,6 +160,7 @@ class TrainingLoop:
             if self.step - batch.policy_version <= self.config.algorithm.max_off_policy_steps:
                 return batch, dropped
             dropped += 1
+            self.orchestrator.take_review(batch)  # never trained: its findings are not the step's
             logger.warning("dropped a batch sampled at version %d for step %d", batch.policy_version, self.step)
 
     def evaluate(self) -> dict[str, float]:

@@ -24,6 +24,9 @@ Two orchestrators share that pipeline:
 
 Every batch carries the policy version that sampled it and the data position after its
 examples (so a checkpoint resumes the data where training, not generation, stopped).
+With a live audit (`lmgym.train.live_audit`), each batch's scored groups are reviewed
+before advantages are computed: a check set to penalize rewrites its flagged rollouts'
+rewards there, and the loop takes the review with `take_review(batch)`.
 The trainer corrects the staleness with importance weights (`lmgym.train.importance`).
 """
 
@@ -46,6 +49,7 @@ from lmgym.train.batch import Batch
 from lmgym.train.config import AlgorithmConfig, SamplingConfig
 from lmgym.train.distributed import World, shard
 from lmgym.train.engines.base import RolloutEngine
+from lmgym.train.live_audit import LiveAudit, Review
 from lmgym.train.tokens import rollout_samples
 from lmgym.types import Example, Rollout
 
@@ -164,12 +168,15 @@ class Orchestrator:
 
     def __init__(
         self, env: Environment, engine: RolloutEngine, data: DataStream, algorithm: AlgorithmConfig, sampling: SamplingConfig,
-        max_seq_len: int, *, records_per_step: int = 0, world: World = World(),
+        max_seq_len: int, *, records_per_step: int = 0, world: World = World(), audit: LiveAudit | None = None,
     ):
         """The orchestrator owns `engine` from here on: `close()` closes it."""
         self.env, self.engine, self.data = env, engine, data
         self.algorithm, self.sampling, self.max_seq_len = algorithm, sampling, max_seq_len
         self.records_per_step, self.world = records_per_step, world
+        self.audit = audit
+        self._reviews: dict[int, Review] = {}  # id(batch) -> its audit review, until the loop takes it
+        self.last_eval_records: list[dict[str, Any]] = []  # the latest evaluation's rollouts
 
     def next_batch(self, step: int) -> Batch:
         """The batch to train at `step` (= the trainer's policy version)."""
@@ -183,7 +190,11 @@ class Orchestrator:
         started = time.perf_counter()
         groups = asyncio.run(run_groups(self.env, engine.client, examples, self.algorithm.group_size, sampling_args(self.sampling)))
         elapsed = time.perf_counter() - started
+        audited = self.audit.audit_batch(groups) if self.audit is not None else None  # may penalize: before advantages
         batch = build_batch(groups, self.algorithm, self.max_seq_len)
+        if audited is not None:
+            batch.metrics.update(audited.metrics)
+            self._reviews[id(batch)] = audited.review
         batch.policy_version, batch.data_position = version, position
         batch.records = [group[0].to_dict() for group in groups[: self.records_per_step]]
         if self.env.tools:
@@ -191,6 +202,10 @@ class Orchestrator:
         batch.metrics["generation_s"] = elapsed
         batch.metrics["generation_tokens_per_s"] = sum(len(t.token_ids or []) for g in groups for r in g for t in r.turns) / max(elapsed, 1e-9)
         return batch
+
+    def take_review(self, batch: Batch) -> Review | None:
+        """The live audit's review of `batch` (None without an audit), handed over once."""
+        return self._reviews.pop(id(batch), None)
 
     def publish(self, model: Any, version: int) -> None:
         """New weights after an optimiser step (free for an engine that shares them)."""
@@ -204,6 +219,7 @@ class Orchestrator:
         """Held-out evaluation through the same loop, with the current weights: one rollout per example."""
         self.engine.refresh()
         groups = asyncio.run(run_groups(self.env, self.engine.client, examples, 1, sampling_args(self.sampling, temperature)))
+        self.last_eval_records = [g[0].to_dict() for g in groups] if self.audit is not None else []
         metrics = rubric_metrics([g[0] for g in groups], prefix="eval/")
         if self.env.tools:
             metrics["eval/tool_calls_per_rollout"] = tool_calls_per_rollout([g[0] for g in groups])

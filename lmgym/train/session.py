@@ -36,6 +36,7 @@ from lmgym.train.config import TrainConfig, dump_config
 from lmgym.train.distributed import World, device_for, setup, teardown, world_from_env
 from lmgym.train.engines.base import RolloutEngine
 from lmgym.train.engines.local import LocalEngine
+from lmgym.train.live_audit import LiveAudit, announcer
 from lmgym.train.loop import LOG_FILES, TrainingLoop
 from lmgym.train.metrics import MetricsSink, NullSink, make_sink
 from lmgym.train.models import load_model, save_model
@@ -134,10 +135,12 @@ def resumed_log_sizes(checkpoint: tuple[Path, dict[str, Any]] | None, sft_model:
     return dict.fromkeys(LOG_FILES, 0)
 
 
-def make_orchestrator(config: TrainConfig, env: Any, engine: RolloutEngine, data: DataStream, world: World) -> Orchestrator:
+def make_orchestrator(
+    config: TrainConfig, env: Any, engine: RolloutEngine, data: DataStream, world: World, audit: LiveAudit | None = None
+) -> Orchestrator:
     """Synchronous, or asynchronous with bounded staleness when max_off_policy_steps > 0."""
     args = (env, engine, data, config.algorithm, config.sampling, config.trainer.max_seq_len)
-    kwargs = {"records_per_step": config.logging.samples_per_step, "world": world}
+    kwargs = {"records_per_step": config.logging.samples_per_step, "world": world, "audit": audit}
     if config.algorithm.max_off_policy_steps == 0:
         return Orchestrator(*args, **kwargs)
     return AsyncOrchestrator(*args, **kwargs, max_off_policy_steps=config.algorithm.max_off_policy_steps)
@@ -205,11 +208,12 @@ def assemble_loop(config: TrainConfig, run_dir: Path, sink: MetricsSink, loaded:
         model, tokenizer, seed=config.trainer.seed + world.rank, tool_format=loaded.tool_format)  # ranks sample differently
     env.use_run_dir(run_dir)
     data = DataStream(env.dataset or env.eval_dataset, seed=config.trainer.seed)
-    orchestrator = make_orchestrator(config, env, engine, data, world)
+    audit = LiveAudit.for_run(config, env, run_dir, announce=announcer(world.is_main, config.logging.console_every), distributed=world.distributed)
+    orchestrator = make_orchestrator(config, env, engine, data, world, audit)
     eval_examples = env.get_eval_examples(config.eval.num_examples) if config.eval.every else []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     trainer = GRPOTrainer(config, model, pad_id, world=world)
-    loop = TrainingLoop(config, trainer, tokenizer, orchestrator, run_dir, sink, eval_examples, world=world)
+    loop = TrainingLoop(config, trainer, tokenizer, orchestrator, run_dir, sink, eval_examples, world=world, audit=audit)
     if loaded.checkpoint is not None:
         loop.resume(*loaded.checkpoint)
     return loop
