@@ -73,6 +73,7 @@ class Summary:
     split_by_task: bool = True
     pass_metric: str = "reward"
     tasks: dict[str, Summary] = field(default_factory=dict)
+    reward_sum: float = 0.0  # of `rewards`, kept as they come: the progress bar reads the mean after every rollout
 
     def add(self, record: RolloutRecord) -> None:
         if self.split_by_task:
@@ -98,6 +99,7 @@ class Summary:
         if not is_finite_number(reward):  # a hand-made or foreign file: counted, never scored
             return
         self.rewards.append(reward)
+        self.reward_sum += reward
         metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
         for name, value in metrics.items():
             if is_finite_number(value):  # a metric that is text is shown by the report, not averaged
@@ -109,7 +111,8 @@ class Summary:
 
     @property
     def mean_reward(self) -> float:
-        return sum(self.rewards) / len(self.rewards) if self.rewards else float("nan")
+        """The mean reward so far, in constant time (a progress bar asks after every rollout)."""
+        return self.reward_sum / len(self.rewards) if self.rewards else float("nan")
 
     def pass_at(self) -> dict[str, float]:
         """pass@k for k = 1, 2, 4, ... and the fewest scored rollouts of any example."""
@@ -131,7 +134,7 @@ class Summary:
 
     def to_dict(self) -> dict[str, Any]:
         n = len(self.rewards)
-        mean = self.mean_reward
+        mean = sum(self.rewards) / n if n else float("nan")
         std = math.sqrt(sum((r - mean) ** 2 for r in self.rewards) / n) if n else float("nan")
         latencies = sorted(self.latencies)
         return {
