@@ -11,11 +11,12 @@ import re
 from pathlib import Path
 
 MODEL_NAMES = ("tiny-llama", "smollm2")
-HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # org/name; a path with more parts is a directory
 
 
-def looks_like_hub_id(name: str) -> bool:
-    return bool(HUB_ID.match(name))
+def is_hub_id(name: str) -> bool:
+    """`org/name`: what the hub calls a repository."""
+    return bool(HUB_ID.match(name)) and not name.startswith(".")
 
 
 def runs_in_process(model: str, base_url: str | None) -> bool:
@@ -23,4 +24,4 @@ def runs_in_process(model: str, base_url: str | None) -> bool:
     than one behind OpenAI's API: a local folder, an `org/name` hub id, or a training model."""
     if base_url is not None:
         return False
-    return model in MODEL_NAMES or Path(model).expanduser().is_dir() or looks_like_hub_id(model)
+    return model in MODEL_NAMES or Path(model).expanduser().is_dir() or is_hub_id(model)

@@ -15,7 +15,7 @@ from cli_runner import invoke as lmgym  # noqa: E402
 from train_setups import CONFIG, SMALL  # noqa: E402
 
 from lmgym.errors import UsageError  # noqa: E402
-from lmgym.train import models  # noqa: E402
+from lmgym.train.hub import hub_cache_dir  # noqa: E402
 from lmgym.train.models import char_tokenizer, load_model, load_tokenizer, save_model, tiny_llama  # noqa: E402
 
 REPO = "lmgym-test/tiny-chat"
@@ -76,7 +76,7 @@ def test_hf_home_alone_locates_the_cache(hub, monkeypatch):
     monkeypatch.delenv("HF_HUB_CACHE")
     tokenizer = char_tokenizer()
     write_hub_model(hub, REPO, COMMIT_A, tiny_llama(tokenizer), tokenizer)  # HF_HOME/hub
-    assert models.hub_cache_dir() == hub
+    assert hub_cache_dir() == hub
     assert load_model(REPO)[0].config.vocab_size == len(tokenizer)
 
 
