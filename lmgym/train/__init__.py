@@ -6,7 +6,7 @@ Environments do not know they are being trained: rollouts go through a `ModelCli
 any other (`engines`), and what the trainer sees is exactly what was sampled (`tokens`).
 
     config.py           the TOML config and its dotted overrides
-    models.py           tiny-llama, SmolLM2, saved folders, hub ids (model_names.py: no torch)
+    models.py           tiny-llama, SmolLM2, saved folders, hub ids (hub.py; model_names.py: no torch)
     chat_templates.py   the templates lmgym writes; render.py: messages and tools to token ids
     template_check.py   does a template keep turns as prefixes and render tools (check-template)
     engines/            what samples rollouts: in process or a vLLM server (`RolloutEngine`)
