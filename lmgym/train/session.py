@@ -41,6 +41,7 @@ from lmgym.train.loop import LOG_FILES, TrainingLoop
 from lmgym.train.metrics import MetricsSink, NullSink, make_sink
 from lmgym.train.models import load_model, save_model
 from lmgym.train.orchestrator import AsyncOrchestrator, DataStream, Orchestrator
+from lmgym.train.precision import Precision
 from lmgym.train.sft import run_sft, sft_rows
 from lmgym.train.template_check import require_tool_support
 from lmgym.train.trainer import GRPOTrainer
@@ -204,8 +205,9 @@ def assemble_loop(config: TrainConfig, run_dir: Path, sink: MetricsSink, loaded:
     remote = start_vllm(config, model, tokenizer, run_dir, world, loaded.tool_format) if config.engine.kind == "vllm" else None
     if config.model.lora.enabled:
         model = apply_lora(model, config.model.lora)
-    engine = remote if remote is not None else LocalEngine(
-        model, tokenizer, seed=config.trainer.seed + world.rank, tool_format=loaded.tool_format)  # ranks sample differently
+    engine = remote if remote is not None else LocalEngine(  # ranks sample differently; at the trainer's precision
+        model, tokenizer, seed=config.trainer.seed + world.rank, tool_format=loaded.tool_format,
+        autocast=Precision(config.model.dtype, next(model.parameters()).device).autocast)
     env.use_run_dir(run_dir)
     data = DataStream(env.dataset or env.eval_dataset, seed=config.trainer.seed)
     audit = LiveAudit.for_run(config, env, run_dir, announce=announcer(world.is_main, config.logging.console_every), distributed=world.distributed)

@@ -15,6 +15,7 @@ conversation, and tool calls read from the sampled text when the environment off
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import threading
 import time
@@ -95,9 +96,10 @@ def frozen_copy(model: Any) -> Any:
 class InProcessEngine(RolloutEngine):
     """What both in-process engines share: a `Sampler` on `model`, its client, its RNG."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, max_batch_size: int = 256, tool_format: ToolFormat | None = None):
-        self.seed, self.tool_format = seed, tool_format
-        self.sampler = Sampler(model, tokenizer, seed=seed, max_batch_size=max_batch_size)
+    def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, max_batch_size: int = 256,
+                 tool_format: ToolFormat | None = None, autocast: Any = contextlib.nullcontext):
+        self.seed, self.tool_format, self.autocast = seed, tool_format, autocast
+        self.sampler = Sampler(model, tokenizer, seed=seed, max_batch_size=max_batch_size, autocast=autocast)
         self._client = LocalClient(self.sampler, tool_format)
 
     @property
@@ -125,8 +127,9 @@ class InProcessEngine(RolloutEngine):
 class LocalEngine(InProcessEngine):
     """Rollouts sampled in this process with `model` itself (the trainer's module)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, max_batch_size: int = 256, tool_format: ToolFormat | None = None):
-        super().__init__(model, tokenizer, seed=seed, max_batch_size=max_batch_size, tool_format=tool_format)
+    def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, max_batch_size: int = 256,
+                 tool_format: ToolFormat | None = None, autocast: Any = contextlib.nullcontext):
+        super().__init__(model, tokenizer, seed=seed, max_batch_size=max_batch_size, tool_format=tool_format, autocast=autocast)
         self._snapshots: list[LocalSnapshot] = []
 
     def publish(self, model: Any, version: int) -> None:
@@ -138,7 +141,8 @@ class LocalEngine(InProcessEngine):
 
     def snapshot(self) -> LocalSnapshot:
         """A frozen copy of the current weights, sampling with its own seed (seed + 1)."""
-        snapshot = LocalSnapshot(frozen_copy(self.model), self.sampler.tokenizer, seed=self.seed + 1, origin=self, tool_format=self.tool_format)
+        snapshot = LocalSnapshot(frozen_copy(self.model), self.sampler.tokenizer, seed=self.seed + 1, origin=self,
+                                 tool_format=self.tool_format, autocast=self.autocast)
         self._snapshots.append(snapshot)
         return snapshot
 
@@ -154,8 +158,9 @@ class LocalSnapshot(InProcessEngine):
     at the next `refresh()`, on the sampling thread, so no batch mixes two versions. Its
     weights change only there, so it is its own snapshot."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, origin: LocalEngine | None = None, tool_format: ToolFormat | None = None):
-        super().__init__(model, tokenizer, seed=seed, tool_format=tool_format)
+    def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, origin: LocalEngine | None = None,
+                 tool_format: ToolFormat | None = None, autocast: Any = contextlib.nullcontext):
+        super().__init__(model, tokenizer, seed=seed, tool_format=tool_format, autocast=autocast)
         self._origin = origin
         self._lock = threading.Lock()
         self._staged: dict[str, Any] | None = None

@@ -5,7 +5,9 @@ once and each new token reuses the KV cache. For each sampled token the engine r
 its id and its logprob under the *sampling policy*: log-softmax of logits / temperature
 over the full vocabulary (top-p only decides which tokens may be drawn). The trainer
 computes the same quantity, so on-policy importance ratios are 1 up to float error.
-Temperature 0 is greedy decoding, with logprobs of the untempered distribution.
+Temperature 0 is greedy decoding, with logprobs of the untempered distribution. Under a
+lower training precision (`model.dtype`), the forward passes run under the trainer's
+autocast too, so both compute the same numbers up to the order of the sums.
 
 `Sampler` samples from the module it is given, the trainer's own in training (see
 `lmgym.train.engines.local` for the engine around it).
@@ -13,9 +15,10 @@ Temperature 0 is greedy decoding, with logprobs of the untempered distribution.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -84,8 +87,10 @@ def cache_keyword(model: Any) -> str:
 class Sampler:
     """Samples completions for batches of token prompts with a causal LM."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, max_batch_size: int = 256):
+    def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, max_batch_size: int = 256,
+                 autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
         self.model = model
+        self.autocast = autocast  # the trainer's compute precision, so sampled logprobs are the trainer's
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
@@ -116,10 +121,11 @@ class Sampler:
         step_ids = input_ids
         for _ in range(params.max_tokens):
             positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1]:]
-            out = self.model(
-                input_ids=step_ids, attention_mask=attention, position_ids=positions,
-                **{self.cache_keyword: past}, use_cache=True, logits_to_keep=1,  # only the next token's logits
-            )
+            with self.autocast():
+                out = self.model(
+                    input_ids=step_ids, attention_mask=attention, position_ids=positions,
+                    **{self.cache_keyword: past}, use_cache=True, logits_to_keep=1,  # only the next token's logits
+                )
             past = getattr(out, self.cache_keyword)
             ids, lps = sample_next(out.logits[:, -1, :], params, self.generator)
             id_list, lp_list = ids.tolist(), lps.tolist()  # one device sync per step
