@@ -14,7 +14,8 @@ timeout, and malformed JSON bodies.
         server.fail_next(503, times=2)
 
 It is a bare ASGI app served by uvicorn (extra `dev`), in a thread for tests or as its own
-process for benchmarks: `python -m lmgym.testing --port 8000 --reply 42`. `BackgroundServer`
+process for benchmarks: `python -m lmgym.testing --port 8000 --reply 42` (add
+`--tool-call calculate '{"expression": "6 * 7"}'` to call a tool first). `BackgroundServer`
 serves any other ASGI app the same way.
 """
 
@@ -275,10 +276,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Serve a scripted OpenAI-compatible API on loopback.")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--reply", default="OK", help="the text every chat request gets back")
+    parser.add_argument("--tool-call", nargs=2, metavar=("NAME", "ARGUMENTS"),
+                        help="answer a conversation with no tool result yet with a call of tool NAME with ARGUMENTS (a JSON object); then --reply")
     args = parser.parse_args()
     import uvicorn
 
-    app = ScriptedApp(lambda _request: args.reply)
+    call = tool_call(args.tool_call[0], orjson.loads(args.tool_call[1])) if args.tool_call else None
+
+    def reply(request: dict[str, Any]) -> Reply:
+        if call is None or any(message.get("role") == "tool" for message in request.get("messages", [])):
+            return args.reply
+        return {"content": None, "tool_calls": [call]}
+
+    app = ScriptedApp(reply)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="off")
 
 

@@ -3,7 +3,6 @@ one, or a model run in this process (a trained policy folder, a hub id, tiny-lla
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -18,6 +17,7 @@ from rich.table import Table
 from lmgym import errors
 from lmgym.cli.audit import print_audit
 from lmgym.cli.common import console, exit_on_error, print_error
+from lmgym.clients.loop import run as run_loop
 from lmgym.clients.openai import OpenAIClient
 from lmgym.embedded import DEFAULT_MODEL, EmbeddedServer
 from lmgym.eval.config import EvalConfig, resolve_config
@@ -138,7 +138,7 @@ def evaluate(run: EvalRun) -> int:
         try:
             with progress_bar() as progress:
                 task = progress.add_task(f"{config.env} × {config.model}", total=None, reward="")
-                asyncio.run(run_with_progress(run, client, concurrency, progress, task))
+                run_loop(run_with_progress(run, client, concurrency, progress, task))
         except KeyboardInterrupt:
             exit_code = 130
             console.print(f"[yellow]interrupted.[/] {summary.rollouts} rollouts are saved; continue with:\n  lmgym eval --resume {run_dir}")
@@ -196,9 +196,8 @@ def in_process_client(config: EvalConfig, offers_tools: bool) -> Any:
 
 def warn_if_fewer(run: EvalRun) -> None:
     """`-n 500` on a 100-example eval set runs 100: say so, so no rate is computed from 500."""
-    if run.asked is not None and len(run.examples) < run.asked:
-        grouped = " (-n counts per environment)" if getattr(run.environment, "envs", None) else ""
-        console.print(f"[yellow]note:[/] {len(run.examples)} examples, not {run.asked}: the evaluation set has no more{grouped}", highlight=False)
+    if note := run.fewer_note:  # metadata.json's notes say it too
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 async def run_with_progress(run: EvalRun, client: Any, concurrency: int, progress: Progress, task: Any) -> None:

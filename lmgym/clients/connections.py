@@ -8,7 +8,8 @@ driven directly ~165 µs, this ~50 µs (benchmarks/eval_overhead.py measures the
 
 What it does: POST with a Content-Length body; replies framed by Content-Length,
 chunked transfer coding or the end of the connection, gzip/deflate decoded; keep-alive
-connections reused last-in first-out, at most `max_connections` open per event loop; a
+connections reused last-in first-out, as many as requests in flight (or at most
+`max_connections`) per event loop, so the pool is sized to the caller's concurrency; a
 reused connection that the server closed before answering (an idle keep-alive timeout)
 is replaced once, at once; https through the ssl module's default context (system CAs,
 SSL_CERT_FILE); the proxies of the environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY,
@@ -264,16 +265,17 @@ class Connection(asyncio.Protocol):
 class _LoopPool:
     """The connections of one event loop."""
 
-    def __init__(self, max_connections: int):
+    def __init__(self, max_connections: int | None):
         self.idle: deque[Connection] = deque()
-        self.slots = asyncio.Semaphore(max_connections)
+        self.slots = asyncio.Semaphore(max_connections) if max_connections else None
         self.open: set[Connection] = set()
 
 
 class Connections:
-    """Keep-alive connections to one endpoint, pooled per event loop."""
+    """Keep-alive connections to one endpoint, pooled per event loop; at most
+    `max_connections` open at once in each (None: as many as requests in flight)."""
 
-    def __init__(self, url: str, headers: Mapping[str, str], max_connections: int):
+    def __init__(self, url: str, headers: Mapping[str, str], max_connections: int | None):
         self.target = Target.parse(url)
         self.max_connections = max_connections
         self._head = self.target.request_head(headers)
@@ -298,18 +300,23 @@ class Connections:
         """POST `body` (JSON bytes) to the endpoint; the reply, whatever its status."""
         pool = self._loop_pool()
         request = b"".join((self._head, str(len(body)).encode(), b"\r\n\r\n", body))
+        if pool.slots is None:
+            return await self._send(pool, request)
         async with pool.slots:
-            while pool.idle:  # the most recently used connection first
-                connection = pool.idle.pop()
-                if connection.closed or connection.buffer:  # closed, or sent bytes unasked since
-                    pool.open.discard(connection)
-                    connection.transport.close()
-                    continue
-                try:
-                    return await self._exchange(pool, connection, request)
-                except ConnectionClosed:  # it had timed out at the server: once more on a new one
-                    break
-            return await self._exchange(pool, await self._connect(pool), request)
+            return await self._send(pool, request)
+
+    async def _send(self, pool: _LoopPool, request: bytes) -> Reply:
+        while pool.idle:  # the most recently used connection first
+            connection = pool.idle.pop()
+            if connection.closed or connection.buffer:  # closed, or sent bytes unasked since
+                pool.open.discard(connection)
+                connection.transport.close()
+                continue
+            try:
+                return await self._exchange(pool, connection, request)
+            except ConnectionClosed:  # it had timed out at the server: once more on a new one
+                break
+        return await self._exchange(pool, await self._connect(pool), request)
 
     async def _exchange(self, pool: _LoopPool, connection: Connection, request: bytes) -> Reply:
         reused = False

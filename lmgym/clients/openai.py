@@ -167,7 +167,10 @@ def request_headers(api_key: str | None) -> dict[str, str]:
 
 
 class OpenAIClient:
-    """A `ModelClient` for any OpenAI-compatible `/chat/completions` endpoint."""
+    """A `ModelClient` for any OpenAI-compatible `/chat/completions` endpoint.
+
+    Its connection pool grows to the requests in flight, which the caller bounds (`lmgym
+    eval -c`), so it is sized to the run's concurrency; `max_connections` caps it."""
 
     def __init__(
         self,
@@ -178,7 +181,7 @@ class OpenAIClient:
         max_retries: int = 5,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
-        max_connections: int = 1000,
+        max_connections: int | None = None,
     ):
         self.base_url = base_url
         self.timeout = timeout

@@ -6,7 +6,9 @@ everywhere; a caller adds only how it shows progress. The caller holds the direc
 lock (`lmgym.rundir.RunLock`).
 
     metadata.json  {lmgym_version, config, status, started_at, finished_at, wall_time_s,
-                    summary, audit_skip}; status is running | completed | interrupted | failed
+                    summary, audit_skip, examples, notes?}; status is running | completed |
+                    interrupted | failed; `examples` is how many examples the run has, and
+                    `notes` says when that is fewer than -n asked for
 """
 
 from __future__ import annotations
@@ -62,6 +64,15 @@ class EvalRun:
             return None
         return self.config.num_examples * len(getattr(self.environment, "envs", None) or [self.environment])
 
+    @property
+    def fewer_note(self) -> Optional[str]:
+        """`-n 500` on a 100-example evaluation set runs 100: the sentence that says so (None
+        when the run has what was asked), so that no rate is computed from 500."""
+        if self.asked is None or len(self.examples) >= self.asked:
+            return None
+        grouped = " (-n counts per environment)" if getattr(self.environment, "envs", None) else ""
+        return f"{len(self.examples)} examples, not {self.asked}: the evaluation set has no more{grouped}"
+
     async def run(
         self,
         client: ModelClient,
@@ -97,7 +108,10 @@ class EvalRun:
             "status": "running",
             "started_at": datetime.now(timezone.utc).isoformat(),
             "audit_skip": self.environment.audit_skip,
+            "examples": len(self.examples),
         }
+        if note := self.fewer_note:
+            self.metadata["notes"] = [note]
         self._started = time.perf_counter()
         write_metadata(self.run_dir, self.metadata)
 

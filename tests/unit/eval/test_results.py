@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -55,3 +57,16 @@ def test_writer_closes_a_last_line_that_lacks_its_newline(tmp_path):
     writer.write([rec(0, 1)])
     writer.close()
     assert [(r["example_id"], r["rollout"]) for r in read_results(path)] == [(0, 0), (0, 1)]
+
+
+async def test_from_a_coroutine_the_rollouts_finishing_together_are_flushed_together(tmp_path):
+    path = tmp_path / "results.jsonl"
+    writer = ResultsWriter(path)
+    writer.write([rec(0, 0)])
+    writer.write([rec(0, 1)])
+    assert path.read_bytes() == b""  # still in this pass of the event loop
+    await asyncio.sleep(0)
+    assert len(path.read_bytes().splitlines()) == 2  # flushed as the pass ended, before anything else ran
+    writer.write([rec(1, 0)])
+    writer.close()  # flushes what is pending
+    assert len(path.read_bytes().splitlines()) == 3

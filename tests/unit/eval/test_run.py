@@ -86,3 +86,17 @@ def test_an_environment_declaring_its_pass_criterion_is_used_unless_overridden(t
     assert EvalRun(env, EvalConfig(env="sums"), tmp_path).config.pass_metric == "exact"
     chosen = EvalRun(env, EvalConfig(env="sums", pass_metric="reward", pass_threshold=1.0), tmp_path).config
     assert (chosen.pass_metric, chosen.pass_threshold) == ("reward", 1.0)
+
+
+async def test_asking_for_more_examples_than_the_set_has_is_said_in_the_metadata(tmp_path):
+    run = EvalRun(sums(4), EvalConfig(env="sums", model="m", num_examples=500, rollouts_per_example=1), tmp_path / "more")
+    exact = EvalRun(sums(4), EvalConfig(env="sums", model="m", num_examples=4, rollouts_per_example=1), tmp_path / "exact")
+    assert run.fewer_note == "4 examples, not 500: the evaluation set has no more" and exact.fewer_note is None
+    with ScriptedServer(solve) as server:
+        client = OpenAIClient(server.base_url)
+        await run.run(client)
+        await exact.run(client)
+        await client.aclose()
+    saved, plain = metadata(tmp_path / "more"), metadata(tmp_path / "exact")
+    assert saved["examples"] == 4 and saved["notes"] == [run.fewer_note] and saved["summary"]["rollouts"] == 4
+    assert plain["examples"] == 4 and "notes" not in plain
