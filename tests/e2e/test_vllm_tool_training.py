@@ -13,9 +13,9 @@ and the logprobs vLLM returned for the tokens sampled *after* the tool's result 
 the trainer's on the exact sequence it trains, which holds only when the second turn's
 prompt was the first turn's ids extended token-exactly.
 
-Slow (vLLM starts in about a minute; the whole test takes about 4 minutes on 2 cores).
-Run with `pytest -m slow tests/e2e/test_vllm_tool_training.py -p no:xdist` after
-`bash benchmarks/setup_vllm.sh`."""
+Slow: 8 to 13 minutes measured on 2 cores shared with other jobs (load average 4 to 8;
+of 8 minutes the SFT warm start took 4, vLLM's start 1, two GRPO steps 3). Run with
+`pytest -m slow tests/e2e/test_vllm_tool_training.py -n0` after `bash benchmarks/setup_vllm.sh`."""
 
 from __future__ import annotations
 
