@@ -19,8 +19,9 @@ The variants here differ from vanilla GRPO only in the denominator:
 
 Every std is the population std (``unbiased=False``, divide by N, not N-1): the group is
 the whole population being normalised, not a sample of it, and with N=2 the unbiased
-std would scale advantages by an extra sqrt(2). ``eps`` is added to the std, so a
-zero-variance group gets advantage 0, never NaN.
+std would scale advantages by an extra sqrt(2). ``eps`` is added to the std, and a group
+whose rewards are all equal is centred to exactly 0 before any scaling, so it gets
+advantage 0, never NaN and never its mean's rounding error divided by eps.
 
 DAPO (arXiv 2503.14476) adds two filters. Dynamic sampling is a mask here
 (`dynamic_sampling_mask`): drop groups whose rewards are all equal (advantage 0
@@ -89,6 +90,9 @@ def group_advantages(rewards: Tensor, scale: Scale = "group", eps: float = 1e-6)
         raise ValueError(f"scale must be one of {sorted(_SCALES)}, got {scale!r}")
     rewards = _as_float(rewards)
     centred = rewards - rewards.mean(dim=1, keepdim=True)  # (G, N)
+    # A group of equal rewards is centred to exactly 0: its float mean can round away from the
+    # rewards (eight 1.2s in float32), and dividing by std + eps would blow that up to ~0.1.
+    centred = centred.masked_fill(~dynamic_sampling_mask(rewards)[:, None], 0.0)
     return _SCALES[scale](rewards, centred, eps)
 
 
