@@ -14,7 +14,8 @@ only draws, filters, sorts and paginates. What a report shows:
   rollout's transcript, built only when its row is opened: roles, tool calls and tool
   results, `<think>` reasoning folded in a closed `<details>`.
 - a training run (`metrics.jsonl`, `config.toml`): reward, loss, KL and tokens/s over
-  steps, every other metric on demand, and the config. Sampled rollouts of a training
+  steps, every other metric on demand, and the config; a dashed line marks the step
+  where each live-audit finding started. Sampled rollouts of a training
   run would be read from `samples.jsonl` (results.jsonl records plus a `step` key); the
   trainer saves none today, so training reports have curves only.
 
@@ -230,6 +231,7 @@ def distributions(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 STEP_KEYS = ("step", "sft_step")  # an RL row, an SFT warm-start row (lmgym.train.metrics)
+AUDIT_ONSET = "audit/onset/"  # lmgym.train.live_audit.ONSET_PREFIX: the step a finding first appeared
 
 
 def _row_step(row: dict[str, Any]) -> tuple[str, int] | None:
@@ -244,15 +246,20 @@ def curves(metric_rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """Per-metric series [[step, value], ...] sorted by step: RL metrics against `step`, SFT
     ones against `sft_step`. A step logged twice (a resumed run repeats the steps after its
     checkpoint) keeps its last value; non-numbers are dropped. "Last step" counts RL steps
-    (SFT steps when the run had none)."""
+    (SFT steps when the run had none). `marks`: the steps where the live audit first
+    reported each finding (`audit/onset/<check>`), drawn on every curve."""
     series: dict[str, dict[int, float | None]] = {}
     last: dict[str, int] = {}
+    marks: dict[str, int] = {}
     for row in metric_rows:
         found = _row_step(row)
         if found is None:
             continue
         step_key, step = found
         for key, value in row.items():
+            if key.startswith(AUDIT_ONSET):  # a live-audit finding's first step: a mark, not a curve
+                marks[key.removeprefix(AUDIT_ONSET)] = step
+                continue
             if key in STEP_KEYS or (value is not None and _number(value) is None):
                 continue
             series.setdefault(key, {})[step] = _number(value)
@@ -269,6 +276,7 @@ def curves(metric_rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         "others": [k for k in points if k not in shown],
         "last": {k: v[-1][1] for k, v in points.items()},
         "steps": last.get("step", last.get("sft_step")),
+        "marks": [{"step": step, "check": check} for check, step in sorted(marks.items(), key=lambda m: (m[1], m[0]))],
     }
 
 

@@ -3,9 +3,9 @@
 Every `audit.every` steps the audit's checks (the nine of `lmgym.eval.audit` and the five
 training-only ones of `lmgym.eval.audit.training`) run on that step's rollouts, on the
 trends of the last `audit.window` steps, and, at each evaluation, on the held-out
-rollouts. Each check's flagged fraction goes to metrics.jsonl as `audit/<check>` (the
-held-out ones as `audit/eval/<check>`; a trend check logs 1 when it finds its trend, else
-0). A finding at or above `audit.min_fraction` is printed once, the first time it
+rollouts. Each check's flagged fraction, the share of the step's scored rollouts it
+flags, goes to metrics.jsonl as `audit/<check>` (the held-out ones as `audit/eval/<check>`;
+a trend check logs 1 when it finds its trend, else 0). A finding at or above `audit.min_fraction` is printed once, the first time it
 appears (the step, the check, the fraction, an example rollout), and its step is logged as
 `audit/onset/<check>` (which `lmgym view` marks on the curves). Then the check's action:
 
@@ -124,13 +124,8 @@ class AuditStopped(TrainingError):
 
 # -- what one review found ------------------------------------------------------------------
 def flagged_fraction(findings: Sequence[Finding]) -> float:
-    """The share a check flagged: its findings' counts over their total (1.0 for a trend)."""
-    if not findings:
-        return 0.0
-    totals = [f.total for f in findings]
-    if any(t is None for t in totals):
-        return 1.0
-    return min(1.0, sum(f.count for f in findings) / max(max(totals), 1))  # type: ignore[type-var]
+    """A trend check's number: 1.0 when it found its trend, else 0.0."""
+    return 1.0 if findings else 0.0
 
 
 @dataclass
@@ -141,7 +136,10 @@ class Review:
     findings: dict[str, list[Finding]] = field(default_factory=dict)
 
     def fraction(self, check: str) -> float:
-        return flagged_fraction(self.findings.get(check, []))
+        """The share of the scored rollouts the check flagged (so every check's number,
+        and `min_fraction`, mean the same thing: a share of the step's rollouts)."""
+        live = len(scored(self.records))
+        return len(self.flagged(check)) / live if live else 0.0
 
     def flagged(self, check: str) -> list[int]:
         """Indices of the records the check flagged: its rollout references, or every
@@ -388,12 +386,14 @@ def describe(step: int, onset: Onset, action: Action) -> str:
 
 
 def stop_message(step: int, onset: Onset, checkpoint: Path | None, run_dir: Path) -> str:
+    samples = run_dir / "samples.jsonl"  # lmgym.train.loop.SAMPLES_FILE
     where = {"step": "of the step's rollouts", "eval": "of the held-out rollouts", "trend": "(a trend over the last steps)"}[onset.scope]
     share = "found a trend" if onset.scope == "trend" else f"flagged {onset.fraction:.0%} {where}"
     return (
         f"the audit stopped training at step {step}: {onset.check} {share}"
         + (f" (e.g. {onset.example})" if onset.example else "")
-        + f", and its action is stop. Checkpoint: {checkpoint or 'none saved (rank 0 saves)'}. Read the step's rollouts "
-        f"in {run_dir / 'samples.jsonl'}; to go on, fix the reward, or resume with --audit.actions.{onset.check}=warn "
-        f"(or penalize): lmgym train --resume {run_dir}"
+        + f", and its action is stop. Checkpoint: {checkpoint or 'none saved (rank 0 saves)'}. "
+        + (f"Read the step's sampled rollouts in {samples}; " if samples.exists() else "")
+        + f"to go on, fix the reward, or resume with --audit.actions.{onset.check}=warn (or penalize): "
+        f"lmgym train --resume {run_dir}"
     )

@@ -161,6 +161,11 @@
     chart.append(svg("text", { x: M.left - 4, y: baseY, "text-anchor": "end", text: fmt(y0) }));
     chart.append(svg("text", { x: M.left, y: baseY + 14, "text-anchor": "start", text: "step " + fmt(x0) }));
     chart.append(svg("text", { x: W - M.right, y: baseY + 14, "text-anchor": "end", text: fmt(x1) }));
+    for (const mark of DATA.curves.marks || []) { // where a live-audit finding started
+      if (mark.step < x0 || mark.step > x1) continue;
+      const x = sx(mark.step);
+      chart.append(svg("line", { class: "mark", x1: x, x2: x, y1: M.top, y2: baseY }, [svg("title", { text: "audit: " + mark.check + " from step " + mark.step })]));
+    }
     series.forEach((pts, i) => {
       let d = "", pen = "M";
       for (const [x, y] of pts) {
@@ -205,6 +210,7 @@
     if (c) {
       const pairs = [["last step", fmt(c.steps)]];
       for (const chart of c.main) for (const k of chart.keys) pairs.push(["last " + k, fmt(c.last[k])]);
+      for (const mark of c.marks || []) pairs.push(["audit finding", mark.check + " from step " + mark.step]);
       section.append(kvTable(pairs));
       section.append(el("div", { className: "grid" }, c.main.map((chart, i) => lineChart(chart.title, chart.keys, "curve-" + i))));
       if (c.others.length) {

@@ -80,7 +80,7 @@ def test_penalize_rewrites_flagged_rewards_before_advantages():
     audited = audit.audit_batch(groups)
     assert [r.reward for r in groups[0]] == [1.0, 0.0, -0.5, -0.5]
     assert audited.metrics[PENALIZED] == 4.0 and audited.metrics["audit/reward_before_penalty"] == 0.75
-    assert audited.metrics["audit/check_metric_disagrees"] == pytest.approx(4 / 6)
+    assert audited.metrics["audit/check_metric_disagrees"] == 0.5  # of the step's 8 rollouts
     batch = build_batch(groups, load_config(None).algorithm, 64)
     assert batch.metrics["reward"] == pytest.approx(0.0)  # (1 + 0 - 0.5 - 0.5) / 4
     # the honest right answer now has the largest advantage of its group, the hacks the smallest
@@ -93,7 +93,7 @@ def test_warn_leaves_rewards_alone_and_penalizes_nothing():
     groups = [hacked_group()]
     audited = audit.audit_batch(groups)
     assert [r.reward for r in groups[0]] == [1.0, 0.0, 1.0, 1.0]
-    assert PENALIZED not in audited.metrics and audited.metrics["audit/check_metric_disagrees"] == pytest.approx(2 / 3)
+    assert PENALIZED not in audited.metrics and audited.metrics["audit/check_metric_disagrees"] == 0.5
 
 
 def test_penalize_reaches_every_flagged_rollout_past_the_reported_twenty():
@@ -112,9 +112,9 @@ def test_a_finding_is_reported_once_logged_with_its_onset_and_a_stop_returned():
     metrics.update(audited.metrics)
     stop = audit.after_step(7, metrics, audited.review)
     assert stop is not None and stop.check == "check_metric_disagrees" and stop.scope == "step"
-    assert metrics[ONSET_PREFIX + "check_metric_disagrees"] == pytest.approx(2 / 3)
+    assert metrics[ONSET_PREFIX + "check_metric_disagrees"] == 0.5
     (line,) = lines
-    assert line.startswith("audit step 7: check_metric_disagrees flagged 67% of the step's rollouts, e.g. 0/r2 '7138 7183 1783'")
+    assert line.startswith("audit step 7: check_metric_disagrees flagged 50% of the step's rollouts, e.g. 0/r2 '7138 7183 1783'")
     assert line.endswith("(action: stop)")
     again = dict(audited.metrics)
     assert audit.after_step(8, again, audited.review) is not None  # still stops...
@@ -160,7 +160,7 @@ def test_eval_findings_are_logged_apart():
     metrics: dict[str, float] = {}
     records = [r.to_dict() for r in hacked_group()]
     assert audit.after_eval(10, metrics, records) is None  # warn
-    assert metrics["audit/eval/check_metric_disagrees"] == pytest.approx(2 / 3)
+    assert metrics["audit/eval/check_metric_disagrees"] == 0.5
     assert ONSET_PREFIX + "eval/check_metric_disagrees" in metrics and "of the held-out rollouts" in lines[0]
 
 
@@ -194,3 +194,14 @@ def test_audit_stopped_is_raised_by_the_loop(tmp_path):
         loop.run()
     assert (stopped.value.step, stopped.value.check) == (1, "check_metric_disagrees") and loop.step == 1
     assert stopped.value.checkpoint == loop.last_checkpoint and stopped.value.checkpoint.is_dir()
+
+
+def test_lmgym_view_marks_where_each_finding_started():
+    from lmgym.eval.report import curves
+
+    rows = [{"step": 1, "reward": 0.1}, {"step": 2, "reward": 0.5, ONSET_PREFIX + "length_drift": 1.0},
+            {"step": 3, "reward": 0.6, ONSET_PREFIX + "eval/repetition": 0.2, ONSET_PREFIX + "constant_answer": 0.3}]
+    drawn = curves(rows)
+    assert drawn["marks"] == [{"step": 2, "check": "length_drift"}, {"step": 3, "check": "constant_answer"},
+                              {"step": 3, "check": "eval/repetition"}]
+    assert not any(k.startswith(ONSET_PREFIX) for k in drawn["series"])  # marks, not curves
