@@ -393,7 +393,7 @@ def stop_message(step: int, onset: Onset, checkpoint: Path | None, run_dir: Path
         f"the audit stopped training at step {step}: {onset.check} {share}"
         + (f" (e.g. {onset.example})" if onset.example else "")
         + f", and its action is stop. Checkpoint: {checkpoint or 'none saved (rank 0 saves)'}. "
-        + (f"Read the step's sampled rollouts in {samples}; " if samples.exists() else "")
-        + f"to go on, fix the reward, or resume with --audit.actions.{onset.check}=warn (or penalize): "
+        + (f"Read the step's sampled rollouts in {samples}. " if samples.exists() else "")
+        + f"To go on, fix the reward, or resume with --audit.actions.{onset.check}=warn (or penalize): "
         f"lmgym train --resume {run_dir}"
     )
