@@ -205,3 +205,14 @@ def test_lmgym_view_marks_where_each_finding_started():
     assert drawn["marks"] == [{"step": 2, "check": "length_drift"}, {"step": 3, "check": "constant_answer"},
                               {"step": 3, "check": "eval/repetition"}]
     assert not any(k.startswith(ONSET_PREFIX) for k in drawn["series"])  # marks, not curves
+
+
+def test_the_async_orchestrator_reviews_each_batch_it_samples_ahead(tmp_path):
+    config = small_config(tmp_path, "trainer.max_steps=2", "algorithm.max_off_policy_steps=1", *ALWAYS_FLAGGED,
+                          "audit.actions.check_metric_disagrees=penalize", "audit.penalty=-1")
+    sink = ListSink()
+    loop = build_loop(config, tmp_path, sink)
+    loop.run()
+    assert [step for step, _ in sink.rows] == [1, 2]
+    assert all(m[PENALIZED] > 0 and m["audit/check_metric_disagrees"] > 0 for _, m in sink.rows)
+    assert len(loop.orchestrator._reviews) <= 1  # taken by the loop (one batch may be sampled ahead, unused)
