@@ -225,12 +225,15 @@ class LiveAudit:
         if threshold is None:
             threshold = float(env.pass_threshold) if getattr(env, "pass_metric", "reward") == "reward" else 1.0
         rows = read_jsonl(run_dir / METRICS_FILE) if run_dir is not None else []
-        return cls(
+        audit = cls(
             settings, reward_threshold=threshold, declared_skip=getattr(env, "audit_skip", None) or {},
             private_state=[*getattr(env, "audit_private_state", ()), *settings.private_state],
             private_tools=[*getattr(env, "audit_private_tools", ()), *settings.private_tools],
             rows=rows, announce=announce, distributed=distributed,
         )
+        for check, why in audit.skipped.items():
+            audit.announce(f"audit: skipped {check} ({why})")
+        return audit
 
     def action(self, check: str) -> Action:
         return self.config.actions.get(check, "warn")
@@ -251,9 +254,13 @@ class LiveAudit:
             "reward_threshold": self.reward_threshold, "check_metrics": tuple(self.config.check_metrics),
             "private_state": self.private_state, "private_tools": self.private_tools,
         }
+        present = {m for r in records for m in (r.get("metrics") or {})}
+        check_metrics = [m for m in self.config.check_metrics if m in present]  # a batch of errors has none
+        skip = [c for c in CHECKS if c not in self.record_checks]
+        if self.config.check_metrics and not check_metrics:
+            skip.append("check_metric_disagrees")  # not judge* in their place
         with every_reference():
-            skip = [c for c in CHECKS if c not in self.record_checks]
-            findings = audit(records, (), reward_threshold=self.reward_threshold, check_metrics=self.config.check_metrics, skip=skip)
+            findings = audit(records, (), reward_threshold=self.reward_threshold, check_metrics=check_metrics, skip=skip)
             for check in TRAINING_RECORD_CHECKS:
                 if check.__name__ in self.record_checks and records:
                     findings.extend(check(records, **_wanted(check, options)))

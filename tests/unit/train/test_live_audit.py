@@ -216,3 +216,12 @@ def test_the_async_orchestrator_reviews_each_batch_it_samples_ahead(tmp_path):
     assert [step for step, _ in sink.rows] == [1, 2]
     assert all(m[PENALIZED] > 0 and m["audit/check_metric_disagrees"] > 0 for _, m in sink.rows)
     assert len(loop.orchestrator._reviews) <= 1  # taken by the loop (one batch may be sampled ahead, unused)
+
+
+def test_a_batch_without_the_check_metric_is_not_an_error():
+    audit = audit_of("audit.check_metrics=['exact']")
+    audit.audit_batch([hacked_group()])  # the first batch has it
+    failed = [rollout(0, i, "", 0.0) for i in range(4)]
+    for r in failed:
+        r.reward, r.metrics = None, {}
+    assert audit.audit_batch([failed]).metrics["audit/check_metric_disagrees"] == 0.0
