@@ -60,6 +60,8 @@ bench: setup
 	$(BIN)/python benchmarks/grpo_vs_trl.py
 	$(BIN)/python benchmarks/async_vs_sync.py
 	$(BIN)/python benchmarks/proxy_load.py
+	$(BIN)/python benchmarks/learning_tool_use.py
+	$(BIN)/python benchmarks/reward_hacking_live.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
