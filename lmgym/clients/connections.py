@@ -11,7 +11,8 @@ chunked transfer coding or the end of the connection, gzip/deflate decoded; keep
 connections reused last-in first-out, as many as requests in flight (or at most
 `max_connections`) per event loop, so the pool is sized to the caller's concurrency; a
 reused connection that the server closed before answering (an idle keep-alive timeout)
-is replaced once, at once; https through the ssl module's default context (system CAs,
+is replaced once, at once, and one idle for more than 5 s is not reused (as httpx: it may
+have been dropped on the way without a word); https through the ssl module's default context (system CAs,
 SSL_CERT_FILE); the proxies of the environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY,
 NO_PROXY), read once: plain http through an http proxy, https tunnelled with CONNECT.
 Redirects are not followed: an API endpoint that redirects is misconfigured, and the
@@ -33,6 +34,7 @@ from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
 MAX_HEAD_BYTES = 64 * 1024
+KEEPALIVE_EXPIRY_S = 5.0  # as httpx: a connection idle longer may have been dropped on the way without a word
 
 
 class ProtocolError(ConnectionError):
@@ -114,6 +116,7 @@ class Connection(asyncio.Protocol):
         self.waiter: asyncio.Future | None = None
         self.closed = False
         self.reusable = False
+        self.idle_since = 0.0
         self._no_body = False
         self._reset()
 
@@ -178,11 +181,16 @@ class Connection(asyncio.Protocol):
         content = bytes(self.body)
         encoding = self.headers.get("content-encoding", "").strip().lower()
         if encoding in ("gzip", "x-gzip", "deflate"):
-            try:
-                content = zlib.decompress(content, 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS)
-            except zlib.error as exc:
-                self._fail(ProtocolError(f"a {encoding} body that does not decompress: {exc}"))
-                return
+            # gzip; deflate as it should be (zlib-wrapped), or raw as some servers send it
+            formats = [16 + zlib.MAX_WBITS] if encoding != "deflate" else [zlib.MAX_WBITS, -zlib.MAX_WBITS]
+            for number, wbits in enumerate(formats, start=1):
+                try:
+                    content = zlib.decompress(content, wbits)
+                    break
+                except zlib.error as exc:
+                    if number == len(formats):
+                        self._fail(ProtocolError(f"a {encoding} body that does not decompress: {exc}"))
+                        return
         if self.buffer:  # more than the reply: never reuse this connection
             self.reusable = False
         self.waiter.set_result(Reply(self.status, self.headers, content))
@@ -269,6 +277,23 @@ class _LoopPool:
         self.idle: deque[Connection] = deque()
         self.slots = asyncio.Semaphore(max_connections) if max_connections else None
         self.open: set[Connection] = set()
+        self.clock = asyncio.get_running_loop().time
+
+    def expired(self, connection: Connection) -> bool:
+        return self.clock() - connection.idle_since > KEEPALIVE_EXPIRY_S
+
+    def release(self, connection: Connection) -> None:
+        """Back to the pool; those idle too long (the oldest, at the left end) are closed."""
+        connection.idle_since = self.clock()
+        idle = self.idle
+        while idle and self.expired(idle[0]):
+            self.drop(idle.popleft())
+        idle.append(connection)
+
+    def drop(self, connection: Connection) -> None:
+        self.open.discard(connection)
+        if connection.transport is not None:
+            connection.transport.close()
 
 
 class Connections:
@@ -308,9 +333,8 @@ class Connections:
     async def _send(self, pool: _LoopPool, request: bytes) -> Reply:
         while pool.idle:  # the most recently used connection first
             connection = pool.idle.pop()
-            if connection.closed or connection.buffer:  # closed, or sent bytes unasked since
-                pool.open.discard(connection)
-                connection.transport.close()
+            if connection.closed or connection.buffer or pool.expired(connection):  # or sent bytes unasked since
+                pool.drop(connection)
                 continue
             try:
                 return await self._exchange(pool, connection, request)
@@ -326,11 +350,9 @@ class Connections:
             return reply
         finally:
             if reused:
-                pool.idle.append(connection)
+                pool.release(connection)
             else:
-                pool.open.discard(connection)
-                if connection.transport is not None:
-                    connection.transport.close()
+                pool.drop(connection)
 
     async def _connect(self, pool: _LoopPool) -> Connection:
         loop = asyncio.get_running_loop()

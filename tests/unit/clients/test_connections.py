@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from lmgym import errors
+from lmgym.clients import connections
 from lmgym.clients.connections import Connections, Target
 from lmgym.clients.openai import OpenAIClient
 
@@ -145,13 +146,15 @@ def chunked(body: bytes, size: int = 7, trailer: str = "") -> bytes:
     return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n" + trailer.encode() + b"\r\n"
 
 
-@pytest.mark.parametrize("framing", ["chunked", "chunked with a trailer", "gzip", "deflate", "until the end", "after a 100 Continue", "byte by byte"])
+@pytest.mark.parametrize("framing", ["chunked", "chunked with a trailer", "gzip", "deflate", "raw deflate", "until the end",
+                                     "after a 100 Continue", "byte by byte"])
 async def test_every_framing_of_a_reply_is_read(framing):
     raw = {
         "chunked": chunked(GOOD),
         "chunked with a trailer": chunked(GOOD, trailer="X-Checksum: 1\r\n"),
         "gzip": reply(gzip.compress(GOOD), headers=("Content-Encoding: gzip",)),
         "deflate": reply(zlib.compress(GOOD), headers=("Content-Encoding: deflate",)),
+        "raw deflate": reply(zlib.compress(GOOD, wbits=-zlib.MAX_WBITS), headers=("Content-Encoding: deflate",)),
         "until the end": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + GOOD,
         "after a 100 Continue": b"HTTP/1.1 100 Continue\r\n\r\n" + reply(),
         "byte by byte": reply(),
@@ -200,6 +203,18 @@ async def test_a_connection_the_server_closes_is_not_reused(header):
             await asyncio.sleep(0.05)
         await one.aclose()
     assert state["connections"] == 3
+
+
+async def test_a_connection_idle_past_the_keepalive_expiry_is_not_reused(monkeypatch):
+    monkeypatch.setattr(connections, "KEEPALIVE_EXPIRY_S", 0.2)
+    async with raw_server(answering(reply())) as (base_url, state):
+        one = client(base_url)
+        await one.chat(MESSAGES, model="m")
+        await one.chat(MESSAGES, model="m")  # at once: the same connection
+        await asyncio.sleep(0.3)
+        await one.chat(MESSAGES, model="m")  # after the expiry: a new one
+        await one.aclose()
+    assert state["connections"] == 2 and len(state["requests"]) == 3
 
 
 async def test_a_reused_connection_closed_before_the_answer_is_replaced_at_once():
@@ -419,6 +434,6 @@ async def test_https_verifies_the_certificate_directly_or_through_a_connect_tunn
 
 
 def test_connections_parse_the_url_once():
-    connections = Connections("http://127.0.0.1:8000/v1/chat/completions", {"Authorization": "Bearer k"}, 4)
-    assert connections.target.port == 8000
-    assert b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nAuthorization: Bearer k\r\n" in connections._head
+    pool = Connections("http://127.0.0.1:8000/v1/chat/completions", {"Authorization": "Bearer k"}, 4)
+    assert pool.target.port == 8000
+    assert b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nAuthorization: Bearer k\r\n" in pool._head

@@ -34,3 +34,15 @@ def test_the_coroutines_error_goes_through_and_the_loop_is_closed(monkeypatch):
     with pytest.raises(ValueError, match="boom"):
         run(fail())
     assert loops[0].is_closed()
+
+
+def test_the_young_generation_is_collected_less_often_while_it_runs():
+    import gc
+
+    before = gc.get_threshold()
+
+    async def threshold():
+        return gc.get_threshold()
+
+    assert run(threshold())[0] >= 50_000
+    assert gc.get_threshold() == before
