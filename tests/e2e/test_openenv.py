@@ -19,6 +19,7 @@ from cli_runner import assert_one_error, invoke
 from paths import FIXTURES
 from scripted import run_scripted
 
+from lmgym.embedded import free_port
 from lmgym.envs import OpenEnvEnv
 from lmgym.eval.results import read_metadata
 from lmgym.registry import load_environment
@@ -28,19 +29,13 @@ OPENENV_PYTHON = Path(os.environ.get("LMGYM_OPENENV_PYTHON", Path.home() / ".cac
 pytestmark = pytest.mark.skipif(not OPENENV_PYTHON.exists(), reason=f"no OpenEnv venv at {OPENENV_PYTHON}: make openenv")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_servers(*names: str) -> dict[str, tuple[subprocess.Popen, str]]:
-    """OpenEnv servers of the fixture's environments, started side by side (each imports for seconds)."""
+def start_servers(command, *names: str) -> dict[str, tuple[subprocess.Popen, str]]:
+    """A server process per name, `command(name, port)`, started side by side (each imports
+    for seconds) and waited for: name -> (process, its root URL)."""
     started = {}
     for name in names:
         port = free_port()
-        process = subprocess.Popen([str(OPENENV_PYTHON), str(FIXTURES / "openenv_server.py"), name, str(port)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(command(name, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         started[name] = (process, f"http://127.0.0.1:{port}")
     for process, url in started.values():
         wait_for(process, int(url.rsplit(":", 1)[1]))
@@ -49,7 +44,8 @@ def start_servers(*names: str) -> dict[str, tuple[subprocess.Popen, str]]:
 
 @pytest.fixture(scope="module")
 def openenv_servers():
-    started = start_servers("guess", "walk")
+    started = start_servers(lambda name, port: [str(OPENENV_PYTHON), str(FIXTURES / "openenv_server.py"), name, str(port)],
+                            "guess", "walk")
     yield {name: url for name, (_, url) in started.items()}
     for process, _ in started.values():
         process.kill()
@@ -155,16 +151,10 @@ def test_bad_arguments_name_the_argument():
 @pytest.fixture(scope="module")
 def lmgym_served():
     """`lmgym serve` of arithmetic and calculator, each its own process."""
-    processes, urls = [], {}
-    for name in ("arithmetic", "calculator"):
-        port = free_port()
-        processes.append(subprocess.Popen([sys.executable, "-m", "lmgym", "serve", name, "--port", str(port)],
-                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-        urls[name] = f"http://127.0.0.1:{port}"
-    for process, url in zip(processes, urls.values()):
-        wait_for(process, int(url.rsplit(":", 1)[1]))
-    yield urls
-    for process in processes:
+    started = start_servers(lambda name, port: [sys.executable, "-m", "lmgym", "serve", name, "--port", str(port)],
+                            "arithmetic", "calculator")
+    yield {name: url for name, (_, url) in started.items()}
+    for process, _ in started.values():
         process.terminate()
         process.wait(timeout=30)
 
