@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -16,6 +17,7 @@ import pytest
 from cli_runner import invoke, process_env, run_process
 from paths import FIXTURES
 
+from lmgym import rundir
 from lmgym.embedded import free_port
 from lmgym.testing import ScriptedServer, last_user_text
 
@@ -253,6 +255,29 @@ def test_resume_of_a_run_a_live_process_holds_is_refused(tmp_path):
     assert first.returncode == 0
     keys = [(r["example_id"], r["rollout"]) for r in read_records(run)]
     assert len(keys) == len(set(keys)) == 16
+
+
+class StoppedClock(datetime):
+    """A clock that never leaves one second: every run of a sweep starts in it."""
+
+    @classmethod
+    def now(cls, tz=None):
+        return cls(2026, 1, 2, 3, 4, 5)
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch):
+    monkeypatch.setattr(rundir, "datetime", StoppedClock)
+    with ScriptedServer(reply="<answer>0</answer>") as server:
+        for _ in range(2):
+            result = invoke("eval", "arithmetic,reverse-text", "-m", "org/m", "-b", server.base_url, "-n", "2", "-r", "1",
+                            cwd=tmp_path, env={"OPENAI_API_KEY": SECRET, "COLUMNS": "200"})
+            assert result.returncode == 0, result.stderr
+    name = "arithmetic+reverse-text--org_m--20260102-030405"  # a group's name without its comma
+    runs = sorted((tmp_path / "runs" / "eval").iterdir())
+    assert [run.name for run in runs] == [name, f"{name}-2"]
+    for run in runs:  # each run's own rollouts, none of the other's
+        keys = [(r["example_id"], r["rollout"]) for r in read_records(run)]
+        assert len(keys) == len(set(keys)) == 4
 
 
 def test_a_run_that_cannot_start_leaves_no_directory(tmp_path):

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ pytest.importorskip("transformers")
 
 from cli_runner import ROOT, process_env  # noqa: E402  (tests/cli_runner.py)
 from cli_runner import invoke as lmgym
+
+from lmgym import rundir  # noqa: E402
 
 CONFIG = str(ROOT / "configs" / "reverse-digits.toml")
 FAST = [
@@ -104,3 +107,24 @@ def test_nproc_ranks_train_in_the_directory_the_launcher_claimed(two_process_run
     assert result.returncode == 0, result.output[-3000:]
     assert run.parent.name == "train" and run.parent.parent.name == "runs"  # the one directory the launcher claimed
     assert trained_steps(run) == [1, 2] and (run / "final").is_dir()
+
+
+class StoppedClock(datetime):
+    """A clock that never leaves one second: every run of a sweep starts in it."""
+
+    @classmethod
+    def now(cls, tz=None):
+        return cls(2026, 1, 2, 3, 4, 5)
+
+
+@pytest.mark.parametrize("kind", ["train", "sft"])
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch, kind):
+    from lmgym.train.config import load_config
+    from lmgym.train.session import default_run_dir
+
+    monkeypatch.setattr(rundir, "datetime", StoppedClock)
+    monkeypatch.chdir(tmp_path)
+    config = load_config(Path(CONFIG), ["--model.name", "org/tiny"])
+    first, second = default_run_dir(config, kind), default_run_dir(config, kind)
+    name = f"{config.env.name}--tiny--20260102-030405"
+    assert (first, second) == (Path("runs", kind, name), Path("runs", kind, f"{name}-2")) and second.is_dir()
