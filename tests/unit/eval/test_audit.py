@@ -206,3 +206,41 @@ def test_support_desk_declares_that_its_answer_is_not_in_the_text():
 
     env = load_environment("support-desk", user_model="m", user_base_url="http://127.0.0.1:9/v1")
     assert "reward_without_answer" in env.audit_skip
+
+
+STATE_GRADED_ENV = '''
+"""Graded on the state a rollout leaves, not on its text."""
+from lmgym import Rubric, SingleTurnEnv
+
+
+def load_environment():
+    return SingleTurnEnv(
+        eval_dataset=[{"question": f"Store {i}.", "answer": str(i)} for i in range(3)],
+        rubric=Rubric([lambda completion: 1.0]),  # the stored value, say: never in the reply
+        audit_skip={"reward_without_answer": "graded on the [store] state"},
+    )
+'''
+
+
+def test_an_environments_declared_skips_reach_the_audit_of_its_eval_run(tmp_path):
+    folder = tmp_path / "environments" / "state-graded"
+    folder.mkdir(parents=True)
+    (folder / "state_graded.py").write_text(STATE_GRADED_ENV)
+    run = tmp_path / "run"
+    def store(request) -> str:
+        return "Stored " + {"0": "nothing", "1": "one", "2": "two"}[re.findall(r"\d", last_user_text(request))[0]]
+
+    with ScriptedServer(reply=store) as server:
+        result = lmgym("eval", "state-graded", "-m", "s", "-b", server.base_url, "-n", "3", "-r", "1", "-o", str(run), "--audit",
+                       cwd=tmp_path, env={"OPENAI_API_KEY": "sk-test"})
+    assert result.returncode == 0, result.stderr
+    assert "audit: skipped reward_without_answer (graded on the [store] state)" in result.stdout
+    assert "audit: no findings" in result.stdout
+    assert orjson.loads((run / "metadata.json").read_bytes())["audit_skip"] == {"reward_without_answer": "graded on the [store] state"}
+    assert found(run) == set() and found(run, skip=[]) == set()
+    undeclared = tmp_path / "undeclared"  # the same rollouts without the declaration are flagged
+    shutil.copytree(run, undeclared)
+    metadata = orjson.loads((undeclared / "metadata.json").read_bytes())
+    del metadata["audit_skip"]
+    (undeclared / "metadata.json").write_bytes(orjson.dumps(metadata))
+    assert found(undeclared) == {"reward_without_answer"}
