@@ -213,6 +213,9 @@ def test_bad_environment_arguments_are_named(server):
     result = lmgym_eval("sum-env", "-a", '{"num_exemples": 3}', "-b", server.base_url)
     assert result.returncode == 2
     assert "num_exemples" in result.stderr and "num_examples" in result.stderr
+    result = lmgym_eval("sum-env", "-a", '{"num_examples": "two"}', "-b", server.base_url)
+    assert result.returncode == 2 and isinstance(result.exception, SystemExit)  # one line, no traceback
+    assert "argument 'num_examples' must be int, got 'two'" in " ".join(result.stderr.split())
 
 
 def test_list_shows_local_and_bundled_environments():
