@@ -13,6 +13,7 @@ from sample_runs import SYSTEM, XSS, sample_records, write_sample_run, write_tra
 from lmgym.errors import ResultsFileError
 from lmgym.eval import report
 from lmgym.eval.report import Clipper, MessageTable, curves, embed_json, histogram, is_truncated, report_data, rollout_row
+from lmgym.eval.results import write_metadata
 
 
 # -- rows ----------------------------------------------------------------------------------
@@ -92,6 +93,16 @@ def test_report_data_of_an_eval_run(tmp_path):
     assert set(data["distributions"]["metrics"]) == {"correct", "format"}
     assert data["metric_names"] == ["correct", "format"] and len(data["rows"]) == 6
     assert data["curves"] is None and data["notes"] == []
+
+
+def test_the_report_counts_passes_by_the_runs_own_criterion(tmp_path):
+    # By reward >= 1, rollouts 0 and 1 of the 5 scored pass; by `format` >= 1, 0, 4 and 5 do.
+    by_reward = report_data(write_sample_run(tmp_path / "by-reward"))["summary"]
+    run = write_sample_run(tmp_path / "by-format")
+    write_metadata(run, {"config": {"env": "calc-env", "model": "scripted", "pass_metric": "format", "pass_threshold": 1.0}})
+    by_format = report_data(run)["summary"]
+    assert (by_reward["pass_metric"], by_reward["pass_at_k"]["1"]) == ("reward", pytest.approx(0.4))
+    assert (by_format["pass_metric"], by_format["pass_at_k"]["1"]) == ("format", pytest.approx(0.6))
 
 
 def test_report_data_of_a_training_run(tmp_path):
