@@ -268,6 +268,21 @@ async def test_memory_limit_holds_for_all_processes_together(mode):
     assert not any(os.path.exists(d) for d in directories)  # removed when the sandbox closed
 
 
+async def test_without_a_cgroup_each_process_gets_the_limit_and_every_result_says_so(monkeypatch):
+    """The fallback of machines with no usable memory controller, taken here on purpose
+    (where a cgroup can be used the tests above never reach it): an address-space limit
+    on each process, and `memory_limit` saying "per-process"."""
+    monkeypatch.setattr("lmgym.sandbox.sandbox.detect_cgroups", lambda python: ())
+    async with await open_sandbox("default", SandboxLimits(timeout_s=20, memory_mb=256)) as box:
+        together = await run(box, SEVERAL_PROCESSES_TOUCH_100_MB)
+        one_too_large = await run(box, "block = bytearray(300 * 2**20)\nprint('allocated')")
+        assert box.cgroup is None
+    assert together.exit_code == 0 and json.loads(together.stdout) == [0, 0, 0, 0], together.to_text()
+    assert together.memory_limit == together.metadata["memory_limit"] == "per-process" and together.oom_kills == 0
+    assert one_too_large.limit == "memory" and "allocated" not in one_too_large.stdout
+    assert one_too_large.stderr.rstrip().endswith("MemoryError") and one_too_large.metadata["memory_limit"] == "per-process"
+
+
 async def test_the_cgroup_is_made_per_sandbox_and_removed_on_close():
     if not memory_cgroups_usable():
         pytest.skip("no memory cgroup can be used here (not root, or no memory controller to delegate)")
@@ -374,6 +389,35 @@ async def test_cannot_reach_host_unix_sockets(sandbox):
         assert outcomes == ["FileNotFoundError"] * (len(addresses) - 1) + ["ConnectionRefusedError"] and accepted == 0
     else:  # documented: without namespaces host unix sockets are reachable
         assert outcomes == ["CONNECTED"] * len(addresses) and accepted == len(addresses)
+
+
+UNMOUNT = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+for directory in DIRECTORIES:
+    for flags in (0, 2):  # plain, then MNT_DETACH
+        failed = libc.umount2(directory.encode(), flags)
+        print(directory, os.strerror(ctypes.get_errno()) if failed else "unmounted")
+print(os.path.exists(MARKER))
+"""
+
+
+async def test_the_private_directories_cannot_be_unmounted_to_uncover_the_hosts(sandbox):
+    """Unmounting the sandbox's own /run or /tmp would bring the host's sockets back into
+    reach: its code has no privilege to (a dropped uid, or no capabilities left)."""
+    if sandbox.isolation.network != "namespace":
+        pytest.skip("without namespaces there is no private directory to unmount (documented: host sockets are reachable)")
+    directories = list(sandbox.isolation.private)
+    marker = Path(directories[0], f"lmgym-test-host-file-{os.getpid()}")
+    marker.write_text("host")
+    try:
+        result = await run(sandbox, f"DIRECTORIES = {directories!r}\nMARKER = {str(marker)!r}\n{UNMOUNT}")
+    finally:
+        marker.unlink()
+    assert result.exit_code == 0, result.to_text()
+    lines = result.stdout.splitlines()
+    assert lines[:-1] == [f"{directory} Operation not permitted" for directory in directories for _ in range(2)]
+    assert lines[-1] == "False"  # still the sandbox's own, empty tmpfs
 
 
 async def test_private_scratch_directories_show_only_the_working_directory(sandbox):
