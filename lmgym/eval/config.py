@@ -12,6 +12,7 @@ again, the others define which rollouts the run holds and must not change.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -49,6 +50,28 @@ class EvalConfig(ConfigModel):
     @property
     def embedded(self) -> bool:
         return self.base_url is None and self.model == DEFAULT_MODEL
+
+    @pydantic.field_validator("sampling_args")
+    @classmethod
+    def _finite_sampling_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """They go to the server as JSON, which has no inf or nan: sent, nan would become
+        null, the server's default, without a word."""
+        where = non_finite_at(value)
+        if where is not None:
+            raise ValueError(f"{where} is not a finite number (the request is JSON, which has no inf or nan)")
+        return value
+
+
+def non_finite_at(value: Any, path: str = "") -> Optional[str]:
+    """The dotted path of the first inf or nan in nested plain data, else None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = non_finite_at(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 # Settings a resumed run may change; the others define which rollouts the run holds.

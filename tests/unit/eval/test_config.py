@@ -174,6 +174,20 @@ def test_a_bad_value_names_the_file_the_key_and_the_value(server, tmp_path, line
     assert not (tmp_path / "run").exists() and not server.requests
 
 
+@pytest.mark.parametrize(("file_lines", "flag", "key"), [
+    ("[sampling_args]\ntemperature = nan", None, "temperature"),
+    ("[sampling_args]\nlogit_bias = {50256 = -inf}", None, "logit_bias.50256"),
+    ("", '{"top_p": Infinity}', "top_p"),
+    ("", '{"stop": ["x"], "extra": {"scale": [1, NaN]}}', "extra.scale.1"),
+])
+def test_a_sampling_argument_that_json_cannot_carry_is_one_line(server, tmp_path, file_lines, flag, key):
+    """Sent, nan would reach the server as null (its default) and inf likewise: refused."""
+    path = write(tmp_path / "eval.toml", f'env = "arithmetic"\nbase_url = "{server.base_url}"\n{file_lines}\n')
+    result = lmgym("--config", str(path), "-o", str(tmp_path / "run"), *(["-S", flag] if flag else []))
+    assert_one_error(result, "bad config: sampling_args", f"{key} is not a finite number", "has no inf or nan")
+    assert not (tmp_path / "run").exists() and not server.requests
+
+
 def test_a_bad_flag_value_is_named_as_the_command_lines(server, tmp_path):
     result = lmgym("--config", str(config_file(tmp_path, server)), "-c", "0")
     assert_one_error(result, "command line: bad config: concurrency = 0")
