@@ -47,7 +47,7 @@ def test_public_packages_pin_their_names():
 
 
 # Modules environment authors may import from, and only the names each exports.
-PUBLIC_MODULES = ("lmgym", "lmgym.envs", "lmgym.rubrics", "lmgym.parsers", "lmgym.sandbox", "lmgym.testing",
+PUBLIC_MODULES = ("lmgym", "lmgym.envs", "lmgym.envs.benchmarks", "lmgym.rubrics", "lmgym.parsers", "lmgym.sandbox", "lmgym.testing",
                   "lmgym.flywheel", "lmgym.errors", "lmgym.types", "lmgym.messages")
 
 
