@@ -10,7 +10,12 @@ and how many rollouts were split per turn for template reasons (the target is no
 Targets (issue 16): GRPO adds ≥ 0.2 correctness over SFT and reaches ≥ 0.8, in ≤ 10
 minutes on 2 cores.
 
-    python benchmarks/learning_tool_use.py [--held-out 100] [KEY=VALUE overrides...]
+`--config configs/stockroom-tools.toml` runs the multi-turn case: the `stockroom`
+environment, where every episode needs at least four tool calls (read two counts, write
+two) and is graded on the final stock; the target there is that GRPO trains on those
+multi-turn rollouts with none split for template reasons.
+
+    python benchmarks/learning_tool_use.py [--config C] [--held-out 100] [KEY=VALUE overrides...]
 """
 
 from __future__ import annotations
@@ -35,14 +40,14 @@ class StepLog(NullSink):
     """Keeps the per-step metrics the loop logs (rollouts split per turn, tool calls) and
     prints one line per step, so a long run shows its progress."""
 
-    def __init__(self, console: Console) -> None:
-        self.console, self.steps = console, []
+    def __init__(self, console: Console, metric: str) -> None:
+        self.console, self.metric, self.steps = console, metric, []
 
     def log(self, step, metrics, phase="rl"):
         if phase == "rl" and "reward" in metrics:
             self.steps.append(dict(metrics))
             self.console.print(
-                f"  step {step}: sampled reward {metrics['reward']:.3f}, correct {metrics.get('correct_answer', 0.0):.3f}, "
+                f"  step {step}: sampled reward {metrics['reward']:.3f}, {self.metric} {metrics.get(self.metric, 0.0):.3f}, "
                 f"tool calls/rollout {metrics.get('tool_calls_per_rollout', 0.0):.2f}", highlight=False)
         elif phase == "sft" and step % 5 == 0:
             self.console.print(f"  sft step {step}: loss {metrics['sft/loss']:.3f}", highlight=False)
@@ -55,13 +60,14 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. trainer.max_steps=40")
     args = parser.parse_args()
     console = Console()
-    sink = StepLog(console)
     with tempfile.TemporaryDirectory() as run_dir:
         config = load_config(args.config, [
             f"logging.output_dir={run_dir}", "logging.console_every=0", "eval.every=0", "checkpoint.every=0",
             f"env.args.num_eval_examples={args.held_out}", *args.overrides,
         ])
         loaded = load_run(config, Path(run_dir))
+        metric = loaded.env.rubric.names[0]  # the task's main reward: correct_answer, stock_correct
+        sink = StepLog(console, metric)
         held_out = loaded.env.get_eval_examples(args.held_out)
         console.print(f"evaluating the untrained {config.model.name} on {len(held_out)} held-out questions...")
         untrained = Orchestrator(
@@ -81,12 +87,12 @@ def main() -> None:
 
     split = sum(step.get("rollouts_split_per_turn", 0.0) for step in sink.steps)
     calls = [step.get("tool_calls_per_rollout", 0.0) for step in sink.steps]
-    table = Table(title=f"calculator-tools, {len(held_out)} held-out questions, greedy; torch threads {torch.get_num_threads()}")
-    for column in ("phase", "tool calls / episode", "correct", "wall time (s)"):
+    table = Table(title=f"{config.env.name}, {len(held_out)} held-out tasks, greedy; torch threads {torch.get_num_threads()}")
+    for column in ("phase", "tool calls / episode", metric, "wall time (s)"):
         table.add_column(column, justify="left" if column == "phase" else "right")
 
     def row(name: str, metrics: dict[str, float], seconds: str) -> None:
-        table.add_row(name, f"{metrics.get('eval/tool_calls_per_rollout', 0.0):.2f}", f"{metrics['eval/correct_answer']:.3f}", seconds)
+        table.add_row(name, f"{metrics.get('eval/tool_calls_per_rollout', 0.0):.2f}", f"{metrics['eval/' + metric]:.3f}", seconds)
 
     row("untrained", untrained, "")
     sft_length = f"{config.sft.max_steps} steps" if config.sft.max_steps else f"{config.sft.epochs} epochs"
@@ -95,7 +101,7 @@ def main() -> None:
     table.add_row("target", "", "≥ 0.800, GRPO − SFT ≥ 0.200", "SFT+GRPO ≤ 600")
     console.print(table)
     console.print(
-        f"GRPO − SFT: {after_grpo['eval/correct_answer'] - after_sft['eval/correct_answer']:+.3f}; "
+        f"GRPO − SFT: {after_grpo['eval/' + metric] - after_sft['eval/' + metric]:+.3f}; "
         f"training tool calls per rollout, first → last step: {calls[0] if calls else 0:.2f} → {calls[-1] if calls else 0:.2f}; "
         f"rollouts split per turn for template reasons: {split:.0f}"
     )
