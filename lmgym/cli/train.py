@@ -69,6 +69,9 @@ def train_command(
             if resume is None and main_rank:  # rank 0 checks before it writes; the other ranks never do
                 require_fresh_dir(run_dir)
             if nproc > 1 and "LOCAL_RANK" not in os.environ:
+                from lmgym.train.distributed import require_enough_prompts
+
+                require_enough_prompts(cfg.algorithm.prompts_per_step, nproc)  # once, before N processes start
                 if resume is not None:
                     RunLock(run_dir).acquire().release()  # refuse a run in use before starting N processes
                 with discard_if_unused(run_dir, created_here):  # the ranks were given it: this process removes it

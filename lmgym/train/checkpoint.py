@@ -102,6 +102,8 @@ def load_state(checkpoint: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not an lmgym checkpoint (no {', '.join(missing)})")
     if not isinstance(state["step"], int) or not isinstance(state["weights"], dict):
         raise CheckpointError(f"{path}: not an lmgym checkpoint (step = {state['step']!r:.40})")
+    if state.get("sharded") and not (checkpoint / "shards" / ".metadata").exists():  # lmgym.train.sharded_checkpoint
+        raise CheckpointError(f"{checkpoint / 'shards'}: the sharded weights are missing")
     return state
 
 

@@ -220,6 +220,12 @@ class TrainerConfig(_Section):
         False,
         description="Recompute each layer's activations in the backward pass instead of keeping them: less memory, about a third more compute.",
     )
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description='With several processes (--nproc): "ddp" gives every rank a full copy of the weights, gradients and '
+        'optimizer state; "fsdp" shards all three over the ranks (FSDP2, one unit per decoder layer), for models '
+        "whose training state does not fit one device. Both make the update one process makes with the whole batch.",
+    )
 
 
 class EngineConfig(_Section):

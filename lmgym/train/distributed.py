@@ -12,6 +12,10 @@ the batch each produce the gradient of one process with the whole batch (dr_grpo
 a constant of the run, not a rank's padded width). Rank 0 alone logs, evaluates and
 writes checkpoints and samples.
 
+That is `trainer.strategy = "ddp"`; `"fsdp"` shards the weights, gradients and optimizer
+state over the same ranks instead of copying them (`lmgym.train.fsdp`), with the same
+weighting, so the update is again that of one process.
+
 Outside torchrun (no WORLD_SIZE in the environment) everything here is a no-op.
 """
 
@@ -23,6 +27,8 @@ from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
+
+from lmgym.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,28 @@ def sum_over_ranks(value: float, world: World) -> float:
     tensor = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(tensor)
     return float(tensor)
+
+
+def max_over_ranks(value: int, world: World) -> int:
+    """The largest of every rank's `value` (how many passes all must run in step)."""
+    if not world.distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor)
+
+
+def require_enough_prompts(prompts_per_step: int, processes: int) -> None:
+    """Each process samples and trains its own share of a step's prompts: more processes
+    than prompts, or shares of unequal size, are refused before anything starts."""
+    if processes > prompts_per_step:
+        raise UsageError(
+            f"{processes} training processes for algorithm.prompts_per_step = {prompts_per_step}: each process "
+            f"takes its share of a step's prompts, so use at most {prompts_per_step} processes (--nproc) "
+            f"or raise algorithm.prompts_per_step"
+        )
+    if prompts_per_step % processes:
+        raise UsageError(f"algorithm.prompts_per_step = {prompts_per_step} must be divisible by the {processes} processes")
 
 
 def sum_gradients(params: Sequence[torch.Tensor], world: World) -> None:

@@ -86,6 +86,12 @@ def separable(model: Any, input_ids: Tensor, attention_mask: Tensor) -> bool:
     return answer
 
 
+def run_whole(model: Any) -> None:
+    """Compute `model`'s logits with its own forward from now on, never head(body): a
+    sharded (FSDP) model gathers its embeddings and head in its root's forward hooks."""
+    setattr(base_model(model), _SEPARABLE, False)
+
+
 def _vocab_size(head: Any, fallback: int) -> int:
     weight = getattr(head, "weight", None)
     return int(weight.shape[0]) if isinstance(weight, Tensor) and weight.ndim == 2 else fallback

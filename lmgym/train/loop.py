@@ -31,6 +31,7 @@ from lmgym.train.distributed import World, mean_metrics
 from lmgym.train.live_audit import AuditStopped, LiveAudit, Onset, stop_message
 from lmgym.train.metrics import METRICS_FILE, MetricsSink, NullSink
 from lmgym.train.orchestrator import Orchestrator
+from lmgym.train.sharded_checkpoint import load_rng, save_sharded
 from lmgym.train.trainer import GRPOTrainer, NonFiniteLoss
 from lmgym.types import Example
 
@@ -83,12 +84,14 @@ class TrainingLoop:
         """Train to `trainer.max_steps`; the last step's metrics."""
         config = self.config
         last: dict[str, float] = {}
-        if self.step == 0 and config.eval.every and self.eval_examples and self.world.is_main:
-            metrics = self.evaluate()
-            stop = self._audit_eval(0, metrics)
-            self.sink.log(0, metrics)
-            if stop is not None:
-                self._stop(stop)
+        if self.step == 0 and config.eval.every and self.eval_examples:
+            with self.trainer.full_weights():  # FSDP: every rank gathers, rank 0 evaluates
+                metrics = self.evaluate() if self.world.is_main else None
+            if metrics is not None:
+                stop = self._audit_eval(0, metrics)
+                self.sink.log(0, metrics)
+                if stop is not None:
+                    self._stop(stop)
         try:
             while self.step < config.trainer.max_steps:
                 last = self._one_step()
@@ -123,12 +126,16 @@ class TrainingLoop:
         metrics["step_s"] = elapsed
         metrics["tokens_per_s"] = metrics.get("completion_tokens", 0.0) / elapsed
         stop = None
-        if self.world.is_main and config.eval.every and self.eval_examples and self.step % config.eval.every == 0:
-            metrics.update(self.evaluate())
-            stop = self._audit_eval(self.step, metrics)
+        if config.eval.every and self.eval_examples and self.step % config.eval.every == 0:
+            with self.trainer.full_weights():  # FSDP: every rank gathers, rank 0 evaluates
+                if self.world.is_main:
+                    metrics.update(self.evaluate())
+                    stop = self._audit_eval(self.step, metrics)
         if self.audit is not None:  # every rank: the metrics are averaged, so all decide alike
             stop = self.audit.after_step(self.step, metrics, review) or stop
-        if not self.world.is_main:  # rank 0 alone evaluates, saves and logs
+        if not self.world.is_main:  # rank 0 alone evaluates, saves and logs (FSDP: every rank saves its shards)
+            if self.trainer.sharded and config.checkpoint.every and self.step % config.checkpoint.every == 0:
+                self.save()
             if stop is not None:
                 self._stop(stop)
             return metrics
@@ -147,7 +154,7 @@ class TrainingLoop:
 
     def _stop(self, onset: Onset) -> None:
         """End the run for the audit: a checkpoint of this step (rank 0), then AuditStopped."""
-        if self.world.is_main and not (self.last_checkpoint is not None and self.last_checkpoint.name == f"step_{self.step:06d}"):
+        if (self.world.is_main or self.trainer.sharded) and not (self.last_checkpoint is not None and self.last_checkpoint.name == f"step_{self.step:06d}"):
             self.save()
         checkpoint = self.last_checkpoint if self.world.is_main else None
         raise AuditStopped(stop_message(self.step, onset, checkpoint, self.run_dir), step=self.step, check=onset.check, checkpoint=checkpoint)
@@ -156,7 +163,8 @@ class TrainingLoop:
         """The next batch sampled within `max_off_policy_steps` of the current weights."""
         dropped = 0
         while True:
-            batch = self.orchestrator.next_batch(self.step)
+            with self.trainer.full_weights():  # FSDP: every rank samples its rollouts with the full weights
+                batch = self.orchestrator.next_batch(self.step)
             if self.step - batch.policy_version <= self.config.algorithm.max_off_policy_steps:
                 return batch, dropped
             dropped += 1
@@ -178,6 +186,11 @@ class TrainingLoop:
             "data": self.data_position,
             "logs": ckpt.log_sizes(self.run_dir, LOG_FILES),
         }
+        if self.trainer.sharded:  # every rank writes its shards and its own RNG states
+            self.last_checkpoint = save_sharded(
+                self.run_dir, self.step, state, self.model, self.trainer.optimizer, self.tokenizer,
+                self.config.checkpoint.keep, self.world, state["rng"])
+            return self.last_checkpoint
         self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, self.step, state, self.model, self.tokenizer, self.config.checkpoint.keep)
         return self.last_checkpoint
 
@@ -185,8 +198,9 @@ class TrainingLoop:
         """Continue from `state`, read from `checkpoint` by `ckpt.load_state`, and publish
         the resumed weights (a server started from the initial ones)."""
         try:
-            self.trainer.load_state_dict(state)
-            self.orchestrator.engine.set_rng_state(ckpt.restore_rng(state["rng"]))
+            self.trainer.load_state_dict(state, checkpoint)
+            rng = load_rng(checkpoint, self.world.rank) if self.trainer.sharded else None
+            self.orchestrator.engine.set_rng_state(ckpt.restore_rng(rng or state["rng"]))
             self.orchestrator.data.seek(state["data"])
         except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as exc:
             raise ckpt.CheckpointError(f"{checkpoint / ckpt.STATE_FILE}: does not fit this run's model and config ({ckpt.first_line(exc)})") from None

@@ -33,9 +33,10 @@ from lmgym.rundir import RunLock, claim_run_dir, discard_if_unused
 from lmgym.train import checkpoint as ckpt
 from lmgym.train.chat_templates import configure_tokenizer, resolve_tool_format
 from lmgym.train.config import TrainConfig, dump_config
-from lmgym.train.distributed import World, device_for, setup, teardown, world_from_env
+from lmgym.train.distributed import World, device_for, require_enough_prompts, setup, teardown, world_from_env
 from lmgym.train.engines.base import RolloutEngine
 from lmgym.train.engines.local import LocalEngine
+from lmgym.train.fsdp import require_shardable
 from lmgym.train.live_audit import LiveAudit, announcer
 from lmgym.train.loop import LOG_FILES, TrainingLoop
 from lmgym.train.metrics import MetricsSink, NullSink, make_sink
@@ -43,6 +44,7 @@ from lmgym.train.models import load_model, save_model
 from lmgym.train.orchestrator import AsyncOrchestrator, DataStream, Orchestrator
 from lmgym.train.precision import Precision
 from lmgym.train.sft import run_sft, sft_rows
+from lmgym.train.sharded_checkpoint import plain_copy
 from lmgym.train.template_check import require_tool_support
 from lmgym.train.trainer import GRPOTrainer
 
@@ -166,8 +168,7 @@ def load_run(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> Loa
     a bad file makes fail, loaded first, so a run that cannot start writes nothing."""
     seed_everything(config.trainer.seed)  # the same on every rank: the models start equal
     world = world_from_env()
-    if config.algorithm.prompts_per_step % world.size:
-        raise UsageError(f"algorithm.prompts_per_step = {config.algorithm.prompts_per_step} must be divisible by the {world.size} processes")
+    require_enough_prompts(config.algorithm.prompts_per_step, world.size)
     env = load_environment(config.env.name, **config.env.args)
     device = device_for(world, resolve_device(config.trainer.device))
     setup(world, device)
@@ -176,6 +177,8 @@ def load_run(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> Loa
     sizes = resumed_log_sizes(checkpoint, saved) if resume else None
     model, tokenizer = saved[:2] if saved is not None else load_model(config.model.name, **config.model.load_options())
     tool_format = prepare_tokenizer(config, tokenizer, env)
+    if config.trainer.strategy == "fsdp" and world.distributed:
+        require_shardable(config, model)
     return LoadedRun(world, env, model.to(device), tokenizer, tool_format, checkpoint, saved is not None, sizes)
 
 
@@ -260,8 +263,9 @@ def train(
         stack.callback(sink.close)
         loop = assemble_loop(config, run_dir, sink, loaded)
         metrics = loop.run()
+        policy = plain_copy(loop.model) if loop.trainer.sharded else loop.model  # FSDP: gathered by every rank to rank 0
         if world.is_main:
-            policy = loop.model.merge_and_unload() if config.model.lora.enabled else loop.model
+            policy = policy.merge_and_unload() if config.model.lora.enabled else policy
             save_policy(policy, loop.tokenizer, run_dir / FINAL_MODEL)
         return metrics
 

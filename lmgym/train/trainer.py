@@ -3,7 +3,9 @@
 The trainer holds the policy, AdamW, the LR schedule and the loss (`lmgym.train.losses`,
 picked by name once); it knows nothing of orchestrators, evaluation or checkpoints
 (`lmgym.train.loop` wires those). A step computes the loss over micro-batches with
-gradient accumulation, sums the gradient over ranks, clips it and steps AdamW.
+gradient accumulation, sums the gradient over ranks, clips it and steps AdamW. Under
+`trainer.strategy = "fsdp"` the weights, gradients and AdamW state are sharded over the
+ranks instead (`lmgym.train.fsdp`): the same update, in lockstep passes.
 `num_iterations` (GRPO's μ) > 1 reuses the batch with stored old logprobs.
 
 Micro-batches are weighted by their share of the loss's averaging units (completions or
@@ -27,6 +29,7 @@ backward pass. On a GPU each step reports `peak_memory_gb`, the most memory allo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from typing import Any
@@ -37,11 +40,13 @@ from lmgym.errors import TrainingError
 from lmgym.train.batch import Batch
 from lmgym.train.checkpoint import load_trainable, trainable_state
 from lmgym.train.config import TrainConfig
-from lmgym.train.distributed import World, sum_gradients, sum_over_ranks
+from lmgym.train.distributed import World, max_over_ranks, sum_gradients, sum_over_ranks
+from lmgym.train.fsdp import clip_grad_norm, filler_backward, full_weights, shard_model
 from lmgym.train.importance import IS_CORRECTIONS, mismatch_kl
 from lmgym.train.losses import LOSSES, batch_units
 from lmgym.train.models import use_attn_implementation
 from lmgym.train.precision import Precision, checkpointed, enable_gradient_checkpointing
+from lmgym.train.sharded_checkpoint import load_sharded
 from lmgym.train.tokens import token_logprobs, trained_tensors
 
 __all__ = ["GRPOTrainer", "NonFiniteLoss", "TrainingError", "loss_options", "lr_factor", "token_logprobs"]
@@ -124,6 +129,12 @@ class GRPOTrainer:
             enable_gradient_checkpointing(model)
         self.device = next(model.parameters()).device
         self.precision = Precision(config.model.dtype, self.device)
+        self.reference = self._reference_model() if config.algorithm.beta > 0 else None
+        self.sharded = trainer.strategy == "fsdp" and world.distributed  # one process: nothing to shard
+        if self.sharded:  # before the optimiser: AdamW's state is made for the shards
+            for module in (model, self.reference):
+                if module is not None:
+                    shard_model(module)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.trainable, lr=trainer.lr, weight_decay=trainer.weight_decay,
@@ -132,7 +143,6 @@ class GRPOTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, trainer.warmup_steps, trainer.max_steps, trainer.lr_schedule)
         )
-        self.reference = self._reference_model() if config.algorithm.beta > 0 else None
         self.correction = IS_CORRECTIONS.get(config.algorithm.importance_sampling)
 
     def _reference_model(self) -> Any:
@@ -160,6 +170,11 @@ class GRPOTrainer:
                 for s in range(0, ids.shape[0], micro)
             ])
 
+    def full_weights(self) -> Any:
+        """Under FSDP, the full weights on every rank for passes without gradients
+        (sampling, evaluation); every rank must enter. Nothing to do otherwise."""
+        return full_weights(self.model, self.reference) if self.sharded else contextlib.nullcontext()
+
     def step(self, batch: Batch) -> dict[str, float]:
         """One optimiser step (`num_iterations` of them over the same batch) on `batch`,
         this rank's share of the step's samples. Returns the step's training statistics."""
@@ -170,26 +185,32 @@ class GRPOTrainer:
         temperature, iterations, beta = self.config.sampling.temperature, algorithm.num_iterations, algorithm.beta
         keep = informative(batch.advantages, beta)
         metrics = {"samples_skipped_zero_advantage": float(len(batch.samples) - len(keep))}
-        if batch.samples:  # a rank may get no samples while the others train
-            device = self.device
-            whole = trained_tensors(batch.samples, self.pad_id, device)
-            # Micro-batches are weighed against the whole batch's units (dropped samples
-            # included, every rank's), so the gradient equals that of the loss over every sample.
-            rows = keep.to(device)
-            kept = whole.rows(rows)
-            ids, attention, mask, sampler, start = kept.input_ids, kept.attention_mask, kept.loss_mask, kept.sampler_logprobs, kept.start
-            advantages = batch.advantages.to(device)[rows]  # (B',)
-            reference = self._reference_logprobs(ids, attention, start) if beta > 0 else None  # beta > 0 keeps all
-            old = self._old_logprobs(ids, attention, start) if iterations > 1 and len(keep) else None
+        with self.full_weights() if beta > 0 or iterations > 1 else contextlib.nullcontext():
+            if batch.samples:  # a rank may get no samples while the others train
+                device = self.device
+                whole = trained_tensors(batch.samples, self.pad_id, device)
+                # Micro-batches are weighed against the whole batch's units (dropped samples
+                # included, every rank's), so the gradient equals that of the loss over every sample.
+                rows = keep.to(device)
+                kept = whole.rows(rows)
+                ids, attention, mask, sampler, start = kept.input_ids, kept.attention_mask, kept.loss_mask, kept.sampler_logprobs, kept.start
+                advantages = batch.advantages.to(device)[rows]  # (B',)
+                reference = self._reference_logprobs(ids, attention, start) if beta > 0 else None  # beta > 0 keeps all
+                old = self._old_logprobs(ids, attention, start) if iterations > 1 and len(keep) else None
         total_units = sum_over_ranks(batch_units(self.loss_name, whole.loss_mask) if batch.samples else 0.0, world)
         micro = self.config.trainer.micro_batch_size
         parts: list[tuple[float, dict[str, float]]] = []  # (weight, stats) per micro-batch and iteration
+        rounds = -(-len(keep) // micro)
+        if self.sharded:  # every pass is a collective: ranks with fewer micro-batches fill in
+            rounds = max_over_ranks(rounds, world)
         for _ in range(iterations):
             self.optimizer.zero_grad(set_to_none=True)
-            for first in range(0, len(keep), micro):
+            for first in range(0, rounds * micro, micro):
                 part = slice(first, first + micro)
-                weight = batch_units(self.loss_name, mask[part]) / total_units if total_units else 0.0
+                weight = batch_units(self.loss_name, mask[part]) / total_units if first < len(keep) and total_units else 0.0
                 if weight == 0:
+                    if self.sharded:
+                        filler_backward(self.model, self.device, self.precision.autocast)
                     continue
                 with self.precision.autocast(), checkpointed(self.model, self.config.trainer.gradient_checkpointing):
                     logprobs = token_logprobs(self.model, ids[part], attention[part], temperature, start)
@@ -207,10 +228,11 @@ class GRPOTrainer:
             for p in self.trainable:  # a zero gradient is still a step (Adam's momentum moves)
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
-            sum_gradients(self.trainable, world)  # an overflow on any rank is in every rank's sum
+            if not self.sharded:  # FSDP summed them already, reduce-scattered in each backward
+                sum_gradients(self.trainable, world)  # an overflow on any rank is in every rank's sum
             self.precision.unscale(self.optimizer)
             # only what is trained: frozen weights (LoRA's base) must not weigh in the clip
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.trainer.max_grad_norm)
+            grad_norm = clip_grad_norm(self.trainable, self.config.trainer.max_grad_norm)
             self.precision.step(self.optimizer)
         self.scheduler.step()
         metrics.update(combine_stats(parts, iterations), grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0])
@@ -220,14 +242,23 @@ class GRPOTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """The trained weights (all, or the LoRA adapter), the optimiser and the schedule."""
-        state = {"weights": trainable_state(self.model), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        if self.sharded:  # the weights and AdamW's state go to DCP shards (`lmgym.train.sharded_checkpoint`)
+            state = {"weights": {}, "optimizer": {}, "scheduler": self.scheduler.state_dict()}
+        else:
+            state = {"weights": trainable_state(self.model), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         if self.precision.scaler is not None:
             state["loss_scale"] = self.precision.state_dict()  # float16's GradScaler
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from what `state_dict` returned (a checkpoint's state.pt holds it)."""
-        load_trainable(self.model, state["weights"])
-        self.optimizer.load_state_dict(state["optimizer"])
+    def load_state_dict(self, state: dict[str, Any], checkpoint: Any = None) -> None:
+        """Continue from what `state_dict` returned (a checkpoint's state.pt holds it); under
+        FSDP the weights and AdamW's state come from `checkpoint`'s shards."""
+        if bool(state.get("sharded")) != self.sharded:
+            raise ValueError(f"it was saved {'with' if state.get('sharded') else 'without'} trainer.strategy = \"fsdp\" over several processes; resume it the same way")
+        if self.sharded:
+            load_sharded(checkpoint, self.model, self.optimizer)
+        else:
+            load_trainable(self.model, state["weights"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.precision.load_state_dict(state.get("loss_scale", {}))

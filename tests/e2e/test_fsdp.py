@@ -1,0 +1,93 @@
+"""Sharded data parallelism (`trainer.strategy = "fsdp"`): two processes, each holding half
+of every weight and half a batch, make the update one process makes with the whole batch,
+for full fine-tuning and LoRA; and what FSDP cannot train is refused with one message."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from paths import FIXTURES
+from train_setups import CONFIG, SMALL, torchrun  # noqa: E402
+
+from lmgym.errors import UsageError  # noqa: E402
+from lmgym.train.config import load_config  # noqa: E402
+from lmgym.train.distributed import require_enough_prompts  # noqa: E402
+from lmgym.train.fsdp import decoder_layers, require_shardable  # noqa: E402
+from lmgym.train.metrics import NullSink  # noqa: E402
+from lmgym.train.models import load_model  # noqa: E402
+from lmgym.train.session import build_loop  # noqa: E402
+
+WORKER = FIXTURES / "ddp_step.py"
+LORA = ["model.lora.enabled=true", "trainer.lr=5e-2"]
+RUNS = {
+    "grpo": ["algorithm.loss=grpo"],
+    "cispo": ["algorithm.loss=cispo"],
+    "grpo-lora": ["algorithm.loss=grpo", *LORA],
+    "cispo-lora": ["algorithm.loss=cispo", *LORA],
+}
+
+
+def test_two_sharded_processes_with_half_the_batch_make_the_same_update(tmp_path):
+    overrides = [*SMALL, "trainer.lr=1e-2", "sampling.temperature=1.0", "trainer.max_grad_norm=0.01"]
+    batch = build_loop(load_config(CONFIG, overrides), tmp_path / "gen", NullSink()).orchestrator.next_batch(0)
+    assert sum(a != 0 for a in batch.advantages[0::2]) and sum(a != 0 for a in batch.advantages[1::2])
+    saved = tmp_path / "batch.pt"
+    sharded = [*overrides, "trainer.strategy=fsdp"]
+    torch.save({"batch": batch, "config": str(CONFIG), "overrides": sharded, "runs": RUNS, "output": "fsdp_weights.pt"}, saved)
+
+    single = {}
+    for name, extra in RUNS.items():
+        one = build_loop(load_config(CONFIG, [*overrides, *extra]), tmp_path / name, NullSink())
+        initial = {n: p.detach().clone() for n, p in one.model.named_parameters() if p.requires_grad}
+        metrics = one.trainer.step(batch)
+        assert metrics["grad_norm"] > 0.01, name  # the clip is in play: its norm must be the whole gradient's
+        single[f"grad_norm/{name}"] = metrics["grad_norm"]
+        single[name] = {n: p.detach().clone() for n, p in one.model.named_parameters()}
+        # Adam's first step, and the clip, hardly depend on the gradient's scale: the norm
+        # before the clip shows a mean taken for a sum, the clipped gradient a rank's own norm
+        single[f"grad/{name}"] = {n: p.grad.clone() for n, p in one.model.named_parameters() if p.grad is not None}
+        assert any(not torch.equal(initial[n], single[name][n]) for n in initial), name
+
+    result = torchrun(2, str(WORKER), str(saved))
+    assert result.returncode == 0, result.stderr[-3000:]
+    fsdp = torch.load(tmp_path / "fsdp_weights.pt")
+    for name in RUNS:
+        assert single[name].keys() == fsdp[name].keys()
+        worst = max(float((single[name][n] - fsdp[name][n]).abs().max()) for n in single[name])
+        print(f"{name}: largest difference between 2 FSDP processes and 1: {worst:.1e}")
+        assert worst < 1e-5, f"{name}: two sharded processes differ from one by {worst}"
+        norms = single[f"grad_norm/{name}"], fsdp[f"grad_norm/{name}"]
+        print(f"{name}: gradient norm, 1 process {norms[0]:.6f}, 2 FSDP processes {norms[1]:.6f}")
+        assert norms[1] == pytest.approx(norms[0], rel=1e-5)
+        grads = single[f"grad/{name}"]
+        assert grads.keys() == fsdp[f"grad/{name}"].keys()
+        scale = max(float(g.abs().max()) for g in grads.values())
+        gap = max(float((grads[n] - fsdp[f"grad/{name}"][n]).abs().max()) for n in grads) / scale
+        print(f"{name}: largest difference of the clipped gradient, relative to its largest entry: {gap:.1e}")
+        assert gap < 1e-4, f"{name}: the clipped gradients differ by {gap} of their largest entry"
+
+
+def test_a_model_without_decoder_layers_is_refused_for_fsdp():
+    with pytest.raises(UsageError, match="no decoder layers found in Sequential"):
+        decoder_layers(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)))
+    model, _ = load_model("tiny-llama")
+    assert [type(m).__name__ for m in decoder_layers(model)] == ["LlamaDecoderLayer"] * model.config.num_hidden_layers
+
+
+def test_what_fsdp_cannot_train_is_refused_before_the_first_step(tmp_path):
+    model, _ = load_model("tiny-llama")
+    with pytest.raises(UsageError, match="float16"):
+        require_shardable(load_config(CONFIG, [*SMALL, "model.dtype=float16"]), model)
+    with pytest.raises(UsageError, match="asynchronous generation"):
+        require_shardable(load_config(CONFIG, [*SMALL, "algorithm.max_off_policy_steps=1"]), model)
+    require_shardable(load_config(CONFIG, [*SMALL, "model.dtype=bfloat16"]), model)
+
+
+def test_more_processes_than_prompts_is_one_clear_message():
+    with pytest.raises(UsageError, match="8 training processes for algorithm.prompts_per_step = 4.*at most 4"):
+        require_enough_prompts(4, 8)
+    with pytest.raises(UsageError, match="divisible"):
+        require_enough_prompts(6, 4)
+    require_enough_prompts(4, 2)
