@@ -94,12 +94,14 @@ def frozen_copy(model: Any) -> Any:
 
 
 class InProcessEngine(RolloutEngine):
-    """What both in-process engines share: a `Sampler` on `model`, its client, its RNG."""
+    """What both in-process engines share: a `Sampler` on `model`, its client, its RNG.
+    `generation` is `engine.generation` (`lmgym.train.engines.decoding`)."""
 
     def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, max_batch_size: int = 256,
-                 tool_format: ToolFormat | None = None, autocast: Any = contextlib.nullcontext):
-        self.seed, self.tool_format, self.autocast = seed, tool_format, autocast
-        self.sampler = Sampler(model, tokenizer, seed=seed, max_batch_size=max_batch_size, autocast=autocast)
+                 tool_format: ToolFormat | None = None, autocast: Any = contextlib.nullcontext, generation: str = "auto"):
+        self.seed, self.tool_format, self.autocast, self.generation = seed, tool_format, autocast, generation
+        self.sampler = Sampler(model, tokenizer, seed=seed, max_batch_size=max_batch_size, autocast=autocast,
+                               generation=generation)
         self._client = LocalClient(self.sampler, tool_format)
 
     @property
@@ -128,8 +130,9 @@ class LocalEngine(InProcessEngine):
     """Rollouts sampled in this process with `model` itself (the trainer's module)."""
 
     def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, max_batch_size: int = 256,
-                 tool_format: ToolFormat | None = None, autocast: Any = contextlib.nullcontext):
-        super().__init__(model, tokenizer, seed=seed, max_batch_size=max_batch_size, tool_format=tool_format, autocast=autocast)
+                 tool_format: ToolFormat | None = None, autocast: Any = contextlib.nullcontext, generation: str = "auto"):
+        super().__init__(model, tokenizer, seed=seed, max_batch_size=max_batch_size, tool_format=tool_format,
+                         autocast=autocast, generation=generation)
         self._snapshots: list[LocalSnapshot] = []
 
     def publish(self, model: Any, version: int) -> None:
@@ -142,7 +145,7 @@ class LocalEngine(InProcessEngine):
     def snapshot(self) -> LocalSnapshot:
         """A frozen copy of the current weights, sampling with its own seed (seed + 1)."""
         snapshot = LocalSnapshot(frozen_copy(self.model), self.sampler.tokenizer, seed=self.seed + 1, origin=self,
-                                 tool_format=self.tool_format, autocast=self.autocast)
+                                 tool_format=self.tool_format, autocast=self.autocast, generation=self.generation)
         self._snapshots.append(snapshot)
         return snapshot
 
@@ -159,8 +162,8 @@ class LocalSnapshot(InProcessEngine):
     weights change only there, so it is its own snapshot."""
 
     def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, origin: LocalEngine | None = None,
-                 tool_format: ToolFormat | None = None, autocast: Any = contextlib.nullcontext):
-        super().__init__(model, tokenizer, seed=seed, tool_format=tool_format, autocast=autocast)
+                 tool_format: ToolFormat | None = None, autocast: Any = contextlib.nullcontext, generation: str = "auto"):
+        super().__init__(model, tokenizer, seed=seed, tool_format=tool_format, autocast=autocast, generation=generation)
         self._origin = origin
         self._lock = threading.Lock()
         self._staged: dict[str, Any] | None = None

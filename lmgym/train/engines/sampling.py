@@ -10,18 +10,22 @@ lower training precision (`model.dtype`), the forward passes run under the train
 autocast too, so both compute the same numbers up to the order of the sums.
 
 `Sampler` samples from the module it is given, the trainer's own in training (see
-`lmgym.train.engines.local` for the engine around it).
+`lmgym.train.engines.local` for the engine around it). How it runs the model each token
+(a growing or a static KV cache, CUDA graphs) is its decoder (`lmgym.train.engines.decoding`,
+`engine.generation`); sampling and stopping are the same whichever runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
+from lmgym.train.engines.decoding import is_sharded, make_decoder, resolve_generation
 from lmgym.train.render import stop_strings
 
 
@@ -85,10 +89,13 @@ def cache_keyword(model: Any) -> str:
 
 
 class Sampler:
-    """Samples completions for batches of token prompts with a causal LM."""
+    """Samples completions for batches of token prompts with a causal LM. `generation` is
+    `engine.generation`, resolved at the first batch, once the model is where it samples;
+    `notify` gets the one-line notice when that is not the decoder asked for."""
 
     def __init__(self, model: Any, tokenizer: Any, *, seed: int = 0, max_batch_size: int = 256,
-                 autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
+                 autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                 generation: str = "auto", notify: Callable[[str], None] = lambda line: print(line, file=sys.stderr)):
         self.model = model
         self.autocast = autocast  # the trainer's compute precision, so sampled logprobs are the trainer's
         self.tokenizer = tokenizer
@@ -97,6 +104,8 @@ class Sampler:
         self.stop_ids = end_of_turn_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.cache_keyword = cache_keyword(model)
+        self.generation, self.notify = generation, notify
+        self.decoder: Any = None
 
     def generate(self, prompts: Sequence[list[int]], params: SamplingParams) -> list[Sample]:
         samples: list[Sample] = []
@@ -104,11 +113,20 @@ class Sampler:
             samples += self._generate_batch(prompts[start : start + self.max_batch_size], params)
         return samples
 
+    def _decoder(self, device: torch.device) -> Any:
+        if self.decoder is None:
+            generation, notice = resolve_generation(self.generation, device, is_sharded(self.model))
+            if notice:
+                self.notify(notice)
+            self.decoder = make_decoder(generation, self.model, self.cache_keyword, self.pad_id)
+        return self.decoder
+
     @torch.no_grad()
     def _generate_batch(self, prompts: Sequence[list[int]], params: SamplingParams) -> list[Sample]:
         was_training = self.model.training
         self.model.eval()
         device = next(self.model.parameters()).device
+        decoder = self._decoder(device)
         width = max(len(p) for p in prompts)
         input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + list(p) for p in prompts], device=device)
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
@@ -117,17 +135,10 @@ class Sampler:
         logprobs: list[list[float]] = [[] for _ in range(batch)]
         finish = ["length"] * batch
         active = torch.ones(batch, dtype=torch.bool)
-        past = None
-        step_ids = input_ids
-        for _ in range(params.max_tokens):
-            positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1]:]
-            with self.autocast():
-                out = self.model(
-                    input_ids=step_ids, attention_mask=attention, position_ids=positions,
-                    **{self.cache_keyword: past}, use_cache=True, logits_to_keep=1,  # only the next token's logits
-                )
-            past = getattr(out, self.cache_keyword)
-            ids, lps = sample_next(out.logits[:, -1, :], params, self.generator)
+        with self.autocast():
+            logits = decoder.prefill(input_ids, attention, params.max_tokens)
+        for step in range(params.max_tokens):
+            ids, lps = sample_next(logits, params, self.generator)
             id_list, lp_list = ids.tolist(), lps.tolist()  # one device sync per step
             for row in torch.nonzero(active).flatten().tolist():
                 token = id_list[row]
@@ -135,10 +146,12 @@ class Sampler:
                 logprobs[row].append(lp_list[row])
                 if token in self.stop_ids or self._hit_stop_string(tokens[row], params.stop):
                     finish[row], active[row] = "stop", False
-            if not active.any():
+            if not active.any() or step == params.max_tokens - 1:
                 break
-            step_ids = torch.where(active.to(device), ids.to(device), self.pad_id)[:, None]
-            attention = torch.cat([attention, active.to(device, attention.dtype)[:, None]], dim=1)
+            on_device = active.to(device)
+            with self.autocast():
+                logits = decoder.step(torch.where(on_device, ids.to(device), self.pad_id)[:, None], on_device)
+        decoder.end()
         self.model.train(was_training)
         return [Sample(t, lp, f, self._text(t, params.stop)) for t, lp, f in zip(tokens, logprobs, finish)]
 
