@@ -232,6 +232,13 @@ class EngineConfig(_Section):
     kind: Literal["local", "vllm"] = Field(
         "local", description='Where rollouts are sampled: "local" (in this process, sharing the weights) or "vllm" (a vLLM server fed the weights after each step).'
     )
+    generation: Literal["auto", "dynamic", "static", "compiled"] = Field(
+        "auto",
+        description='local: how the in-process engine runs the model each token: "dynamic" (a KV cache grown a token at a time), '
+        '"static" (a cache preallocated for prompt + max_tokens), "compiled" (static, with the one-token step replayed as a CUDA '
+        'graph: a GPU only; elsewhere it samples as "static" and says so); "auto" = compiled on CUDA, dynamic otherwise. '
+        "All sample the same tokens with the same logprobs, up to float rounding.",
+    )
     base_url: str | None = Field(None, description="vllm: attach to this running server (started on the initial weights) instead of launching one.")
     python: str | None = Field(None, description="vllm: the python of vLLM's own virtual environment; unset = $LMGYM_VLLM_PYTHON or the one benchmarks/setup_vllm.sh makes.")
     dtype: str = Field("float32", description="vllm: weights dtype; float32 keeps its logprobs within ~1e-5 of the trainer's (bfloat16: up to 0.2).")

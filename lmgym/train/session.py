@@ -210,7 +210,7 @@ def assemble_loop(config: TrainConfig, run_dir: Path, sink: MetricsSink, loaded:
         model = apply_lora(model, config.model.lora)
     engine = remote if remote is not None else LocalEngine(  # ranks sample differently; at the trainer's precision
         model, tokenizer, seed=config.trainer.seed + world.rank, tool_format=loaded.tool_format,
-        autocast=Precision(config.model.dtype, next(model.parameters()).device).autocast)
+        autocast=Precision(config.model.dtype, next(model.parameters()).device).autocast, generation=config.engine.generation)
     env.use_run_dir(run_dir)
     data = DataStream(env.dataset or env.eval_dataset, seed=config.trainer.seed)
     audit = LiveAudit.for_run(config, env, run_dir, announce=announcer(world.is_main, config.logging.console_every), distributed=world.distributed)
