@@ -26,7 +26,13 @@ RUNS = {
     "cispo": ["algorithm.loss=cispo"],
     "grpo-lora": ["algorithm.loss=grpo", *LORA],
     "cispo-lora": ["algorithm.loss=cispo", *LORA],
+    "grpo-bf16": ["algorithm.loss=grpo", "model.dtype=bfloat16"],  # autocast, as in one process
 }
+# (weights, clipped gradient relative to its largest entry, gradient norm relative): bfloat16
+# rounds a half batch's matmuls differently from the whole one's, so it agrees to bfloat16's
+# precision; a mean taken for a sum would still be off by a factor of 2
+BOUNDS = {"grpo-bf16": (5e-3, 1e-2, 1e-3)}
+FLOAT32 = (1e-5, 1e-4, 1e-5)
 
 
 def test_two_sharded_processes_with_half_the_batch_make_the_same_update(tmp_path):
@@ -54,19 +60,20 @@ def test_two_sharded_processes_with_half_the_batch_make_the_same_update(tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     fsdp = torch.load(tmp_path / "fsdp_weights.pt")
     for name in RUNS:
+        weights_bound, grad_bound, norm_bound = BOUNDS.get(name, FLOAT32)
         assert single[name].keys() == fsdp[name].keys()
         worst = max(float((single[name][n] - fsdp[name][n]).abs().max()) for n in single[name])
         print(f"{name}: largest difference between 2 FSDP processes and 1: {worst:.1e}")
-        assert worst < 1e-5, f"{name}: two sharded processes differ from one by {worst}"
+        assert worst < weights_bound, f"{name}: two sharded processes differ from one by {worst}"
         norms = single[f"grad_norm/{name}"], fsdp[f"grad_norm/{name}"]
         print(f"{name}: gradient norm, 1 process {norms[0]:.6f}, 2 FSDP processes {norms[1]:.6f}")
-        assert norms[1] == pytest.approx(norms[0], rel=1e-5)
+        assert norms[1] == pytest.approx(norms[0], rel=norm_bound)
         grads = single[f"grad/{name}"]
         assert grads.keys() == fsdp[f"grad/{name}"].keys()
         scale = max(float(g.abs().max()) for g in grads.values())
         gap = max(float((grads[n] - fsdp[f"grad/{name}"][n]).abs().max()) for n in grads) / scale
         print(f"{name}: largest difference of the clipped gradient, relative to its largest entry: {gap:.1e}")
-        assert gap < 1e-4, f"{name}: the clipped gradients differ by {gap} of their largest entry"
+        assert gap < grad_bound, f"{name}: the clipped gradients differ by {gap} of their largest entry"
 
 
 def test_a_model_without_decoder_layers_is_refused_for_fsdp():
