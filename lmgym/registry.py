@@ -93,9 +93,14 @@ def load_environment(name: str, **args: Any):
     """Build the environment `name` with `args` passed to its `load_environment`.
 
     Several names joined by commas (`"wordle,calculator"`) build an `EnvGroup`; `args`
-    then holds one object of arguments per environment: `{"wordle": {"max_turns": 4}}`."""
+    then holds one object of arguments per environment: `{"wordle": {"max_turns": 4}}`.
+    `vf:NAME` is a `verifiers` environment (lmgym.envs.verifiers_env)."""
     if "," in name:
         return load_group([part.strip() for part in name.split(",")], args)
+    if name.startswith("vf:"):  # a verifiers taskset, as `vf-eval NAME` names it
+        from lmgym.envs.verifiers_env import load_verifiers_environment
+
+        return load_verifiers_environment(name.removeprefix("vf:"), **args)
     known = available_environments()
     key = name.replace("_", "-").lower()
     if key not in known:
