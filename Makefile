@@ -13,8 +13,13 @@ STAMP := $(VENV)/.lmgym-installed
 OPENENV_VERSION := 0.3.0
 OPENENV_VENV ?= $(HOME)/.cache/lmgym/openenv-venv
 OPENENV_STAMP := $(OPENENV_VENV)/.installed-$(OPENENV_VERSION)
+# verifiers 0.4 requires openai<3 and mcp==2.0.0 (lmgym's venv: openai 3.x, mcp>=2.3), so its
+# environments run in a venv of its own with lmgym minus the mcp extra (tests/e2e/test_verifiers.py).
+VERIFIERS_VERSION := 0.4.0
+VERIFIERS_VENV ?= $(HOME)/.cache/lmgym/verifiers-venv
+VERIFIERS_STAMP := $(VERIFIERS_VENV)/.installed-$(VERIFIERS_VERSION)
 
-.PHONY: setup demo test test-slow vllm openenv bench clean
+.PHONY: setup demo test test-slow vllm openenv verifiers bench clean
 
 setup: $(STAMP)
 
@@ -34,7 +39,7 @@ $(STAMP): pyproject.toml Makefile $(BUNDLED_ENVS)
 demo: setup
 	$(BIN)/lmgym demo
 
-test: setup openenv
+test: setup openenv verifiers
 	$(BIN)/python -m pytest
 
 openenv: $(OPENENV_STAMP)
@@ -43,6 +48,15 @@ $(OPENENV_STAMP):
 	rm -rf $(OPENENV_VENV)
 	$(PYTHON) -m venv $(OPENENV_VENV)
 	$(OPENENV_VENV)/bin/python -m pip install -q openenv-core==$(OPENENV_VERSION)
+	touch $@
+
+# About 2 minutes on 2 cores with a warm pip cache (torch comes as a wheel).
+verifiers: $(VERIFIERS_STAMP)
+
+$(VERIFIERS_STAMP): pyproject.toml
+	rm -rf $(VERIFIERS_VENV)
+	$(PYTHON) -m venv $(VERIFIERS_VENV)
+	$(VERIFIERS_VENV)/bin/python -m pip install -q verifiers==$(VERIFIERS_VERSION) -e '.[train]'
 	touch $@
 
 # The slow tests: SmolLM2 conversion, and training against a real vLLM server (CPU build,

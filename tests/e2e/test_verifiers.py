@@ -1,0 +1,205 @@
+"""verifiers environments under lmgym, with `verifiers` 0.4.0 from PyPI in its own venv
+(`make verifiers`: it requires openai<3, lmgym's venv has 3.x). Each test runs `lmgym eval
+vf:NAME` (or `lmgym train`) there as a process, on tasksets written for these tests in
+tests/fixtures/verifiers_tasksets, against a scripted model served from this process; the
+results are read, resumed and reported from here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from cli_runner import invoke, process_env
+from paths import FIXTURES, ROOT
+from records import jsonl
+
+from lmgym import errors
+from lmgym.eval.results import read_metadata
+from lmgym.registry import load_environment
+from lmgym.testing import ScriptedServer, tool_call
+
+VERIFIERS_PYTHON = Path(os.environ.get("LMGYM_VERIFIERS_PYTHON", Path.home() / ".cache" / "lmgym" / "verifiers-venv" / "bin" / "python"))
+TASKSETS = FIXTURES / "verifiers_tasksets"
+needs_venv = pytest.mark.skipif(not VERIFIERS_PYTHON.exists(), reason=f"no verifiers venv at {VERIFIERS_PYTHON}: make verifiers")
+
+
+def in_verifiers_venv(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`lmgym ARGS` run by the verifiers venv's Python, the test tasksets importable."""
+    return subprocess.run([str(VERIFIERS_PYTHON), "-m", "lmgym", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=process_env(PYTHONPATH=str(TASKSETS)), check=False)
+
+
+def vf_eval(name: str, server: ScriptedServer, run: Path, *extra: str) -> subprocess.CompletedProcess:
+    return in_verifiers_venv("eval", f"vf:{name}", "-b", server.base_url, "-m", "scripted", "-o", str(run), *extra)
+
+
+def by_example(run: Path) -> dict:
+    return {(r["example_id"], r["rollout"]): r for r in jsonl(run / "results.jsonl")}
+
+
+def adder(request):
+    """Right when the first number is even (tasks 0, 2, ...), a long wrong reply otherwise."""
+    a, b = map(int, re.findall(r"\d+", request["messages"][-1]["content"])[:2])
+    return str(a + b) if a % 2 == 0 else "I cannot say"
+
+
+def bisecting_guesser(request):
+    """Halves the range the env's "higher"/"lower" leaves."""
+    low, high, guess = 0, 9, None
+    for message in request["messages"]:
+        if message["role"] == "assistant":
+            guess = int(message["content"])
+        elif message["role"] == "user" and message["content"] in ("higher", "lower"):
+            low, high = (guess + 1, high) if message["content"] == "higher" else (low, guess - 1)
+    return str((low + high) // 2)
+
+
+def counter_player(overshoot: int = 0):
+    """Adds target-2 (+ overshoot), then 2, reads the total, then says done."""
+
+    def reply(request):
+        target = int(re.search(r"to (\d+)", request["messages"][0]["content"]).group(1))
+        turn = sum(m["role"] == "assistant" for m in request["messages"])
+        if turn == 0:
+            return {"content": None, "tool_calls": [tool_call("counter_add", {"amount": target - 2 + overshoot}, "c1")]}
+        if turn == 1:
+            return {"content": None, "tool_calls": [tool_call("counter_add", {"amount": 2}, "c2"), tool_call("counter_read", {}, "c3")]}
+        return "done"
+
+    return reply
+
+
+@pytest.mark.skipif(importlib.util.find_spec("verifiers") is not None, reason="verifiers is installed in this venv")
+def test_without_verifiers_the_error_says_how_to_get_it():
+    with pytest.raises(errors.UsageError) as caught:
+        load_environment("vf:vf_arith")
+    message = str(caught.value)
+    assert "make verifiers" in message and "openai<3" in message and "verifiers-venv/bin/lmgym eval vf:NAME" in message
+
+
+@needs_venv
+def test_a_single_turn_taskset_is_scored_by_its_own_weighted_rewards_and_metrics(tmp_path):
+    run = tmp_path / "run"
+    with ScriptedServer(reply=adder) as server:
+        result = vf_eval("vf_arith", server, run, "-n", "-1", "-r", "2", "-a", '{"num_tasks": 4}')
+    assert result.returncode == 0, result.stderr
+    records = by_example(run)
+    assert sorted(records) == [(i, r) for i in range(4) for r in range(2)]
+    right, wrong = records[(2, 0)], records[(1, 1)]  # 2 + 6: "8"; 1 + 3: a long wrong reply
+    assert right["prompt"] == [{"role": "system", "content": "You add numbers."},
+                               {"role": "user", "content": "What is 2 + 6? Reply with the number only."}]
+    assert right["completion"] == [{"role": "assistant", "content": "8"}] and right["answer"] == "8"
+    assert right["metrics"] == {**right["metrics"], "correct": 1.0, "brief": 1.0, "reply_chars": 1.0}
+    assert right["reward"] == 1.5  # correct (weight 1) + brief (weight 0.5)
+    assert wrong["metrics"] == {**wrong["metrics"], "correct": 0.0, "brief": 0.0, "reply_chars": len("I cannot say")}
+    assert wrong["reward"] == 0.0 and wrong["error"] is None
+    summary = read_metadata(run)["summary"]
+    assert summary["reward_mean"] == 0.75 and summary["metrics"]["correct"] == 0.5
+
+
+@needs_venv
+def test_a_multi_turn_env_drives_the_conversation_and_finalize_runs(tmp_path):
+    run = tmp_path / "run"
+    with ScriptedServer(reply=bisecting_guesser) as server:
+        result = vf_eval("vf_guess", server, run, "-n", "-1", "-r", "1")
+    assert result.returncode == 0, result.stderr
+    records = by_example(run)
+    assert sorted(k[0] for k in records) == ["secret-0", "secret-1", "secret-2", "secret-3"]
+    secret_8 = records[("secret-2", 0)]  # secret (3 * 2 + 2) % 10 = 8: guesses 4, 7, 8
+    assert [m["content"] for m in secret_8["completion"]] == ["4", "higher", "7", "higher", "8"]
+    assert secret_8["metrics"] == {**secret_8["metrics"], "solved": 1.0, "guesses": 3.0, "finalized": 1.0}
+    assert all(r["reward"] == 1.0 for r in records.values())
+
+
+@needs_venv
+def test_a_stop_hook_ends_the_rollout_and_the_env_sees_it_terminated(tmp_path):
+    run = tmp_path / "run"
+    replies = {0: "3", 1: "I give up"}
+    with ScriptedServer(reply=lambda request: replies[sum(m["role"] == "assistant" for m in request["messages"])]) as server:
+        result = vf_eval("vf_guess", server, run, "-n", "1", "-r", "1")
+    assert result.returncode == 0, result.stderr
+    [record] = by_example(run).values()  # secret 2: "3" → "lower", then the model gives up
+    assert [m["content"] for m in record["completion"]] == ["3", "lower", "I give up"]
+    assert record["error"] is None and record["reward"] == 0.0 and record["metrics"]["guesses"] == 2.0
+    assert len(server.requests) == 2
+
+
+@needs_venv
+def test_a_tool_taskset_offers_its_toolset_and_scores_the_state_the_tools_left(tmp_path):
+    with ScriptedServer(reply=counter_player()) as server:
+        result = vf_eval("vf_counter", server, tmp_path / "right", "-n", "-1", "-r", "1")
+        tools = server.requests[0]["tools"]
+    assert result.returncode == 0, result.stderr
+    assert {t["function"]["name"]: sorted(t["function"]["parameters"]["properties"]) for t in tools} == {"counter_add": ["amount"], "counter_read": []}
+    assert "Add `amount` to the counter" in tools[0]["function"]["description"]
+    record = by_example(tmp_path / "right")[(1, 0)]  # target 6: add 4, add 2, read
+    assert [m.get("content") for m in record["completion"] if m["role"] == "tool"] == ["total: 4", "total: 6", "6"]
+    assert record["reward"] == 1.0
+    assert record["metrics"] == {**record["metrics"], "on_target": 1.0, "tool_results": 3.0, "calls_counter_add": 2.0}
+    with ScriptedServer(reply=counter_player(overshoot=1)) as server:
+        assert vf_eval("vf_counter", server, tmp_path / "wrong", "-n", "1", "-r", "1").returncode == 0
+    [record] = by_example(tmp_path / "wrong").values()
+    assert record["reward"] == 0.0 and record["metrics"]["on_target"] == 0.0
+
+
+@needs_venv
+def test_resume_completes_a_cut_run_without_rewriting_it(tmp_path):
+    run = tmp_path / "run"
+    with ScriptedServer(reply=bisecting_guesser) as server:
+        assert vf_eval("vf_guess", server, run, "-n", "-1", "-r", "2").returncode == 0
+        lines = (run / "results.jsonl").read_bytes().splitlines(keepends=True)
+        (run / "results.jsonl").write_bytes(b"".join(lines[:3]))
+        result = in_verifiers_venv("eval", "--resume", str(run), "-b", server.base_url)
+        requests_on_resume = len(server.requests)
+    assert result.returncode == 0, result.stderr
+    records = jsonl(run / "results.jsonl")
+    assert [json.dumps(r) for r in records[:3]] == [json.dumps(json.loads(line)) for line in lines[:3]]
+    assert sorted((r["example_id"], r["rollout"]) for r in records) == [(f"secret-{i}", r) for i in range(4) for r in range(2)]
+    assert all(r["reward"] == 1.0 for r in records) and requests_on_resume > 0
+    assert read_metadata(run)["status"] == "completed"
+
+
+@needs_venv
+def test_the_report_of_a_verifiers_run_shows_its_metrics(tmp_path):
+    run = tmp_path / "run"
+    with ScriptedServer(reply=counter_player()) as server:
+        assert vf_eval("vf_counter", server, run, "-n", "2", "-r", "1").returncode == 0
+    result = invoke("view", str(run))  # lmgym's own venv reads what the verifiers venv wrote
+    assert result.exit_code == 0, result.output
+    html = (run / "report.html").read_text()
+    assert "on_target" in html and "counter_add" in html
+
+
+@needs_venv
+def test_what_the_adapter_cannot_run_is_named_at_load_time(tmp_path):
+    result = in_verifiers_venv("eval", "vf:vf_boxed", "-b", "http://127.0.0.1:9/v1", "-m", "m", "-o", str(tmp_path / "run"))
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert "BoxedTask.NEEDS_CONTAINER" in message and "@vf.intercept hooks (redact)" in message
+    assert "@vf.reward tests_pass (it needs a runtime)" in message and "Traceback" not in message
+    assert not (tmp_path / "run").exists()
+    unknown = in_verifiers_venv("eval", "vf:no_such_taskset", "-b", "http://127.0.0.1:9/v1", "-m", "m")
+    assert unknown.returncode == 2 and "taskset 'no_such_taskset' not found" in " ".join(unknown.stderr.split())
+
+
+@needs_venv
+def test_training_steps_on_a_verifiers_taskset_use_its_rewards(tmp_path):
+    config = tmp_path / "vf-arith.toml"
+    config.write_text(
+        '[model]\nname = "tiny-llama"\n[env]\nname = "vf:vf_arith"\nargs = {num_tasks = 8}\n'
+        "[sampling]\nmax_tokens = 4\n[algorithm]\ngroup_size = 4\nprompts_per_step = 2\n"
+        "[trainer]\nmax_steps = 2\nmicro_batch_size = 8\n[eval]\nevery = 0\n[sft]\nwarm_start = false\n"
+    )
+    result = in_verifiers_venv("train", str(config), f"logging.output_dir={tmp_path / 'out'}")
+    assert result.returncode == 0, result.stderr
+    steps = jsonl(tmp_path / "out" / "metrics.jsonl")
+    assert [s["step"] for s in steps if "reward" in s] == [1, 2]
+    samples = jsonl(tmp_path / "out" / "samples.jsonl")
+    assert samples and all({"correct", "brief", "reply_chars"} <= set(s["metrics"]) for s in samples)
+    for sample in samples:
+        assert sample["reward"] == sample["metrics"]["correct"] + 0.5 * sample["metrics"]["brief"]
