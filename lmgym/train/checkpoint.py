@@ -52,6 +52,13 @@ def rng_state(engine: Any = None) -> dict[str, Any]:
     return {"python": random.getstate(), "torch": torch.get_rng_state(), "engine": engine}
 
 
+def rank_rng(state: dict[str, Any], rank: int) -> dict[str, Any]:
+    """The RNG states rank `rank` saved in `state` (each rank samples its own rollouts);
+    rank 0's for a rank the checkpoint did not have, or one written before ranks had theirs."""
+    by_rank = state.get("rng_by_rank") or []
+    return by_rank[rank] if rank < len(by_rank) else state["rng"]
+
+
 def restore_rng(state: dict[str, Any]) -> Any:
     """Restore Python's and torch's RNGs from `rng_state`; returns the engine's saved state."""
     random.setstate(state["python"])

@@ -91,6 +91,24 @@ def max_over_ranks(value: int, world: World) -> int:
     return int(tensor)
 
 
+def gather_to_main(value: Any, world: World) -> list[Any] | None:
+    """Every rank's `value`, in rank order, on rank 0 (None elsewhere); every rank calls it."""
+    if not world.distributed:
+        return [value]
+    gathered: list[Any] | None = [None] * world.size if world.is_main else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered
+
+
+def from_main(value: Any, world: World) -> Any:
+    """Rank 0's `value` on every rank (a decision only rank 0 could make); every rank calls it."""
+    if not world.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def require_enough_prompts(prompts_per_step: int, processes: int) -> None:
     """Each process samples and trains its own share of a step's prompts: more processes
     than prompts, or shares of unequal size, are refused before anything starts."""

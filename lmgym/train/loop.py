@@ -27,11 +27,11 @@ from lmgym.eval.results import dumps_line, open_lines_for_append
 from lmgym.train import checkpoint as ckpt
 from lmgym.train.batch import Batch
 from lmgym.train.config import TrainConfig
-from lmgym.train.distributed import World, mean_metrics
+from lmgym.train.distributed import World, from_main, gather_to_main, mean_metrics
 from lmgym.train.live_audit import AuditStopped, LiveAudit, Onset, stop_message
 from lmgym.train.metrics import METRICS_FILE, MetricsSink, NullSink
 from lmgym.train.orchestrator import Orchestrator
-from lmgym.train.sharded_checkpoint import load_rng, save_sharded
+from lmgym.train.sharded_checkpoint import save_sharded
 from lmgym.train.trainer import GRPOTrainer, NonFiniteLoss
 from lmgym.types import Example
 
@@ -131,10 +131,11 @@ class TrainingLoop:
                 if self.world.is_main:
                     metrics.update(self.evaluate())
                     stop = self._audit_eval(self.step, metrics)
+            stop = from_main(stop, self.world)  # every rank stops together, and checkpoints together
         if self.audit is not None:  # every rank: the metrics are averaged, so all decide alike
             stop = self.audit.after_step(self.step, metrics, review) or stop
-        if not self.world.is_main:  # rank 0 alone evaluates, saves and logs (FSDP: every rank saves its shards)
-            if self.trainer.sharded and config.checkpoint.every and self.step % config.checkpoint.every == 0:
+        if not self.world.is_main:  # rank 0 alone evaluates and logs; every rank takes part in a checkpoint
+            if config.checkpoint.every and self.step % config.checkpoint.every == 0:
                 self.save()
             if stop is not None:
                 self._stop(stop)
@@ -154,7 +155,7 @@ class TrainingLoop:
 
     def _stop(self, onset: Onset) -> None:
         """End the run for the audit: a checkpoint of this step (rank 0), then AuditStopped."""
-        if (self.world.is_main or self.trainer.sharded) and not (self.last_checkpoint is not None and self.last_checkpoint.name == f"step_{self.step:06d}"):
+        if not (self.last_checkpoint is not None and self.last_checkpoint.name == f"step_{self.step:06d}"):
             self.save()
         checkpoint = self.last_checkpoint if self.world.is_main else None
         raise AuditStopped(stop_message(self.step, onset, checkpoint, self.run_dir), step=self.step, check=onset.check, checkpoint=checkpoint)
@@ -176,20 +177,29 @@ class TrainingLoop:
 
     # -- checkpoints ---------------------------------------------------------------------
     def save(self) -> Path:
+        """Write this step's checkpoint. Every rank calls it: each rank samples its own
+        rollouts, so every rank's RNG states go into it (gathered to rank 0), and under FSDP
+        every rank writes its shards; rank 0 writes the rest."""
+        rng_by_rank = gather_to_main(ckpt.rng_state(self.orchestrator.engine.rng_state()), self.world)
+        path = self.run_dir / ckpt.CHECKPOINTS / f"step_{self.step:06d}"
+        if not (self.world.is_main or self.trainer.sharded):
+            self.last_checkpoint = path  # rank 0 writes it
+            return path
         trained = self.trainer.state_dict()
         state = {
             "step": self.step,
             "weights": trained["weights"],
             "optimizer": trained["optimizer"],
             "scheduler": trained["scheduler"],
-            "rng": ckpt.rng_state(self.orchestrator.engine.rng_state()),
+            "rng": rng_by_rank[0] if rng_by_rank else None,
+            "rng_by_rank": rng_by_rank,
             "data": self.data_position,
             "logs": ckpt.log_sizes(self.run_dir, LOG_FILES),
         }
-        if self.trainer.sharded:  # every rank writes its shards and its own RNG states
+        if self.trainer.sharded:
             self.last_checkpoint = save_sharded(
                 self.run_dir, self.step, state, self.model, self.trainer.optimizer, self.tokenizer,
-                self.config.checkpoint.keep, self.world, state["rng"])
+                self.config.checkpoint.keep, self.world)
             return self.last_checkpoint
         self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, self.step, state, self.model, self.tokenizer, self.config.checkpoint.keep)
         return self.last_checkpoint
@@ -199,8 +209,7 @@ class TrainingLoop:
         the resumed weights (a server started from the initial ones)."""
         try:
             self.trainer.load_state_dict(state, checkpoint)
-            rng = load_rng(checkpoint, self.world.rank) if self.trainer.sharded else None
-            self.orchestrator.engine.set_rng_state(ckpt.restore_rng(rng or state["rng"]))
+            self.orchestrator.engine.set_rng_state(ckpt.restore_rng(ckpt.rank_rng(state, self.world.rank)))
             self.orchestrator.data.seek(state["data"])
         except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as exc:
             raise ckpt.CheckpointError(f"{checkpoint / ckpt.STATE_FILE}: does not fit this run's model and config ({ckpt.first_line(exc)})") from None

@@ -1,13 +1,12 @@
 """Checkpoints of a sharded (FSDP) run: every rank writes its own shards, through
 `torch.distributed.checkpoint` (DCP), and rank 0 the rest.
 
-    RUN_DIR/checkpoints/step_000020/state.pt          step, schedule, data position, log sizes
-                                                      (as `lmgym.train.checkpoint`; weights and
-                                                      optimizer are empty there, "sharded" set)
+    RUN_DIR/checkpoints/step_000020/state.pt          step, schedule, data position, log sizes,
+                                                      every rank's RNG states (as
+                                                      `lmgym.train.checkpoint`; weights and optimizer
+                                                      are empty there, "sharded" set)
     RUN_DIR/checkpoints/step_000020/shards/           DCP: the trained weights (all, or the LoRA
                                                       adapter) and AdamW's state, one file per rank
-    RUN_DIR/checkpoints/step_000020/rng_rankR.pt      each rank's RNG states (each samples its own
-                                                      rollouts, so each resumes its own stream)
     RUN_DIR/checkpoints/step_000020/model/            the policy as a transformers folder, written
                                                       by rank 0 from the gathered full weights
 
@@ -47,16 +46,12 @@ TRAINED = StateDictOptions(ignore_frozen_params=True)  # LoRA: the adapter, not 
 TRAINED_INTO = StateDictOptions(ignore_frozen_params=True, strict=False)
 
 
-def rng_file(checkpoint: Path, rank: int) -> Path:
-    return checkpoint / f"rng_rank{rank}.pt"
-
-
 def save_sharded(
     run_dir: Path, step: int, state: dict[str, Any], model: Any, optimizer: Any, tokenizer: Any, keep: int,
-    world: World, rng: dict[str, Any],
+    world: World,
 ) -> Path:
-    """Write step `step`'s checkpoint; every rank calls it. `state` (rank 0's) is what
-    `lmgym.train.checkpoint` keeps in state.pt, `rng` this rank's RNG states."""
+    """Write step `step`'s checkpoint; every rank calls it. `state` (rank 0's, holding every
+    rank's RNG states) is what `lmgym.train.checkpoint` keeps in state.pt."""
     final = run_dir / ckpt.CHECKPOINTS / f"step_{step:06d}"
     tmp = final.with_name(f".tmp_{final.name}")
     if world.is_main:
@@ -65,7 +60,6 @@ def save_sharded(
     dist.barrier()
     model_state, optimizer_state = get_state_dict(model, optimizer, options=TRAINED)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / SHARDS)
-    torch.save(rng, rng_file(tmp, world.rank))
     plain = plain_copy(model)
     if world.is_main:
         torch.save({**state, "sharded": True}, tmp / ckpt.STATE_FILE)
@@ -87,12 +81,6 @@ def load_sharded(checkpoint: Path, model: Any, optimizer: Any) -> None:
     saved = {"model": model_state, "optimizer": optimizer_state}
     dcp.load(saved, checkpoint_id=checkpoint / SHARDS)
     set_state_dict(model, optimizer, model_state_dict=saved["model"], optim_state_dict=saved["optimizer"], options=TRAINED_INTO)
-
-
-def load_rng(checkpoint: Path, rank: int) -> dict[str, Any] | None:
-    """This rank's RNG states saved with `checkpoint`, or None when it has none."""
-    path = rng_file(checkpoint, rank)
-    return torch.load(path, weights_only=True) if path.exists() else None
 
 
 def plain_copy(model: Any) -> Any:
