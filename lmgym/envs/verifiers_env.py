@@ -40,6 +40,7 @@ from lmgym import errors
 from lmgym.envs.context import RolloutContext
 from lmgym.envs.tools import StatefulToolEnv
 from lmgym.errors import RewardError
+from lmgym.rubrics.rubric import Rubric
 from lmgym.types import Message, Messages, Rollout, RolloutError
 
 logger = logging.getLogger(__name__)
@@ -378,8 +379,8 @@ class VerifiersEnv(StatefulToolEnv):
             hidden_args=[EPISODE],
             max_turns=max_turns or self.agent_spec.max_turns or DEFAULT_MAX_TURNS,
         )
-        if not tools:
-            self.tools = None
+        if not tools:  # no tool counts on a rubric of a taskset without tools
+            self.tools, self.rubric = None, Rubric(parser=self.parser)
 
     # -- what a whole run shares ---------------------------------------------------------
     async def start(self) -> None:
