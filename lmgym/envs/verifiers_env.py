@@ -366,6 +366,8 @@ class VerifiersEnv(StatefulToolEnv):
         self.vf_env = vf_env
         self.role, self.agent_spec = _single_agent(vf_env)
         self.tasks = {_task_id(task): task for task in tasks}
+        if len(self.tasks) != len(tasks):
+            raise errors.DatasetError(f"verifiers taskset {vf_env.config.taskset.id!r}: two tasks share an id (TaskData.id)")
         first = tasks[0]
         self.task_config = first.config
         self.task_toolsets = type(first).toolsets(first.config)
@@ -403,9 +405,13 @@ class VerifiersEnv(StatefulToolEnv):
         context.state[EPISODE] = episode
         try:
             opening = await self._open(episode)
-        except errors.LmgymError as exc:
+        except Exception as exc:  # the environment's failure before the first turn is this rollout's
             await self._close(episode)
-            return Rollout(example=context.example, index=context.index, state=context.state, error=RolloutError(exc.kind, str(exc)))
+            if getattr(exc, "fatal", False):
+                raise
+            kind = exc.kind if isinstance(exc, errors.LmgymError) else errors.EnvironmentHookError.kind
+            return Rollout(example=context.example, index=context.index, state=context.state,
+                           error=RolloutError(kind, f"{type(exc).__name__}: {exc}"))
         episode.record(opening, sampled=False)
         episode.segment_start = len(episode.trace.nodes)
         return await super().run_rollout(context, prompt=opening)

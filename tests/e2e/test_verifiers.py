@@ -130,6 +130,17 @@ def test_a_stop_hook_ends_the_rollout_and_the_env_sees_it_terminated(tmp_path):
 
 
 @needs_venv
+def test_an_env_that_raises_fails_its_rollout_not_the_run(tmp_path):
+    run = tmp_path / "run"
+    with ScriptedServer(reply="boom") as server:
+        result = vf_eval("vf_guess", server, run, "-n", "2", "-r", "1")
+    assert result.returncode == 0, result.stderr
+    for record in by_example(run).values():
+        assert record["reward"] is None and record["error"]["kind"] == "environment"
+        assert "RuntimeError: the game broke" in record["error"]["message"]
+
+
+@needs_venv
 def test_a_tool_taskset_offers_its_toolset_and_scores_the_state_the_tools_left(tmp_path):
     with ScriptedServer(reply=counter_player()) as server:
         result = vf_eval("vf_counter", server, tmp_path / "right", "-n", "-1", "-r", "1")
