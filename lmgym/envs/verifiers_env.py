@@ -150,6 +150,14 @@ def unsupported_features(vf: Any, env: Any, task: Any) -> list[str]:
     return found
 
 
+def agent_sampling(spec: Any) -> dict[str, Any] | None:
+    """The agent's own sampling values, as the environment's default sampling (a run's
+    `-S` still overrides them, as it does any environment's)."""
+    if spec.sampling is None:
+        return None
+    return spec.sampling.model_dump(exclude_unset=True, exclude_none=True) or None
+
+
 def _single_agent(env: Any) -> tuple[str, Any]:
     from verifiers.v1.configs.agent import agent_config_fields
 
@@ -380,6 +388,7 @@ class VerifiersEnv(StatefulToolEnv):
             tools=tools,
             hidden_args=[EPISODE],
             max_turns=max_turns or self.agent_spec.max_turns or DEFAULT_MAX_TURNS,
+            sampling_args=agent_sampling(self.agent_spec),
         )
         if not tools:  # no tool counts on a rubric of a taskset without tools
             self.tools, self.rubric = None, Rubric(parser=self.parser)

@@ -103,6 +103,19 @@ def test_a_single_turn_taskset_is_scored_by_its_own_weighted_rewards_and_metrics
 
 
 @needs_venv
+def test_the_agents_own_sampling_reaches_the_model_unless_the_run_overrides_it(tmp_path):
+    agent = '{"num_tasks": 1, "env": {"agent": {"sampling": {"temperature": 0.25, "max_tokens": 7}}}}'
+    with ScriptedServer(reply=adder) as server:
+        result = vf_eval("vf_arith", server, tmp_path / "a", "-n", "-1", "-r", "1", "-a", agent)
+        assert result.returncode == 0, result.stderr
+        result = vf_eval("vf_arith", server, tmp_path / "b", "-n", "-1", "-r", "1", "-a", agent, "-S", '{"temperature": 0.9}')
+        assert result.returncode == 0, result.stderr
+    first, second = server.requests
+    assert (first["temperature"], first["max_tokens"]) == (0.25, 7)
+    assert (second["temperature"], second["max_tokens"]) == (0.9, 7)
+
+
+@needs_venv
 def test_a_multi_turn_env_drives_the_conversation_and_finalize_runs(tmp_path):
     run = tmp_path / "run"
     with ScriptedServer(reply=bisecting_guesser) as server:
