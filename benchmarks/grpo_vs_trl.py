@@ -46,14 +46,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import resource
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from trainer_runs import RESULT_PREFIX, kv_cache_note, peak_rss_mb, run_child, step_timer, summarise, time_generation
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -67,12 +64,6 @@ MAX_TOKENS = 32
 TEMPERATURE = 1.0
 LR = 1e-5
 SEED = 0
-RESULT_PREFIX = "GRPO_VS_TRL_RESULT "
-WARNING = re.compile(r"\w*Warning: |^WARNING\b")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ----------------------------------------------------------------------------- lmgym side
@@ -144,7 +135,6 @@ def run_trl(steps: int) -> dict:
 
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from lmgym import load_environment
@@ -172,22 +162,6 @@ def run_trl(steps: int) -> dict:
         tokens_per_call.append(sum(len(ids) for ids in completion_ids))
         rewards_per_call.append(sum(r.reward for r in rollouts) / len(rollouts))
         return [r.reward for r in rollouts]
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.started = 0.0
-            self.step_s: list[float] = []
-            self.logs: list[dict] = []
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.started = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.step_s.append(time.perf_counter() - self.started)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs:
-                self.logs.append(dict(logs))
 
     # The reward is the environment's: the right number at the end scores 1.0, prose 0.
     probe = env.dataset[0]
@@ -237,39 +211,17 @@ def run_trl(steps: int) -> dict:
             dataloader_num_workers=0,
             dataloader_pin_memory=False,
         )
-        timer = StepTimer()
+        timer = step_timer()
         trainer = GRPOTrainer(
             model=model, reward_funcs=arithmetic_reward, args=args, train_dataset=dataset,
             processing_class=tokenizer, callbacks=[timer],
         )
-        generation_s: list[float] = []
-        generate = trainer._generate_single_turn
-        widths: list[list[int]] = []  # per generation: tokens fed to the backbone by each forward call
-
-        def record_width(_module, _args, kwargs):
-            if kwargs.get("input_ids") is not None:
-                widths[-1].append(kwargs["input_ids"].shape[1])
-
-        def timed_generate(*a, **kw):
-            widths.append([])
-            hook = trainer.model.get_decoder().register_forward_pre_hook(record_width, with_kwargs=True)
-            started = time.perf_counter()
-            try:
-                return generate(*a, **kw)
-            finally:
-                generation_s.append(time.perf_counter() - started)
-                hook.remove()
-
-        trainer._generate_single_turn = timed_generate
+        generation_s, widths = time_generation(trainer)
         started = time.perf_counter()
         trainer.train()
         total = time.perf_counter() - started
-    decode = [w for call in widths for w in call[1:]]
-    cached = "a KV cache was used" if decode and max(decode) == 1 else "NO KV cache"
     notes = [
-        (f"generate: {sum(map(len, widths))} forward calls in {len(widths)} generations; after each prefill "
-         f"({min(c[0] for c in widths)}..{max(c[0] for c in widths)} tokens wide) every call fed "
-         f"{min(decode, default=0)}..{max(decode, default=0)} token(s), so {cached}"),
+        kv_cache_note(widths),
         (f"optimizer {args.optim.value}, gradient checkpointing {args.gradient_checkpointing}, "
          f"generation_batch_size {args.generation_batch_size}, loss_type {args.loss_type}"),
     ]
@@ -299,63 +251,6 @@ def child(which: str, steps: int) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
-def cpu_seconds() -> tuple[float, float] | None:
-    """(busy, busy + idle) CPU seconds of the whole machine since boot, from /proc/stat (Linux)."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, idle, iowait, irq, softirq, steal = fields
-    tick = os.sysconf("SC_CLK_TCK")
-    busy = user + nice + system + irq + softirq + steal
-    return busy / tick, (busy + idle + iowait) / tick
-
-
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_child(which: str, steps: int, console) -> dict:
-    console.print(f"[bold]{which}[/]: {steps} steps in a fresh process...")
-    machine_before, ours_before = cpu_seconds(), children_cpu_seconds()
-    started = time.perf_counter()
-    process = subprocess.run(
-        [sys.executable, __file__, "--child", which, "--steps", str(steps)], capture_output=True, text=True, check=False,
-    )
-    lines = process.stdout.splitlines()
-    found = [line[len(RESULT_PREFIX):] for line in lines if line.startswith(RESULT_PREFIX)]
-    if process.returncode or not found:
-        console.print(process.stdout[-4000:], markup=False)
-        console.print(process.stderr[-8000:], markup=False)
-        raise SystemExit(f"the {which} run failed (exit status {process.returncode})")
-    result = json.loads(found[-1])
-    result["warnings"] = sorted({line.strip() for line in process.stderr.splitlines() if WARNING.search(line)})
-    machine_after, ours_after = cpu_seconds(), children_cpu_seconds()
-    result["others_cpu_share"] = float("nan")
-    if machine_before and machine_after:  # the share of the machine's CPU time that other processes used
-        busy = machine_after[0] - machine_before[0]
-        capacity = machine_after[1] - machine_before[1]
-        result["others_cpu_share"] = max(0.0, busy - (ours_after - ours_before)) / max(capacity, 1e-9)
-    console.print(f"  done in {time.perf_counter() - started:.0f}s (process wall time); other processes used "
-                  f"{result['others_cpu_share']:.0%} of the machine's CPU meanwhile")
-    return result
-
-
-def summarise(result: dict) -> dict:
-    steps, tokens, generation = result["step_s"], result["completion_tokens"], result["generation_s"]
-    later = slice(1, None) if len(steps) > 1 else slice(None)
-    rest = [s - g for s, g in zip(steps, generation)]
-    return {
-        "median": statistics.median(steps[later]),
-        "mean": statistics.fmean(steps),
-        "generation": statistics.median(generation[later]),
-        "rest": statistics.median(rest[later]),
-        "tokens_per_s": sum(tokens[later]) / sum(steps[later]),
-        "reward": statistics.fmean(result["reward"]),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per trainer (default 8)")
@@ -374,7 +269,7 @@ def main() -> None:
     from rich.table import Table
 
     console = Console()
-    results = {which: run_child(which, args.steps, console) for which in ("trl", "lmgym")}
+    results = {which: run_child(which, args.steps, console, script=__file__) for which in ("trl", "lmgym")}
     stats = {which: summarise(r) for which, r in results.items()}
     threads = sorted({r["torch_threads"] for r in results.values()})
 

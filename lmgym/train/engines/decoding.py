@@ -50,9 +50,8 @@ def resolve_generation(mode: str, device: torch.device, sharded: bool = False) -
     if mode == "auto":
         return ("compiled" if device.type == "cuda" and not sharded else "dynamic"), None
     if mode == "compiled" and (device.type != "cuda" or sharded):
-        why = "FSDP-sharded weights" if sharded else f"the model is on {device.type}, not a CUDA GPU"
-        return "static", (f'engine.generation = "compiled" needs CUDA graphs, which {why} cannot use: '
-                          f"sampling with the static cache, uncompiled")
+        why = "the weights are FSDP-sharded" if sharded else f"the model is on {device.type}, not a CUDA GPU"
+        return "static", f'engine.generation = "compiled" needs CUDA graphs and {why}: sampling with the static cache, uncompiled'
     return mode, None
 
 
