@@ -7,6 +7,7 @@ does the compiled step, compiled
 here with dynamo's "eager" backend (the graph capture and step boundaries the GPU path
 runs, without inductor or CUDA graphs), and batches in one shape bucket reuse its graph.
 "compiled" off CUDA samples as static after a one-line notice; "auto" is dynamic on CPU.
+Training with the static cache stays on policy: the trainer's logprobs are the sampler's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import functools
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from train_setups import ListSink, small_config  # noqa: E402
 
 from lmgym.train.config import load_config  # noqa: E402
 from lmgym.train.engines.decoding import (  # noqa: E402
@@ -28,6 +31,7 @@ from lmgym.train.engines.decoding import (  # noqa: E402
 from lmgym.train.engines.local import LocalEngine  # noqa: E402
 from lmgym.train.engines.sampling import Sampler, SamplingParams  # noqa: E402
 from lmgym.train.models import char_tokenizer, tiny_llama  # noqa: E402
+from lmgym.train.session import build_loop  # noqa: E402
 
 TEXTS = ["hello there", "ab", "a much longer prompt than the others", "x", "seven"]
 TOLERANCE = 1e-5  # float32 on both sides; only the order of the attention sums differs
@@ -149,3 +153,13 @@ def test_the_config_setting_reaches_the_engine(model, tokenizer, prompts):
     default.sampler.generate(prompts[:2], SamplingParams(max_tokens=2))
     assert isinstance(default.sampler.decoder, DynamicDecoder)  # auto, on CPU
     engine.close()
+
+
+def test_training_with_the_static_cache_stays_on_policy(tmp_path):
+    sink = ListSink()
+    loop = build_loop(small_config(tmp_path, "trainer.max_steps=2", "engine.generation=static"), tmp_path, sink)
+    loop.run()
+    assert isinstance(loop.orchestrator.engine.sampler.decoder, StaticDecoder)
+    trained = [m for _, m in sink.rows if "mismatch_kl" in m]
+    print("mismatch_kl per step:", [f"{m['mismatch_kl']:.1e}" for m in trained])
+    assert trained and all(m["mismatch_kl"] < 1e-10 for m in trained)  # positions off by one: ~5e-8
