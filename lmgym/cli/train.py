@@ -61,6 +61,7 @@ def train_command(
         with exit_on_error():
             cfg = _load(config, overrides, resume)
             from lmgym.rundir import RunLock, discard_if_unused, require_fresh_dir
+            from lmgym.train.distributed import ReportedByMain
             from lmgym.train.live_audit import STOP_EXIT_CODE, AuditStopped
             from lmgym.train.session import default_run_dir, train
 
@@ -85,6 +86,8 @@ def train_command(
                 if main_rank:
                     print_error(stopped)
                 raise typer.Exit(STOP_EXIT_CODE) from None
+            except ReportedByMain:  # rank 0 prints the error; the other ranks stop without repeating it
+                raise typer.Exit(1) from None
             if main_rank:
                 console.print(f"[green]done.[/] policy saved to {run_dir / 'final'}")
     except KeyboardInterrupt:

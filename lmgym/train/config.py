@@ -239,12 +239,33 @@ class EngineConfig(_Section):
         'graph: a GPU only; elsewhere it samples as "static" and says so); "auto" = compiled on CUDA, dynamic otherwise. '
         "All sample the same tokens with the same logprobs, up to float rounding.",
     )
-    base_url: str | None = Field(None, description="vllm: attach to this running server (started on the initial weights) instead of launching one.")
+    base_url: str | None = Field(
+        None,
+        description="vllm: attach to this running server (started on the initial weights) instead of launching one; several, "
+        "comma-separated, for several trainer ranks: rank r samples from the (r mod count)-th, rank 0 publishes to all.",
+    )
     python: str | None = Field(None, description="vllm: the python of vLLM's own virtual environment; unset = $LMGYM_VLLM_PYTHON or the one benchmarks/setup_vllm.sh makes.")
     dtype: str = Field("float32", description="vllm: weights dtype; float32 keeps its logprobs within ~1e-5 of the trainer's (bfloat16: up to 0.2).")
     max_model_len: int = Field(1024, gt=0, description="vllm: longest prompt plus completion it serves.")
     kv_cache_gb: float = Field(1.0, gt=0, description="vllm (CPU build): GB of KV cache (VLLM_CPU_KVCACHE_SPACE).")
     keep_versions: int = Field(2, ge=1, description="vllm with LoRA: adapter versions kept loaded (requests in flight may use the previous one).")
+
+    @field_validator("base_url")
+    @classmethod
+    def _names_a_server(cls, value: str | None) -> str | None:
+        if value is not None and not server_urls(value):
+            raise ValueError("engine.base_url names no server; give one URL or several separated by commas, or unset it")
+        return value
+
+    @property
+    def servers(self) -> list[str]:
+        """The servers `base_url` lists (none: lmgym starts one)."""
+        return server_urls(self.base_url or "")
+
+
+def server_urls(base_url: str) -> list[str]:
+    """`engine.base_url` as the URLs it lists: one, or several separated by commas."""
+    return [url.strip().rstrip("/") for url in base_url.split(",") if url.strip()]
 
 
 class HeldOutEvalConfig(_Section):

@@ -28,7 +28,12 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
-from lmgym.errors import UsageError
+from lmgym.errors import LmgymError, UsageError
+
+
+class ReportedByMain(LmgymError):
+    """Raised by the ranks other than 0 for an error that rank 0 raises and reports, so
+    that the user reads it once (`stop_together`)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,23 @@ def from_main(value: Any, world: World) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def barrier(world: World) -> None:
+    """Every rank waits here until all have arrived."""
+    if world.distributed:
+        dist.barrier()
+
+
+def stop_together(error: Exception | None, world: World) -> None:
+    """Rank 0's `error`, when it has one, stops every rank: rank 0 raises it and the other
+    ranks `ReportedByMain`, instead of waiting for rank 0 in a collective that never comes.
+    Every rank calls it."""
+    if not from_main(error is not None, world):
+        return
+    if world.is_main:
+        raise error
+    raise ReportedByMain("rank 0 reports the error")
 
 
 def require_enough_prompts(prompts_per_step: int, processes: int) -> None:

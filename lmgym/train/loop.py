@@ -17,6 +17,7 @@ the step is logged and a checkpoint saved (`AuditStopped`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -164,8 +165,8 @@ class TrainingLoop:
         """The next batch sampled within `max_off_policy_steps` of the current weights."""
         dropped = 0
         while True:
-            with self.trainer.full_weights():  # FSDP: every rank samples its rollouts with the full weights
-                batch = self.orchestrator.next_batch(self.step)
+            with self.trainer.full_weights() if self.config.engine.kind == "local" else contextlib.nullcontext():
+                batch = self.orchestrator.next_batch(self.step)  # FSDP: a local engine samples with the full weights
             if self.step - batch.policy_version <= self.config.algorithm.max_off_policy_steps:
                 return batch, dropped
             dropped += 1

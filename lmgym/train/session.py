@@ -11,6 +11,10 @@ trainer and loop (`lmgym.train.loop` runs it), and the run directory around it.
     RUN_DIR/final/           the trained policy, a transformers folder
     RUN_DIR/vllm_base/       with engine.kind = "vllm": the weights the server starts from
     RUN_DIR/adapters|weights the versions published to it; RUN_DIR/vllm.log its log
+
+With `engine.kind = "vllm"` and several ranks, each rank samples from one of the servers
+`engine.base_url` lists (rank r from the (r mod count)-th), or from the one rank 0 starts;
+rank 0 publishes to every server after each step (`lmgym.train.engines.vllm.engine`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,17 @@ from lmgym.rundir import RunLock, claim_run_dir, discard_if_unused
 from lmgym.train import checkpoint as ckpt
 from lmgym.train.chat_templates import configure_tokenizer, resolve_tool_format
 from lmgym.train.config import TrainConfig, dump_config
-from lmgym.train.distributed import World, device_for, require_enough_prompts, setup, teardown, world_from_env
+from lmgym.train.distributed import (
+    World,
+    device_for,
+    from_main,
+    gather_to_main,
+    require_enough_prompts,
+    setup,
+    stop_together,
+    teardown,
+    world_from_env,
+)
 from lmgym.train.engines.base import RolloutEngine
 from lmgym.train.engines.local import LocalEngine
 from lmgym.train.fsdp import require_shardable
@@ -172,6 +186,8 @@ def load_run(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> Loa
     env = load_environment(config.env.name, **config.env.args)
     device = device_for(world, resolve_device(config.trainer.device))
     setup(world, device)
+    if config.engine.kind == "vllm" and config.engine.servers:
+        require_reachable(config.engine.servers, world)
     checkpoint = ckpt.latest_readable_checkpoint(run_dir) if resume else None
     saved = load_sft_model(run_dir / SFT_MODEL) if resume else None
     sizes = resumed_log_sizes(checkpoint, saved) if resume else None
@@ -225,21 +241,50 @@ def assemble_loop(config: TrainConfig, run_dir: Path, sink: MetricsSink, loaded:
 
 
 def start_vllm(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path, world: World, tool_format: ToolFormat | None) -> RolloutEngine:
-    """A vLLM engine serving the weights training starts from (saved to RUN_DIR/vllm_base),
-    or attached to a running server started on them (`engine.base_url`)."""
+    """This rank's vLLM engine: on one of the running servers `engine.base_url` lists
+    (started on the weights training starts from), or on one that rank 0 starts on them
+    (saved to RUN_DIR/vllm_base) and the other ranks share. Rank 0 publishes to all."""
     from lmgym.train.engines.vllm import VLLMEngine  # talks HTTP only; vLLM lives in its own venv
 
     engine = config.engine
-    if world.distributed:
-        raise UsageError("engine.kind = \"vllm\" runs one trainer process; drop --nproc (or attach every rank to its own server)")
-    if engine.base_url:
-        return VLLMEngine(engine.base_url, tokenizer, run_dir, keep_versions=engine.keep_versions, tool_format=tool_format)
-    base = save_policy(model, tokenizer, run_dir / "vllm_base")
-    return VLLMEngine.launch(
-        base, tokenizer, run_dir, keep_versions=engine.keep_versions, python=engine.python, dtype=engine.dtype,
-        max_model_len=engine.max_model_len, kv_cache_gb=engine.kv_cache_gb, seed=config.trainer.seed,
-        log_path=run_dir / "vllm.log", max_lora_rank=max(16, config.model.lora.r), tool_format=tool_format,
+    server = launch_on_main(config, model, tokenizer, run_dir, world) if not engine.servers else None
+    servers = engine.servers or [from_main(server.url if server is not None else None, world)]
+    if not engine.servers and world.distributed:
+        require_reachable(servers, world)  # on other nodes, rank 0's 127.0.0.1 is not its server
+    return VLLMEngine(
+        servers[world.rank % len(servers)], tokenizer, run_dir, keep_versions=engine.keep_versions, tool_format=tool_format,
+        server=server, servers=servers if world.is_main else [], world=world,
     )
+
+
+def launch_on_main(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path, world: World) -> Any:
+    """On rank 0, a vLLM server started on `model` (None on the other ranks); a failure to
+    start stops every rank, rank 0 reporting it."""
+    from lmgym.train.engines.vllm import VLLMServer
+
+    engine, server, error = config.engine, None, None
+    if world.is_main:
+        try:
+            base = save_policy(model, tokenizer, run_dir / "vllm_base")
+            server = VLLMServer(
+                base, python=engine.python, dtype=engine.dtype, max_model_len=engine.max_model_len, kv_cache_gb=engine.kv_cache_gb,
+                seed=config.trainer.seed, log_path=run_dir / "vllm.log", max_lora_rank=max(16, config.model.lora.r),
+            ).start()
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the other ranks must not wait for a URL
+            error = exc
+    stop_together(error, world)
+    return server
+
+
+def require_reachable(servers: list[str], world: World) -> None:
+    """Every rank reaches the server it will sample from, or none starts: one message
+    (from rank 0) naming each server that did not answer and the ranks it failed for."""
+    from lmgym.train.engines.vllm import unreachable, unreachable_message
+
+    mine = servers[world.rank % len(servers)]
+    checks = gather_to_main((world.rank, mine, unreachable(mine)), world)
+    message = unreachable_message(checks) if checks is not None else None
+    stop_together(UsageError(message) if message else None, world)
 
 
 def train(

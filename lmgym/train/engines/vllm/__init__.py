@@ -17,7 +17,14 @@ bfloat16 it is ~1.5x faster but the logprobs differ from the float32 trainer's b
 
 from lmgym.train.engines.vllm.client import VLLMClient, completion_body, parse_completion
 from lmgym.train.engines.vllm.engine import VLLMEngine, is_lora_model, save_weights
-from lmgym.train.engines.vllm.server import BASE_NAME, VLLMServer, VLLMServerError, default_python
+from lmgym.train.engines.vllm.server import (
+    BASE_NAME,
+    VLLMServer,
+    VLLMServerError,
+    default_python,
+    unreachable,
+    unreachable_message,
+)
 
 __all__ = [
     "BASE_NAME",
@@ -30,4 +37,6 @@ __all__ = [
     "is_lora_model",
     "parse_completion",
     "save_weights",
+    "unreachable",
+    "unreachable_message",
 ]

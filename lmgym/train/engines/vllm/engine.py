@@ -18,6 +18,13 @@
 The server holds its own copy of the weights, so the engine is its own snapshot for
 asynchronous generation: a publish reaches batches in flight at once, which the per-token
 importance weights account for.
+
+Several trainer ranks (`lmgym train --nproc N`): each rank's engine samples from one
+server (`base_url`), and only rank 0's engine has `servers` to publish to (all of them).
+`publish` is called on every rank: under FSDP every rank takes part in gathering the
+weights to rank 0, rank 0 writes and loads them, and a barrier holds the other ranks until
+every server has the new version; then each rank names it in its own requests. The files
+a publish writes are read by the servers, so RUN_DIR must be on a filesystem they share.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import orjson
 
 from lmgym.clients.http import http as _http
 from lmgym.parsers.tool_calls import ToolFormat
+from lmgym.train.distributed import World, barrier
 from lmgym.train.engines.base import RolloutEngine
 from lmgym.train.engines.vllm.client import VLLMClient
 from lmgym.train.engines.vllm.server import BASE_NAME, VLLMServer, VLLMServerError
@@ -66,11 +74,29 @@ def is_lora_model(model: Any) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
 
 
+def served_name(lora: bool, version: int) -> str:
+    """The name requests give for policy `version`: its adapter's, or the reloaded base."""
+    return f"policy-v{version}" if lora else BASE_NAME
+
+
+def whole_policy(model: Any) -> Any:
+    """The model to publish: itself, or under FSDP an unsharded copy on rank 0 (None on
+    the other ranks), gathered with every rank taking part."""
+    from lmgym.train.fsdp import is_sharded
+
+    if not is_sharded(model):
+        return model
+    from lmgym.train.sharded_checkpoint import plain_copy
+
+    return plain_copy(model)
+
+
 class VLLMEngine(RolloutEngine):
     """Build it on a server already running (`VLLMEngine(server.url, tokenizer, run_dir)`)
     or let it own one (`VLLMEngine.launch(model_path, tokenizer, run_dir)`); `close()`
     stops what it owns. The server must have been started on the weights the trainer
-    starts from."""
+    starts from. It samples from `base_url` and publishes to `servers` (default: that
+    one; none on a rank that waits for rank 0 to publish, see the module docstring)."""
 
     def __init__(
         self,
@@ -83,10 +109,14 @@ class VLLMEngine(RolloutEngine):
         server: VLLMServer | None = None,
         transport: Any = None,  # an httpx transport, for tests
         tool_format: ToolFormat | None = None,
+        servers: list[str] | None = None,
+        world: World = World(),
     ):
         if keep_versions < 1:
             raise ValueError(f"keep_versions must be at least 1, got {keep_versions}")
         self.base_url = base_url.rstrip("/")
+        self.servers = [url.rstrip("/") for url in (servers if servers is not None else [base_url])]
+        self.world = world
         self.tokenizer = tokenizer
         self.run_dir = Path(run_dir)
         self.keep_versions = keep_versions
@@ -118,12 +148,17 @@ class VLLMEngine(RolloutEngine):
 
     def publish(self, model: Any, version: int) -> None:
         """Make `model`'s weights those of new requests: its LoRA adapter for a peft model,
-        else all its weights (see the module docstring). Returns once the server uses them."""
+        else all its weights (see the module docstring). Returns once every server uses
+        them; every rank calls it."""
         started = time.perf_counter()
-        if is_lora_model(model):
-            self._publish_adapter(model, version)
-        else:
-            self._publish_weights(model, version)
+        policy = whole_policy(model)
+        if self.servers and policy is not None:
+            if is_lora_model(policy):
+                self._publish_adapter(policy, version)
+            else:
+                self._publish_weights(policy, version)
+        barrier(self.world)  # the other ranks sample only once every server has this version
+        self.client.model = served_name(is_lora_model(model), version)
         self.version = version
         self.publish_s = time.perf_counter() - started
         logger.info("published version %d to vLLM in %.2fs", version, self.publish_s)
@@ -132,40 +167,45 @@ class VLLMEngine(RolloutEngine):
         name, path = f"policy-v{version}", self.run_dir / "adapters" / f"v{version}"
         shutil.rmtree(path, ignore_errors=True)
         model.save_pretrained(path)  # a peft model saves the adapter only
-        # in place: publishing a version again (after a resume) replaces it instead of failing
-        self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path), "load_inplace": True})
-        self.client.model = name
+        for url in self.servers:
+            # in place: publishing a version again (after a resume) replaces it instead of failing
+            self._post(url, "/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path), "load_inplace": True})
         self._adapters = [(n, p) for n, p in self._adapters if n != name] + [(name, path)]
         while len(self._adapters) > self.keep_versions:
             old_name, old_path = self._adapters.pop(0)
-            self._post("/v1/unload_lora_adapter", {"lora_name": old_name}, missing_ok=True)
+            for url in self.servers:
+                self._post(url, "/v1/unload_lora_adapter", {"lora_name": old_name}, missing_ok=True)
             shutil.rmtree(old_path, ignore_errors=True)
 
     def _publish_weights(self, model: Any, version: int) -> None:
         path = self.run_dir / "weights" / f"v{version}"
         shutil.rmtree(path, ignore_errors=True)
         save_weights(model, path)
-        self._post("/pause", params={"mode": "keep"})
-        try:
-            self._post("/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": str(path)}})
-            reset = self._post("/reset_prefix_cache", params={"reset_running_requests": "true"})
-            if not orjson.loads(reset.content).get("success"):
-                raise VLLMServerError("vLLM could not reset its prefix cache after reloading the weights")
-        finally:
-            self._post("/resume")
-        self.client.model = BASE_NAME
+        for url in self.servers:
+            self._reload(url, path)
         for old in self._weights:  # the reload read them in full: no longer needed
             if old != path:
                 shutil.rmtree(old, ignore_errors=True)
         self._weights = [path]
 
+    def _reload(self, url: str, path: Path) -> None:
+        """One server's in-place reload of the weights saved at `path`."""
+        self._post(url, "/pause", params={"mode": "keep"})
+        try:
+            self._post(url, "/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": str(path)}})
+            reset = self._post(url, "/reset_prefix_cache", params={"reset_running_requests": "true"})
+            if not orjson.loads(reset.content).get("success"):
+                raise VLLMServerError(f"vLLM at {url} could not reset its prefix cache after reloading the weights")
+        finally:
+            self._post(url, "/resume")
+
     def _post(
-        self, path: str, body: dict[str, Any] | None = None, params: dict[str, str] | None = None, *, missing_ok: bool = False
+        self, url: str, path: str, body: dict[str, Any] | None = None, params: dict[str, str] | None = None, *, missing_ok: bool = False
     ) -> Any:
         try:
-            response = self._control.post(f"{self.base_url}{path}", json=body, params=params)
+            response = self._control.post(f"{url}{path}", json=body, params=params)
         except _http.TransportError as exc:
-            raise VLLMServerError(f"POST {path}: cannot reach the vLLM server: {exc}") from None
+            raise VLLMServerError(f"POST {url}{path}: cannot reach the vLLM server: {exc}") from None
         if response.status_code == 404 and missing_ok:
             return response
         if response.status_code in (404, 405):
