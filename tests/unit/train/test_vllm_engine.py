@@ -18,6 +18,9 @@ import asyncio
 import copy
 import json
 import stat
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -36,6 +39,7 @@ from lmgym.train.engines.vllm import (  # noqa: E402
     VLLMServerError,
     default_python,
     save_weights,
+    unreachable,
 )
 from lmgym.train.models import char_tokenizer, default_cache_dir, load_model, tiny_llama  # noqa: E402
 from lmgym.train.render import encode, prompt_ids  # noqa: E402
@@ -252,6 +256,40 @@ def test_a_server_that_exits_reports_its_log_tail(tmp_path):
     with pytest.raises(VLLMServerError, match=r"exited with code 3[\s\S]*boom: cannot load .*model"):
         server.start()
     assert server._process is None
+
+
+FAKE_SERVER = """
+import http.server, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+class Models(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b'{"data": []}')
+http.server.HTTPServer(("127.0.0.1", port), Models).serve_forever()
+"""
+
+KILLED_OWNER = """
+import os, sys
+from lmgym.train.engines.vllm import VLLMServer
+server = VLLMServer(sys.argv[1], python=sys.argv[2], startup_timeout=60).start()
+print(server.url, flush=True)
+os.kill(os.getpid(), 9)  # no atexit, no stop(): as torchrun's SIGKILL after a rank failed
+"""
+
+
+def test_a_server_stops_when_the_process_that_started_it_is_killed(tmp_path):
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f"#!{sys.executable}\n{FAKE_SERVER}")
+    fake_python.chmod(fake_python.stat().st_mode | stat.S_IEXEC)
+    owner = subprocess.run([sys.executable, "-c", KILLED_OWNER, str(model_folder(tmp_path)), str(fake_python)],
+                           capture_output=True, text=True, timeout=120)
+    assert owner.returncode == -9 and owner.stdout.startswith("http://"), owner.stderr[-2000:]
+    url = owner.stdout.strip()
+    deadline = time.monotonic() + 20
+    while unreachable(url, timeout=2) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert unreachable(url, timeout=2) is not None, "the server outlived the process that started it"
 
 
 # --------------------------------------------------------------------------- real vLLM (slow)

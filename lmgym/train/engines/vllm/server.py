@@ -12,10 +12,12 @@ place (see `lmgym.train.engines.vllm.engine`).
 from __future__ import annotations
 
 import atexit
+import ctypes
 import logging
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +42,16 @@ def default_python() -> Path:
     root = os.environ.get("LMGYM_CACHE")
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "lmgym"
     return base / "vllm-venv" / "bin" / "python"
+
+
+def die_with_parent() -> None:
+    """Run in the child before vLLM starts (Linux): SIGTERM to it when the thread that
+    started it dies, so a trainer killed without cleaning up (torchrun stopping its ranks
+    when one fails) leaves no server holding memory and cores behind."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def unreachable(url: str, timeout: float = 10.0) -> str | None:
@@ -74,7 +86,9 @@ class VLLMServer:
     It listens on a free 127.0.0.1 port and serves `model_path` (a transformers folder)
     under the name "base". LoRA and the dev endpoints are enabled because publishing
     weights needs them; `extra_args` go to vLLM as they are. The process group is
-    stopped by `stop()`, on leaving the `with` block, and at interpreter exit.
+    stopped by `stop()`, on leaving the `with` block, and at interpreter exit; on Linux the
+    server is also sent SIGTERM when the thread that started it dies, killed or not (so
+    start it from a thread that lives as long as the server should).
     """
 
     def __init__(
@@ -154,6 +168,7 @@ class VLLMServer:
         self._process = subprocess.Popen(
             command, stdout=self._log_file, stderr=subprocess.STDOUT, env=self.child_env(),
             start_new_session=True,  # its engine and worker processes share the group we stop
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
         atexit.register(self.stop)
         try:
