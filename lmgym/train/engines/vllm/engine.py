@@ -92,9 +92,8 @@ def whole_policy(model: Any) -> Any:
 
 
 class VLLMEngine(RolloutEngine):
-    """Build it on a server already running (`VLLMEngine(server.url, tokenizer, run_dir)`)
-    or let it own one (`VLLMEngine.launch(model_path, tokenizer, run_dir)`); `close()`
-    stops what it owns. The server must have been started on the weights the trainer
+    """Build it on a server already running (`VLLMEngine(server.url, tokenizer, run_dir)`),
+    or hand it the `VLLMServer` it owns (`server=`), which `close()` stops. The server must have been started on the weights the trainer
     starts from. It samples from `base_url` and publishes to `servers` (default: that
     one; none on a rank that waits for rank 0 to publish, see the module docstring)."""
 
@@ -127,15 +126,6 @@ class VLLMEngine(RolloutEngine):
         self._control = _http.Client(timeout=timeout, transport=transport)
         self._adapters: list[tuple[str, Path]] = []  # loaded LoRA versions, oldest first
         self._weights: list[Path] = []
-
-    @classmethod
-    def launch(
-        cls, model_path: str | Path, tokenizer: Any, run_dir: str | Path, *, keep_versions: int = 2,
-        tool_format: ToolFormat | None = None, **server_args: Any
-    ) -> VLLMEngine:
-        """Start a `VLLMServer` on `model_path`, and an engine that stops it on `close()`."""
-        server = VLLMServer(model_path, **server_args).start()
-        return cls(server.url, tokenizer, run_dir, keep_versions=keep_versions, server=server, tool_format=tool_format)
 
     @property
     def client(self) -> VLLMClient:
