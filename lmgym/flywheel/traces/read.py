@@ -111,10 +111,11 @@ JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a 
 
 
 def expect(value: Any, kind: type | tuple[type, ...], where: str, *, required: bool = False) -> Any:
-    """`value` when it is of `kind` (or null, unless required); else MalformedTrace naming `where`."""
-    if (value is None and not required) or (isinstance(value, kind) and not isinstance(value, bool)):
-        return value
+    """`value` when it is of `kind` (or null, unless required); else MalformedTrace naming
+    `where`. A boolean is not a number here (JSON keeps them apart; Python does not)."""
     kinds = kind if isinstance(kind, tuple) else (kind,)
+    if (value is None and not required) or (isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))):
+        return value
     wanted = " or ".join(dict.fromkeys(JSON_KINDS[k] for k in kinds))
     found = JSON_KINDS.get(type(value), type(value).__name__)
     text = orjson.dumps(value, default=str).decode()
@@ -142,6 +143,18 @@ def check_message(message: Any, where: str) -> None:
     check_tool_calls(message.get("tool_calls"), f"{where}.tool_calls")
     for key in ("tool_call_id", "name", "reasoning_content"):
         expect(message.get(key), str, f"{where}.{key}")
+
+
+def check_envelope(trace: Mapping[str, Any]) -> None:
+    """MalformedTrace naming the first field of the exchange's record (as the proxy writes
+    it) whose type is wrong: these decide whether a trace is an error or a chat exchange,
+    so a wrong type would otherwise be counted under the wrong reason, or kept."""
+    expect(trace.get("endpoint"), str, "endpoint")
+    expect(trace.get("stream"), bool, "stream")
+    expect(trace.get("status"), int, "status")
+    expect(trace.get("response"), dict, "response")
+    expect(trace.get("usage"), dict, "usage")
+    expect(trace.get("error"), dict, "error")
 
 
 def check_trace(trace: Mapping[str, Any]) -> None:
@@ -227,12 +240,13 @@ class Selected:
 def usable(trace: Mapping[str, Any]) -> tuple[Messages, Message] | str:
     """(prompt, reply) of a trace, or why it cannot become data; MalformedTrace when a
     field has the wrong type."""
+    check_envelope(trace)
     response, status = trace.get("response"), trace.get("status")
-    if trace.get("error") or not isinstance(response, dict) or (isinstance(status, int) and status >= 400):
+    if trace.get("error") or response is None or (status is not None and status >= 400):
         return "error"
-    messages = trace["request"].get("messages")
-    if trace.get("endpoint", CHAT_ENDPOINT) != CHAT_ENDPOINT or not isinstance(messages, list):
+    if (trace.get("endpoint") or CHAT_ENDPOINT) != CHAT_ENDPOINT:
         return "not_chat"
+    messages = expect(trace["request"].get("messages"), list, "request.messages", required=True)
     check_trace(trace)
     if not response.get("content") and not response.get("tool_calls"):
         return "empty"

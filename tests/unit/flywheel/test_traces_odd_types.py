@@ -96,6 +96,14 @@ CASES = {
     "content that is a number": ("response.content", 42, "response.content is a number"),
     "a session id that is a list": ("session_id", ["s1"], "session_id is a list"),
     "a start time that is text": ("started_at", "2025-01-10", "started_at is a string"),
+    # the record's own fields: each once counted under a wrong reason, or kept
+    "a response that is a list": ("response", [1], "response is a list"),
+    "an error that is text": ("error", "x", "error is a string"),
+    "messages that are null": ("request.messages", None, "request.messages is null"),
+    "an endpoint that is a list": ("endpoint", ["/v1/chat/completions"], "endpoint is a list"),
+    "a status that is text": ("status", "200", "status is a string"),
+    "usage that is text": ("usage", "x", "usage is a string"),
+    "a stream flag that is text": ("stream", "yes", "stream is a string"),
 }
 
 
