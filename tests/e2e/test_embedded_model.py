@@ -77,7 +77,7 @@ def test_ctrl_c_stops_the_embedded_server(tmp_path):
     before = llama_servers()
     run = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "lmgym", "eval", "arithmetic", "-n", "20", "-r", "1", "-o", str(run)],
+        [sys.executable, "-m", "lmgym", "eval", "arithmetic", "-n", "100", "-r", "1", "-o", str(run)],  # long enough to interrupt on a busy machine
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 120

@@ -147,10 +147,16 @@ def test_unreachable_server_is_one_clear_message(tmp_path):
 
 def test_ctrl_c_leaves_valid_jsonl_and_resume_completes_it(tmp_path):
     run = tmp_path / "run"
-    with ScriptedServer(reply=slow_solve) as server:
+    delay = {"s": 0.15}  # 80 slow rollouts, 2 at a time: ~6 s to interrupt them even on a busy machine
+
+    def slow(request):
+        time.sleep(delay["s"])
+        return solve(request)
+
+    with ScriptedServer(reply=slow) as server:
         process = subprocess.Popen(
             [sys.executable, "-m", "lmgym", "eval", "sum-env", "-m", "s", "-b", server.base_url,
-             "-n", "8", "-r", "2", "-c", "2", "-o", str(run)],
+             "-a", '{"num_examples": 40}', "-n", "40", "-r", "2", "-c", "2", "-o", str(run)],
             cwd=FIXTURES, env=process_env(OPENAI_API_KEY=SECRET), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         results = run / "results.jsonl"
@@ -163,17 +169,18 @@ def test_ctrl_c_leaves_valid_jsonl_and_resume_completes_it(tmp_path):
         assert process.returncode == 130, stderr
         assert "--resume" in stderr
         partial = read_records(run)  # every line parses
-        assert 3 <= len(partial) < 16
+        assert 3 <= len(partial) < 80
         assert read_metadata(run)["status"] == "interrupted"
 
+        delay["s"] = 0.0
         result = lmgym_eval("--resume", str(run), "-b", server.base_url)
     assert result.returncode == 0, result.stderr
     records = read_records(run)
     keys = [(r["example_id"], r["rollout"]) for r in records]
-    assert len(keys) == len(set(keys)) == 16
+    assert len(keys) == len(set(keys)) == 80
     assert records[: len(partial)] == partial  # nothing rewritten or lost
     metadata = read_metadata(run)
-    assert metadata["status"] == "completed" and metadata["summary"]["rollouts"] == 16
+    assert metadata["status"] == "completed" and metadata["summary"]["rollouts"] == 80
 
 
 def test_resume_drops_a_torn_last_line(server, tmp_path):
