@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,13 @@ def process_env(**extra: str) -> dict[str, str]:
     does not wrap messages, plus `extra`."""
     environ = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARS}
     return {**environ, "COLUMNS": "200", **extra}
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a child the test will stop with SIGINT: a shell runs background
+    jobs (`make test &`) with SIGINT ignored, the child would inherit that, and Python then
+    never raises KeyboardInterrupt; the child gets the default back, as from a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_process(*args: str, cwd: str | Path = ROOT, env: dict[str, str] | None = None,

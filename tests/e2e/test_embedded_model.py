@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from cli_runner import default_sigint
 
 from lmgym.embedded import EmbeddedServer, find_gguf
 
@@ -78,7 +79,7 @@ def test_ctrl_c_stops_the_embedded_server(tmp_path):
     run = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, "-m", "lmgym", "eval", "arithmetic", "-n", "100", "-r", "1", "-o", str(run)],  # long enough to interrupt on a busy machine
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 120
     while not (run / "results.jsonl").exists() or not (run / "results.jsonl").read_bytes():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from cli_runner import invoke, process_env, run_process
+from cli_runner import default_sigint, invoke, process_env, run_process
 from paths import FIXTURES
 
 from lmgym import rundir
@@ -158,6 +158,7 @@ def test_ctrl_c_leaves_valid_jsonl_and_resume_completes_it(tmp_path):
             [sys.executable, "-m", "lmgym", "eval", "sum-env", "-m", "s", "-b", server.base_url,
              "-a", '{"num_examples": 40}', "-n", "40", "-r", "2", "-c", "2", "-o", str(run)],
             cwd=FIXTURES, env=process_env(OPENAI_API_KEY=SECRET), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=default_sigint,
         )
         results = run / "results.jsonl"
         deadline = time.monotonic() + 60
