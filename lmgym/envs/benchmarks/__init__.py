@@ -20,7 +20,7 @@ _MODULES = {
     "DATA_DIR_VAR": "hub", "HubFile": "hub", "Row": "hub", "load_rows": "hub",
     "GPQA": "choices", "LETTERS": "choices", "MMLU_PRO": "choices", "ChoiceParser": "choices", "choice_rubric": "choices",
     "lettered": "choices", "read_letter": "choices", "shuffled": "choices",
-    "CodeBlockParser": "code", "run_check": "code",
+    "CodeBlockParser": "code", "run_check": "code", "passed_reward": "code",
     "BOXED_PROMPT": "answers", "BoxedParser": "answers", "aime_integer": "answers",
     "aime_environment": "aime",
 }

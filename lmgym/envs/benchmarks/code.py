@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from lmgym.parsers.parser import Parser
@@ -30,3 +31,15 @@ async def run_check(program: str, limits: SandboxLimits) -> dict[str, Any]:
         last = (result.stderr.strip().splitlines() or [f"exit code {result.exit_code}"])[-1]
         return {"passed": False, "result": f"failed: {result.limit or last}"}
     return {"passed": True, "result": "passed"}
+
+
+def passed_reward(parser: Parser, limits: SandboxLimits, program: Callable[[dict[str, Any], str], str]) -> Callable[..., Any]:
+    """The reward `passed` of a code benchmark: 1 when `program(info, code)`, built from the
+    reply's code, passes in a fresh sandbox; the check's outcome is kept in state["check"]."""
+
+    async def passed(completion, info, state) -> float:
+        code = parser.parse_answer(completion)
+        state["check"] = await run_check(program(info, code), limits) if code else {"passed": False, "result": "no code in the reply"}
+        return float(state["check"]["passed"])
+
+    return passed
