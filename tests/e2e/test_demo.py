@@ -22,7 +22,11 @@ def test_the_demo_evaluates_trains_and_evaluates_the_trained_model_better(tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     before, after = (read_metadata(root / name)["summary"] for name in ("2-before", "4-after"))
     assert before["rollouts"] == after["rollouts"] == 30
-    assert after["metrics"]["exact_match"] > before["metrics"]["exact_match"] + 0.3
+    # Margins that hold on any CPU: the numbers are seeded, but float rounding differs between
+    # processors (exact match 0.0 -> over 0.3 on the Intel cores this was written on, 0.27 on an AMD EPYC,
+    # whose digit accuracy went 0.0 -> 0.74).
+    assert after["metrics"]["exact_match"] > before["metrics"]["exact_match"] + 0.15
+    assert after["metrics"]["digit_accuracy"] > before["metrics"]["digit_accuracy"] + 0.5
     assert read_metadata(root / "4-after")["config"]["model"] == str(root / "3-train" / "final")
     steps = [json.loads(line)["step"] for line in (root / "3-train" / "metrics.jsonl").read_text().splitlines() if '"step"' in line]
     assert max(steps) == 3
