@@ -101,6 +101,27 @@ def load_environment(name: str, **args: Any):
         from lmgym.envs.verifiers_env import load_verifiers_environment
 
         return load_verifiers_environment(name.removeprefix("vf:"), **args)
+    factory = checked_factory(name, args)
+    try:
+        return factory(**args)
+    except ValueError as exc:  # how load_environment functions refuse a value (`min_operands must be ...`)
+        raise errors.EnvironmentArgumentError(f"environment {name!r}: {exc}") from None
+
+
+def require_environment(name: str, args: dict[str, Any]) -> None:
+    """What `load_environment` checks before it builds anything (the name, each argument's
+    name and type), without building: `lmgym train --nproc N` refuses a typo in one line
+    before it starts N processes. A `vf:` name is checked where verifiers is imported."""
+    if "," in name:
+        group_keys([part.strip() for part in name.split(",")], args)
+        for part in name.split(","):
+            require_environment(part.strip(), args.get(part.strip().replace("_", "-").lower(), {}))
+    elif not name.startswith("vf:"):
+        checked_factory(name, args)
+
+
+def checked_factory(name: str, args: dict[str, Any]) -> Callable[..., Any]:
+    """The `load_environment` function of environment `name`, once `args` fit it."""
     known = available_environments()
     key = name.replace("_", "-").lower()
     if key not in known:
@@ -113,10 +134,7 @@ def load_environment(name: str, **args: Any):
         params = ", ".join(inspect.signature(factory).parameters) or "none"
         raise errors.UsageError(f"environment {name!r}: bad arguments {args}: {exc}; it takes: {params}") from None
     check_argument_types(name, factory, args)
-    try:
-        return factory(**args)
-    except ValueError as exc:  # how load_environment functions refuse a value (`min_operands must be ...`)
-        raise errors.EnvironmentArgumentError(f"environment {name!r}: {exc}") from None
+    return factory
 
 
 def check_argument_types(name: str, factory: Any, args: dict[str, Any]) -> None:
@@ -147,6 +165,12 @@ def load_group(names: list[str], args: dict[str, Any]):
     """An EnvGroup of the named environments, each built with its own arguments."""
     from lmgym.envs.group import EnvGroup
 
+    keys = group_keys(names, args)
+    return EnvGroup({key: load_environment(key, **args.get(key, {})) for key in keys})
+
+
+def group_keys(names: list[str], args: dict[str, Any]) -> list[str]:
+    """The group's canonical names, once they are distinct and `args` holds one object per name."""
     keys = [n.replace("_", "-").lower() for n in names]
     if not all(keys) or len(set(keys)) != len(keys):
         raise errors.UsageError(f"environment group {','.join(names)!r}: names must be non-empty and distinct")
@@ -159,4 +183,4 @@ def load_group(names: list[str], args: dict[str, Any]):
     not_objects = [k for k, v in args.items() if not isinstance(v, dict)]
     if not_objects:
         raise errors.UsageError(f"environment group: the arguments of {not_objects} must be JSON objects")
-    return EnvGroup({key: load_environment(key, **args.get(key, {})) for key in keys})
+    return keys

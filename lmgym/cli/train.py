@@ -29,7 +29,7 @@ def _quiet_transformers() -> None:
 
 def _load(config_path: Optional[Path], overrides: list[str], resume: Optional[Path]):
     from lmgym.train.config import load_config
-    from lmgym.train.session import CONFIG_FILE
+    from lmgym.train.run_files import CONFIG_FILE
 
     if resume is not None:
         stored = resume / CONFIG_FILE
@@ -61,22 +61,26 @@ def train_command(
         with exit_on_error():
             cfg = _load(config, overrides, resume)
             from lmgym.rundir import RunLock, discard_if_unused, require_fresh_dir
-            from lmgym.train.distributed import ReportedByMain
-            from lmgym.train.live_audit import STOP_EXIT_CODE, AuditStopped
-            from lmgym.train.session import default_run_dir, train
+            from lmgym.train.run_files import default_run_dir
 
+            launcher = nproc > 1 and "LOCAL_RANK" not in os.environ  # it imports no torch
+            if launcher:
+                from lmgym.train.launch import require_launchable
+
+                require_launchable(cfg, nproc)  # once, before a run directory or N processes
             created_here = resume is None and not _named_dir_exists(cfg)
             run_dir = resume or default_run_dir(cfg, "train")
             if resume is None and main_rank:  # rank 0 checks before it writes; the other ranks never do
                 require_fresh_dir(run_dir)
-            if nproc > 1 and "LOCAL_RANK" not in os.environ:
-                from lmgym.train.distributed import require_enough_prompts
-
-                require_enough_prompts(cfg.algorithm.prompts_per_step, nproc)  # once, before N processes start
+            if launcher:
                 if resume is not None:
                     RunLock(run_dir).acquire().release()  # refuse a run in use before starting N processes
                 with discard_if_unused(run_dir, created_here):  # the ranks were given it: this process removes it
                     raise typer.Exit(launch_processes(nproc, config, resume, [*overrides, "--logging.output_dir", str(run_dir)]))
+            from lmgym.train.distributed import ReportedByMain
+            from lmgym.train.live_audit import STOP_EXIT_CODE, AuditStopped
+            from lmgym.train.session import train
+
             _quiet_transformers()
             if main_rank:
                 console.print(f"run directory: {run_dir}")
@@ -91,7 +95,7 @@ def train_command(
             if main_rank:
                 console.print(f"[green]done.[/] policy saved to {run_dir / 'final'}")
     except KeyboardInterrupt:
-        from lmgym.train.session import CONFIG_FILE
+        from lmgym.train.run_files import CONFIG_FILE
 
         if run_dir is not None and (run_dir / CONFIG_FILE).exists():
             console.print(f"[yellow]interrupted.[/] continue from the last checkpoint with: lmgym train --resume {run_dir}")
@@ -127,7 +131,8 @@ def sft_command(
     with exit_on_error():
         cfg = _load(config, list(ctx.args), None)
         from lmgym.rundir import require_fresh_dir
-        from lmgym.train.session import default_run_dir, sft
+        from lmgym.train.run_files import default_run_dir
+        from lmgym.train.session import sft
 
         _quiet_transformers()
         created_here = not _named_dir_exists(cfg)

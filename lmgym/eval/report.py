@@ -52,8 +52,8 @@ from lmgym.eval.results import METADATA_FILE, RESULTS_FILE, is_finite_number, re
 from lmgym.eval.summary import Summary
 from lmgym.types import RolloutRecord
 
-# As lmgym.train.metrics.METRICS_FILE and lmgym.train.session.CONFIG_FILE: lmgym.train is
-# not imported, since it may import torch, which `lmgym view` must not need.
+# As lmgym.train.metrics.METRICS_FILE and lmgym.train.run_files.CONFIG_FILE, which this layer
+# may not import (lmgym.train is above it).
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.toml"
 SAMPLES_FILE = "samples.jsonl"

@@ -154,7 +154,8 @@ class StudentResult:
 def distill_student(config: Any, env: Any, eval_examples: Sequence[Example], run_dir: Path) -> StudentResult:
     """Evaluate the student, fine-tune it on `config.sft.data` into `run_dir`, evaluate again."""
     from lmgym.train.models import load_model
-    from lmgym.train.session import FINAL_MODEL, resolve_device, seed_everything, sft
+    from lmgym.train.run_files import FINAL_MODEL
+    from lmgym.train.session import resolve_device, seed_everything, sft
 
     device = resolve_device(config.trainer.device)
     seed_everything(config.trainer.seed)  # the same initial weights `sft` will start from

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
-from lmgym.errors import LmgymError, UsageError
+from lmgym.errors import LmgymError
 
 
 class ReportedByMain(LmgymError):
@@ -129,19 +129,6 @@ def stop_together(error: Exception | None, world: World) -> None:
     if world.is_main:
         raise error
     raise ReportedByMain("rank 0 reports the error")
-
-
-def require_enough_prompts(prompts_per_step: int, processes: int) -> None:
-    """Each process samples and trains its own share of a step's prompts: more processes
-    than prompts, or shares of unequal size, are refused before anything starts."""
-    if processes > prompts_per_step:
-        raise UsageError(
-            f"{processes} training processes for algorithm.prompts_per_step = {prompts_per_step}: each process "
-            f"takes its share of a step's prompts, so use at most {prompts_per_step} processes (--nproc) "
-            f"or raise algorithm.prompts_per_step"
-        )
-    if prompts_per_step % processes:
-        raise UsageError(f"algorithm.prompts_per_step = {prompts_per_step} must be divisible by the {processes} processes")
 
 
 def sum_gradients(params: Sequence[torch.Tensor], world: World) -> None:

@@ -33,7 +33,7 @@ import torch
 from lmgym.errors import UsageError
 from lmgym.parsers.tool_calls import ToolFormat
 from lmgym.registry import load_environment
-from lmgym.rundir import RunLock, claim_run_dir, discard_if_unused
+from lmgym.rundir import RunLock, discard_if_unused
 from lmgym.train import checkpoint as ckpt
 from lmgym.train.chat_templates import configure_tokenizer, resolve_tool_format
 from lmgym.train.config import TrainConfig, dump_config
@@ -42,7 +42,6 @@ from lmgym.train.distributed import (
     device_for,
     from_main,
     gather_to_main,
-    require_enough_prompts,
     setup,
     stop_together,
     teardown,
@@ -51,28 +50,20 @@ from lmgym.train.distributed import (
 from lmgym.train.engines.base import RolloutEngine
 from lmgym.train.engines.local import LocalEngine
 from lmgym.train.fsdp import require_shardable
+from lmgym.train.launch import require_enough_prompts
 from lmgym.train.live_audit import LiveAudit, announcer
 from lmgym.train.loop import LOG_FILES, TrainingLoop
 from lmgym.train.metrics import MetricsSink, NullSink, make_sink
 from lmgym.train.models import load_model, save_model
 from lmgym.train.orchestrator import AsyncOrchestrator, DataStream, Orchestrator
 from lmgym.train.precision import Precision
+from lmgym.train.run_files import CONFIG_FILE, FINAL_MODEL, SFT_LOG_SIZES, SFT_MODEL
 from lmgym.train.sft import run_sft, sft_rows
 from lmgym.train.sharded_checkpoint import plain_copy
 from lmgym.train.template_check import require_tool_support
 from lmgym.train.trainer import GRPOTrainer
 
 logger = logging.getLogger(__name__)
-CONFIG_FILE = "config.toml"
-SFT_MODEL = "sft_model"
-SFT_LOG_SIZES = "lmgym_log_sizes.json"  # in sft_model/: the logs' sizes when it was saved
-FINAL_MODEL = "final"
-
-
-def default_run_dir(config: TrainConfig, kind: str) -> Path:
-    if config.logging.output_dir:
-        return Path(config.logging.output_dir)
-    return claim_run_dir(kind, config.env.name, Path(config.model.name).name)
 
 
 def resolve_device(name: str) -> torch.device:

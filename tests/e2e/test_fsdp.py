@@ -13,8 +13,8 @@ from train_setups import CONFIG, SMALL, torchrun  # noqa: E402
 
 from lmgym.errors import UsageError  # noqa: E402
 from lmgym.train.config import load_config  # noqa: E402
-from lmgym.train.distributed import require_enough_prompts  # noqa: E402
 from lmgym.train.fsdp import decoder_layers, require_shardable  # noqa: E402
+from lmgym.train.launch import require_enough_prompts  # noqa: E402
 from lmgym.train.metrics import NullSink  # noqa: E402
 from lmgym.train.models import load_model  # noqa: E402
 from lmgym.train.session import build_loop  # noqa: E402

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from lmgym import SingleTurnEnv, errors, load_environment
-from lmgym.registry import available_environments, describe
+from lmgym.registry import available_environments, describe, require_environment
 
 
 def test_bundled_environments_are_found_with_descriptions():
@@ -70,3 +72,31 @@ def test_argument_of_the_wrong_type_or_value_is_one_line(args, message):
     with pytest.raises(errors.UsageError) as caught:
         load_environment("arithmetic", **args)
     assert message in str(caught.value)
+
+
+def test_require_environment_makes_load_environments_checks_without_building(tmp_path, monkeypatch):
+    folder = tmp_path / "environments" / "counted"
+    folder.mkdir(parents=True)
+    (folder / "counted.py").write_text(
+        "from pathlib import Path\n"
+        "from lmgym import SingleTurnEnv\n"
+        "def load_environment(size: int = 2):\n"
+        "    Path('built').touch()\n"
+        "    return SingleTurnEnv(eval_dataset=[{'question': str(i)} for i in range(size)])\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    require_environment("counted", {"size": 3})
+    require_environment("counted,arithmetic", {"counted": {"size": 3}})
+    require_environment("vf:anything", {"whatever": 1})  # checked where verifiers is imported
+    assert not (tmp_path / "built").exists()
+    for name, args, message in (
+        ("no-such-env", {}, "unknown environment 'no-such-env'"),
+        ("counted", {"size": "big"}, "argument 'size' must be int, got 'big'"),
+        ("counted", {"colour": 1}, "bad arguments {'colour': 1}"),
+        ("counted,arithmetic", {"counted": {"size": "big"}}, "argument 'size' must be int"),
+        ("counted,arithmetic", {"other": {}}, "'other'] is not one of its environments"),
+    ):
+        with pytest.raises(errors.LmgymError, match=re.escape(message)):
+            require_environment(name, args)
+    load_environment("counted")
+    assert (tmp_path / "built").exists()

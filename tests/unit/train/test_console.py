@@ -107,8 +107,12 @@ def test_a_resumed_run_that_cannot_start_keeps_its_directory(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == before
 
 
-def test_nproc_run_that_cannot_start_leaves_no_run_directory(tmp_path):
-    """Its own process: the ranks write their errors to the inherited stderr, which only a process captures."""
-    result = run_process("train", CONFIG, *FAST, "--nproc", "2", "--env.name", "no-such-env", cwd=tmp_path, env=WIDE)
-    assert result.returncode != 0 and "no-such-env" in result.stderr, result.stderr[-3000:]
-    assert list((tmp_path / "runs" / "train").iterdir()) == []
+def test_nproc_run_with_a_bad_environment_is_refused_before_any_process_or_directory(tmp_path):
+    """The launcher checks the environment's name and arguments itself: one line, at once,
+    not one per rank after each has imported torch; no run directory is claimed."""
+    for bad, expected in ((["--env.name", "no-such-env"], "unknown environment 'no-such-env'"),
+                          (["--env.args", '{num_examples = "many"}'], "argument 'num_examples' must be int, got 'many'")):
+        result = lmgym("train", CONFIG, *FAST, "--nproc", "2", *bad, cwd=tmp_path, env=WIDE)
+        assert result.exit_code == 2 and result.output.count("error:") == 1 and expected in result.flat, result.output
+        assert "starting 2 training processes" not in result.output
+        assert not (tmp_path / "runs").exists()

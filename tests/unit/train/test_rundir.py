@@ -120,7 +120,7 @@ class StoppedClock(datetime):
 @pytest.mark.parametrize("kind", ["train", "sft"])
 def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch, kind):
     from lmgym.train.config import load_config
-    from lmgym.train.session import default_run_dir
+    from lmgym.train.run_files import default_run_dir
 
     monkeypatch.setattr(rundir, "datetime", StoppedClock)
     monkeypatch.chdir(tmp_path)
