@@ -10,7 +10,9 @@ hooks that keep the suite correct and short when its tests run in parallel.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+from types import SimpleNamespace
 
 # Each xdist worker is one of two processes on two cores: a worker's torch (and each
 # process a test starts, which inherits this) uses one thread rather than fighting the
@@ -87,21 +89,37 @@ def server_for(scripted_server):
     return serve
 
 
+def run_shared_dir(tmp_path_factory) -> Path:
+    """A folder this whole pytest run shares: under xdist, the one holding every worker's base."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
-def two_process_run(tmp_path_factory) -> tuple[Path, object]:
+def two_process_run(tmp_path_factory) -> tuple[Path, SimpleNamespace]:
     """`lmgym train --nproc 2` (torchrun, two CPU ranks on gloo) from a fresh folder, run once
-    per worker for the tests that check it (tests/e2e/test_distributed.py, tests/unit/train/test_rundir.py): the
-    run directory the launcher claimed under runs/train/, and the command's result."""
+    for the whole pytest run, whichever worker asks first, for the tests that check it
+    (tests/e2e/test_distributed.py, tests/unit/train/test_rundir.py): the run directory the
+    launcher claimed under runs/train/, and the command's exit code and output."""
     pytest.importorskip("torch")
-    cwd = tmp_path_factory.mktemp("nproc")
-    result = invoke(
-        "train", str(ROOT / "configs" / "reverse-digits.toml"), "--nproc", "2",
-        "--env.args", "{num_examples = 50, num_eval_examples = 10}", "--algorithm.prompts_per_step", "2",
-        "--algorithm.group_size", "4", "--trainer.micro_batch_size", "8", "--eval.every", "0", "--logging.console_every", "0",
-        "--sft.warm_start", "false", "--trainer.max_steps", "2", "--checkpoint.every", "2", cwd=cwd,
-    )
-    runs = list((cwd / "runs" / "train").iterdir()) if (cwd / "runs" / "train").is_dir() else []
-    return (runs[0] if len(runs) == 1 else cwd / "runs" / "train"), result
+    shared = run_shared_dir(tmp_path_factory)
+    record = shared / "two-process-run.json"
+    with open(shared / "two-process-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second worker waits here, then reads the record
+        if not record.exists():
+            cwd = shared / "two-process-run"
+            cwd.mkdir()
+            result = invoke(
+                "train", str(ROOT / "configs" / "reverse-digits.toml"), "--nproc", "2",
+                "--env.args", "{num_examples = 50, num_eval_examples = 10}", "--algorithm.prompts_per_step", "2",
+                "--algorithm.group_size", "4", "--trainer.micro_batch_size", "8", "--eval.every", "0", "--logging.console_every", "0",
+                "--sft.warm_start", "false", "--trainer.max_steps", "2", "--checkpoint.every", "2", cwd=cwd,
+            )
+            runs = list((cwd / "runs" / "train").iterdir()) if (cwd / "runs" / "train").is_dir() else []
+            run_dir = runs[0] if len(runs) == 1 else cwd / "runs" / "train"
+            record.write_text(json.dumps({"run_dir": str(run_dir), "returncode": result.returncode, "output": result.output}))
+    ran = json.loads(record.read_text())
+    return Path(ran["run_dir"]), SimpleNamespace(returncode=ran["returncode"], output=ran["output"])
 
 
 @pytest.fixture
