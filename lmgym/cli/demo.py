@@ -6,16 +6,15 @@
 4. evaluate what was trained (`RUN_DIR/final`) on the same held-out examples;
 then write each run's HTML report and print a before / after table.
 
-Each step is the `lmgym` command a user would type, run as its own process with its output
-shown, so the demo teaches the commands; a failed step stops the demo naming the step.
+Each step is the `lmgym` command a user would type, printed, then run in this process (one
+start-up of torch and transformers, not three) with its output shown, so the demo teaches
+the commands; a failed step stops the demo naming the step.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,10 +72,21 @@ def run_step(number: int, total: int, step: Step) -> None:
     console.rule(f"[bold]step {number}/{total}[/]: {step.title}")
     console.print(f"[dim]$ {shlex.join(command)}[/]", highlight=False)
     started = time.perf_counter()
-    code = subprocess.call([sys.executable, "-m", "lmgym", *step.args])
+    code = run_lmgym(step.args)
     if code != 0:
         raise StepFailed(f"step {number}/{total} ({step.title}) failed with exit code {code}; its command was:\n  {shlex.join(command)}")
     console.print(f"[dim]step {number} took {time.perf_counter() - started:.0f}s[/]")
+
+
+def run_lmgym(args: list[str]) -> int:
+    """`lmgym ARGS` in this process, as typed: its exit status."""
+    from lmgym.cli import app  # the package imports this module
+
+    try:
+        app(args, prog_name="lmgym")
+    except SystemExit as exited:
+        return exited.code if isinstance(exited.code, int) else int(exited.code is not None)
+    return 0
 
 
 def eval_row(label: str, run_dir: Path, metric: str) -> list[str]:
