@@ -38,8 +38,8 @@ def test_train_then_resume_to_more_steps(tmp_path):
 
 
 def test_sft_saves_a_model(tmp_path):
-    run = tmp_path / "sft"
     """The smoke test of `lmgym sft` as its own process."""
+    run = tmp_path / "sft"
     result = run_process("sft", "configs/reverse-digits.toml", "--sft.max_steps", "2", "--logging.output_dir", str(run))
     assert result.returncode == 0, result.stderr
     assert (run / "final" / "config.json").exists()
