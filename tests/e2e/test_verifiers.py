@@ -1,21 +1,31 @@
 """verifiers environments under lmgym, with `verifiers` 0.4.0 from PyPI in its own venv
 (`make verifiers`: it requires openai<3, lmgym's venv has 3.x). Each test runs `lmgym eval
-vf:NAME` (or `lmgym train`) there as a process, on tasksets written for these tests in
+vf:NAME` (or `lmgym train`) there, on tasksets written for these tests in
 tests/fixtures/verifiers_tasksets, against a scripted model served from this process; the
-results are read, resumed and reported from here."""
+results are read, resumed and reported from here.
+
+A process of that venv spends seconds importing verifiers (and torch, for `lmgym train`)
+before it runs anything, so the commands run one after another in one process of it per
+test worker (tests/verifiers_driver.py); one command, the smoke test of the real `lmgym`
+there, still runs as its own process."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import re
+import select
+import signal
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 from cli_runner import invoke, process_env
-from paths import FIXTURES, ROOT
+from paths import FIXTURES, ROOT, TESTS
 from records import jsonl
 
 from lmgym import errors
@@ -28,8 +38,102 @@ TASKSETS = FIXTURES / "verifiers_tasksets"
 needs_venv = pytest.mark.skipif(not VERIFIERS_PYTHON.exists(), reason=f"no verifiers venv at {VERIFIERS_PYTHON}: make verifiers")
 
 
+class VenvDriver:
+    """One process of the verifiers venv running tests/verifiers_driver.py, which runs the
+    `lmgym` commands it is sent one after another: started at the first command, closed at
+    the module's end, and started afresh after a command that timed out or killed it."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.log = None  # the driver's own stderr: what it says when it dies
+        self.received = b""
+
+    def start(self) -> subprocess.Popen:
+        self.log = tempfile.TemporaryFile()
+        self.received = b""
+        # Its own session, so that closing it ends the processes its commands started too.
+        self.process = subprocess.Popen([str(VERIFIERS_PYTHON), str(TESTS / "verifiers_driver.py")], cwd=ROOT,
+                                        env=process_env(PYTHONPATH=str(TASKSETS)), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.log, start_new_session=True)
+        return self.process
+
+    def run(self, args: list[str], cwd: Path, timeout: float) -> dict:
+        """The driver's answer to `lmgym ARGS` run in `cwd`: subprocess.TimeoutExpired after
+        `timeout` seconds (the driver is killed), a RuntimeError naming why when the driver dies."""
+        process = self.process or self.start()
+        command = " ".join(["lmgym", *args])
+        try:
+            process.stdin.write(json.dumps({"args": args, "cwd": str(cwd)}).encode() + b"\n")
+            process.stdin.flush()
+        except BrokenPipeError:
+            self.died(command)
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.received:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.close(kill=True)
+                raise subprocess.TimeoutExpired(command, timeout)
+            if select.select([process.stdout], [], [], left)[0]:
+                chunk = os.read(process.stdout.fileno(), 1 << 20)
+                if not chunk:
+                    self.died(command)
+                self.received += chunk
+        line, self.received = self.received.split(b"\n", 1)
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"the verifiers driver failed to run `{command}`:\n{answer['error']}")
+        return answer
+
+    def died(self, command: str):
+        pid = self.process.pid
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            code = "none yet"
+        self.log.seek(0)
+        said = self.log.read().decode(errors="replace")[-4000:]
+        self.close(kill=True)
+        raise RuntimeError(f"the verifiers driver (pid {pid}, {VERIFIERS_PYTHON}) ended with exit code {code} "
+                           f"while running `{command}`; its stderr ends:\n{said}")
+
+    def close(self, kill: bool = False) -> None:
+        if self.process is None:
+            return
+        process, self.process = self.process, None
+        if not kill:
+            process.stdin.close()  # the driver ends at the end of its requests
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                kill = True
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        for stream in (process.stdin, process.stdout, self.log):
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+DRIVER = VenvDriver()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def close_the_driver():
+    yield
+    DRIVER.close()
+
+
 def in_verifiers_venv(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`lmgym ARGS` run by the verifiers venv's Python, the test tasksets importable."""
+    """`lmgym ARGS` run by the verifiers venv's Python, the test tasksets importable: in this
+    worker's driver (VenvDriver), answered as the process `in_a_verifiers_venv_process` runs."""
+    answer = DRIVER.run(list(args), ROOT, timeout)
+    return subprocess.CompletedProcess([str(VERIFIERS_PYTHON), "-m", "lmgym", *args], answer["returncode"],
+                                       answer["stdout"], answer["stderr"])
+
+
+def in_a_verifiers_venv_process(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`lmgym ARGS` as its own process of the verifiers venv's Python, the test tasksets importable."""
     return subprocess.run([str(VERIFIERS_PYTHON), "-m", "lmgym", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=process_env(PYTHONPATH=str(TASKSETS)), check=False)
 
@@ -201,7 +305,8 @@ def test_the_report_of_a_verifiers_run_shows_its_metrics(tmp_path):
 
 @needs_venv
 def test_what_the_adapter_cannot_run_is_named_at_load_time(tmp_path):
-    result = in_verifiers_venv("eval", "vf:vf_boxed", "-b", "http://127.0.0.1:9/v1", "-m", "m", "-o", str(tmp_path / "run"))
+    # The smoke test of the real command: `python -m lmgym` as its own process of the venv.
+    result = in_a_verifiers_venv_process("eval", "vf:vf_boxed", "-b", "http://127.0.0.1:9/v1", "-m", "m", "-o", str(tmp_path / "run"))
     assert result.returncode == 2, result.stderr
     message = " ".join(result.stderr.split())
     assert "BoxedTask.NEEDS_CONTAINER" in message and "@vf.intercept hooks (redact)" in message
