@@ -43,13 +43,18 @@ def _logging_as_main():
     """Log records on stderr as `lmgym.cli.main` sets them up (a process's `lmgym` prints its
     warnings there, and tests read them there)."""
     handler = _StderrLog()
-    handler.setLevel(os.environ.get("LMGYM_LOG_LEVEL", "WARNING").upper())
+    level = os.environ.get("LMGYM_LOG_LEVEL", "WARNING").upper()
+    handler.setLevel(level)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))  # main()'s format
-    logging.getLogger().addHandler(handler)
+    root = logging.getLogger()
+    root_level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(root.level, handler.level))  # as main()'s basicConfig: LMGYM_LOG_LEVEL=INFO shows INFO
     try:
         yield
     finally:
-        logging.getLogger().removeHandler(handler)
+        root.removeHandler(handler)
+        root.setLevel(root_level)
 
 
 def invoke(*args: str, env: dict[str, str] | None = None, cwd: str | Path | None = None):
