@@ -11,10 +11,11 @@ from typing import Any
 
 import orjson
 import pytest
-from scripted import read_body, serving
+from scripted import read_body
 
 from lmgym import errors
 from lmgym.clients.openai import OpenAIClient
+from lmgym.testing import BackgroundServer
 
 MESSAGES = [{"role": "user", "content": "What is 2+2?"}]
 GOOD = {
@@ -57,41 +58,69 @@ def client(base_url: str, **kwargs) -> OpenAIClient:
     return OpenAIClient(base_url, "sk-test", **{"backoff_base": 0.01, "backoff_max": 0.05, **kwargs})
 
 
+class Switch:
+    """The app the module's one server serves: it hands each request to the app of the test
+    that is running (a uvicorn server takes about 0.2 s to stop, one per test otherwise)."""
+
+    app = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.app is not None:
+            await self.app(scope, receive, send)
+
+
+@pytest.fixture(scope="module")
+def shared_server():
+    switch = Switch()
+    with BackgroundServer(switch) as server:
+        yield switch, server.url + "/v1"
+
+
+@pytest.fixture
+def serve(shared_server):
+    """serve(app): the module's server answers with `app` for this test; its /v1 base URL."""
+    switch, base_url = shared_server
+
+    def serve(app) -> str:
+        switch.app = app
+        return base_url
+
+    yield serve
+    switch.app = None
+
+
 # -- the timeout bounds a whole try -------------------------------------------------------------
-async def test_a_reply_that_trickles_past_the_timeout_is_a_timeout():
-    # each piece arrives well within 2 s, but the whole reply would take 8 s
-    app = Trickle((16, 0.5))
-    with serving(app) as base_url:
-        slow = client(base_url, timeout=2.0, max_retries=0)
-        started = time.perf_counter()
-        with pytest.raises(errors.ModelTimeoutError):
-            await slow.chat(MESSAGES, model="m")
-        elapsed = time.perf_counter() - started
-        await slow.aclose()
-    assert 1.9 <= elapsed < 4.0
+async def test_a_reply_that_trickles_past_the_timeout_is_a_timeout(serve):
+    # each piece arrives well within 1 s, but the whole reply would take 4 s
+    app = Trickle((16, 0.25))
+    slow = client(serve(app), timeout=1.0, max_retries=0)
+    started = time.perf_counter()
+    with pytest.raises(errors.ModelTimeoutError):
+        await slow.chat(MESSAGES, model="m")
+    elapsed = time.perf_counter() - started
+    await slow.aclose()
+    assert 0.95 <= elapsed < 3.0
     assert app.requests == 1
 
 
-async def test_a_trickle_that_ends_within_the_timeout_succeeds():
-    app = Trickle((4, 0.25))  # about 1 s in all
-    with serving(app) as base_url:
-        patient = client(base_url, timeout=2.0, max_retries=0)
-        response = await patient.chat(MESSAGES, model="m")
-        await patient.aclose()
+async def test_a_trickle_that_ends_within_the_timeout_succeeds(serve):
+    app = Trickle((4, 0.15))  # about 0.6 s in all, each piece and the whole within the timeout
+    patient = client(serve(app), timeout=1.5, max_retries=0)
+    response = await patient.chat(MESSAGES, model="m")
+    await patient.aclose()
     assert response.message["content"] == "4"
     assert patient.usage.requests == 1 and patient.usage.completion_tokens == 1
 
 
-async def test_each_try_gets_the_whole_timeout_again():
-    app = Trickle((16, 0.5), (1, 0.0))  # the first reply is too slow, the retry is fast
-    with serving(app) as base_url:
-        retrying = client(base_url, timeout=1.0, max_retries=1)
-        started = time.perf_counter()
-        response = await retrying.chat(MESSAGES, model="m")
-        elapsed = time.perf_counter() - started
-        await retrying.aclose()
+async def test_each_try_gets_the_whole_timeout_again(serve):
+    app = Trickle((16, 0.15), (1, 0.0))  # the first reply is too slow (2.4 s), the retry is fast
+    retrying = client(serve(app), timeout=0.6, max_retries=1)
+    started = time.perf_counter()
+    response = await retrying.chat(MESSAGES, model="m")
+    elapsed = time.perf_counter() - started
+    await retrying.aclose()
     assert response.message["content"] == "4"
-    assert app.requests == 2 and 0.9 <= elapsed < 3.0
+    assert app.requests == 2 and 0.55 <= elapsed < 2.4
     assert retrying.usage.requests == 1  # the abandoned try returned nothing to count
 
 
@@ -137,16 +166,16 @@ class Sequence:
 
 
 @pytest.mark.parametrize("shape", list(WRONG_SHAPES))
-async def test_a_reply_of_the_wrong_shape_is_malformed_and_retried(shape):
+async def test_a_reply_of_the_wrong_shape_is_malformed_and_retried(serve, shape):
     app = Sequence(WRONG_SHAPES[shape], WRONG_SHAPES[shape])
-    with serving(app) as base_url:
-        once = client(base_url, max_retries=0)
-        with pytest.raises(errors.ModelResponseError, match="malformed response") as info:
-            await once.chat(MESSAGES, model="m")
-        assert type(info.value) is errors.ModelResponseError  # not EmptyResponseError: it is the server's fault
-        twice = client(base_url, max_retries=1)
-        response = await twice.chat(MESSAGES, model="m")
-        await once.aclose()
-        await twice.aclose()
+    base_url = serve(app)
+    once = client(base_url, max_retries=0)
+    with pytest.raises(errors.ModelResponseError, match="malformed response") as info:
+        await once.chat(MESSAGES, model="m")
+    assert type(info.value) is errors.ModelResponseError  # not EmptyResponseError: it is the server's fault
+    twice = client(base_url, max_retries=1)
+    response = await twice.chat(MESSAGES, model="m")
+    await once.aclose()
+    await twice.aclose()
     assert response.message["content"] == "4" and app.requests == 3
     assert once.usage.requests == 0 and twice.usage.requests == 1

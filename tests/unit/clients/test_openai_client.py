@@ -14,10 +14,26 @@ from lmgym.testing import ScriptedServer, tool_call
 MESSAGES = [{"role": "user", "content": "What is 2+2?"}]
 
 
-@pytest.fixture
-def server():
-    with ScriptedServer(reply="4") as s:
+def four(request) -> str:
+    return "4"
+
+
+@pytest.fixture(scope="module")
+def shared_server():
+    """One scripted server for the module (stopping one takes about 0.2 s, and longer while
+    a stalled answer is pending)."""
+    with ScriptedServer(reply=four) as s:
         yield s
+
+
+@pytest.fixture
+def server(shared_server):
+    """The module's server answering "4" to any key, with no requests and no faults yet."""
+    app = shared_server.app
+    app.reply, app.api_key = four, None
+    app.requests.clear()
+    app.faults.clear()
+    return shared_server
 
 
 def fast_client(server, **kwargs) -> OpenAIClient:
@@ -38,12 +54,12 @@ async def test_chat_returns_message_usage_and_latency(server):
     assert client.usage.requests == 1
 
 
-async def test_tool_calls_are_returned():
+async def test_tool_calls_are_returned(server):
     call = tool_call("add", {"a": 1, "b": 2})
-    with ScriptedServer(reply=lambda request: {"content": None, "tool_calls": [call]}) as server:
-        client = fast_client(server)
-        response = await client.chat(MESSAGES, model="m", tools=[{"type": "function", "function": {"name": "add"}}])
-        await client.aclose()
+    server.app.reply = lambda request: {"content": None, "tool_calls": [call]}
+    client = fast_client(server)
+    response = await client.chat(MESSAGES, model="m", tools=[{"type": "function", "function": {"name": "add"}}])
+    await client.aclose()
     assert response.message["tool_calls"] == [call]
     assert response.finish_reason == "tool_calls"
     assert server.requests[0]["tools"][0]["function"]["name"] == "add"
@@ -60,12 +76,12 @@ async def test_server_errors_are_retried(server, status):
 
 
 async def test_rate_limit_honours_retry_after(server):
-    server.fail_next(429, times=1, retry_after=0.3)
+    server.fail_next(429, times=1, retry_after=0.2)
     client = fast_client(server)
     started = time.perf_counter()
     await client.chat(MESSAGES, model="m")
     await client.aclose()
-    assert time.perf_counter() - started >= 0.3  # backoff alone would wait ≤ 0.05 s
+    assert time.perf_counter() - started >= 0.2  # backoff alone would wait ≤ 0.05 s
     assert len(server.requests) == 2
 
 
@@ -79,19 +95,21 @@ async def test_gives_up_after_max_retries(server):
 
 
 async def test_stall_times_out_then_retry_succeeds(server):
-    server.stall_next(2.0)
+    server.stall_next(1.0)  # the module's server goes on serving other tests meanwhile
     client = fast_client(server, timeout=0.3)
     response = await client.chat(MESSAGES, model="m")
     await client.aclose()
     assert response.message["content"] == "4"
+    assert len(server.requests) == 2  # the stalled try, then the retry
 
 
 async def test_stall_every_time_is_a_timeout_error(server):
-    server.stall_next(2.0, times=3)
+    server.stall_next(1.0, times=3)
     client = fast_client(server, timeout=0.2, max_retries=1)
     with pytest.raises(errors.ModelTimeoutError):
         await client.chat(MESSAGES, model="m")
     await client.aclose()
+    assert len(server.requests) == 2
 
 
 async def test_malformed_json_is_retried_then_reported(server):
@@ -115,12 +133,12 @@ async def test_bad_request_is_not_retried(server):
     assert len(server.requests) == 1
 
 
-async def test_rejected_key_is_fatal_and_never_echoed():
-    with ScriptedServer(reply="4", api_key="sk-right") as server:
-        client = OpenAIClient(server.base_url, "sk-wrong-secret", backoff_base=0.01)
-        with pytest.raises(errors.ModelAuthError) as info:
-            await client.chat(MESSAGES, model="m")
-        await client.aclose()
+async def test_rejected_key_is_fatal_and_never_echoed(server):
+    server.app.api_key = "sk-right"
+    client = OpenAIClient(server.base_url, "sk-wrong-secret", backoff_base=0.01)
+    with pytest.raises(errors.ModelAuthError) as info:
+        await client.chat(MESSAGES, model="m")
+    await client.aclose()
     assert info.value.fatal
     assert "sk-wrong-secret" not in str(info.value) and "sk-wrong-secret" not in repr(client)
     assert len(server.requests) == 0  # rejected before the handler, and not retried
@@ -136,12 +154,12 @@ async def test_unreachable_server_is_fatal_connection_error():
     assert info.value.fatal
 
 
-async def test_empty_content_is_an_error_not_retried():
-    with ScriptedServer(reply="") as server:
-        client = fast_client(server)
-        with pytest.raises(errors.EmptyResponseError):
-            await client.chat(MESSAGES, model="m")
-        await client.aclose()
+async def test_empty_content_is_an_error_not_retried(server):
+    server.app.reply = lambda request: ""
+    client = fast_client(server)
+    with pytest.raises(errors.EmptyResponseError):
+        await client.chat(MESSAGES, model="m")
+    await client.aclose()
     assert len(server.requests) == 1
 
 

@@ -11,14 +11,14 @@ import tomllib
 import orjson
 import pytest
 from cli_runner import invoke
-from scripted import run_scripted
+from scripted import rollout_on
 
 import lmgym
 from lmgym import OpenAIClient
 from lmgym.envs.python_env import PythonEnv
 from lmgym.registry import BUNDLED_DIR, available_environments, describe
 from lmgym.sandbox import SandboxLimits
-from lmgym.testing import ScriptedServer, tool_call
+from lmgym.testing import tool_call
 
 
 def scripted(*programs: str):
@@ -35,9 +35,10 @@ def scripted(*programs: str):
     return reply
 
 
-async def run_rollout(env: PythonEnv, reply, **client_args):
-    """One scored rollout against `reply`, bounded: a hostile program must not hang the test."""
-    return await run_scripted(env, reply, timeout=60, **client_args)
+async def run_rollout(server, env: PythonEnv, **client_args):
+    """One scored rollout against the scripted `server` (conftest's `server_for`), bounded:
+    a hostile program must not hang the test; (the rollout, the server)."""
+    return await rollout_on(server.base_url, env, timeout=60, **client_args), server
 
 
 def make_env(**kwargs) -> PythonEnv:
@@ -51,8 +52,8 @@ def test_the_model_sees_only_the_code_argument():
     assert function["parameters"]["required"] == ["code"] and list(function["parameters"]["properties"]) == ["code"]
 
 
-async def test_model_runs_code_and_answers_over_http():
-    rollout, server = await run_rollout(make_env(), scripted("open('n.txt', 'w').write('6')", "print(int(open('n.txt').read()) * 7)"))
+async def test_model_runs_code_and_answers_over_http(server_for):
+    rollout, server = await run_rollout(server_for(scripted("open('n.txt', 'w').write('6')", "print(int(open('n.txt').read()) * 7)")), make_env())
     assert rollout.error is None and rollout.state["stop_reason"] == "done"
     tool_replies = [m["content"] for m in rollout.completion if m["role"] == "tool"]
     assert tool_replies == ["(no output)", "42"]  # the file persisted from one call to the next
@@ -67,11 +68,11 @@ async def test_model_runs_code_and_answers_over_http():
     assert rollout.metrics["calls_python"] == 2 and rollout.metrics["tool_errors"] == 0
 
 
-async def test_timeouts_and_limits_are_reported_to_the_model_and_counted():
-    env = make_env(limits=SandboxLimits(timeout_s=2, memory_mb=128))
-    rollout, _ = await run_rollout(env, scripted("while True: pass", "x = bytearray(8 * 2**30)", "print('ok')"))
+async def test_timeouts_and_limits_are_reported_to_the_model_and_counted(server_for):
+    env = make_env(limits=SandboxLimits(timeout_s=1.5, memory_mb=128))
+    rollout, _ = await run_rollout(server_for(scripted("while True: pass", "x = bytearray(8 * 2**30)", "print('ok')")), env)
     tool_replies = [m["content"] for m in rollout.completion if m["role"] == "tool"]
-    assert tool_replies[0] == "[killed: still running after 2 s]"
+    assert tool_replies[0] == "[killed: still running after 1.5 s]"
     whole_sandbox = rollout.state["sandbox"]["memory_limit"] == "cgroup"
     assert ("out of memory" if whole_sandbox else "MemoryError") in tool_replies[1] and tool_replies[2] == "ok"
     assert [run["limit"] for run in rollout.state["sandbox"]["runs"]] == ["timeout", "memory", None]
@@ -79,13 +80,13 @@ async def test_timeouts_and_limits_are_reported_to_the_model_and_counted():
     assert rollout.metrics["tool_errors"] == 0  # the code's failures are results, not tool errors
 
 
-async def test_the_sandbox_is_closed_when_the_rollout_fails():
+async def test_the_sandbox_is_closed_when_the_rollout_fails(server_for):
     def reply(request):
         if any(m["role"] == "tool" for m in request["messages"]):
             raise RuntimeError("the model server breaks")  # HTTP 500: the rollout errors
         return {"content": None, "tool_calls": [tool_call("python", {"code": "import os; print(os.getcwd())"})]}
 
-    rollout, _ = await run_rollout(make_env(), reply, max_retries=0)
+    rollout, _ = await run_rollout(server_for(reply), make_env(), max_retries=0)
     workdir = next(m["content"] for m in rollout.completion if m["role"] == "tool")
     assert rollout.error is not None and rollout.error.kind == "server", rollout.error
     assert rollout.state["sandbox"]["runs"][0]["exit_code"] == 0
@@ -96,7 +97,7 @@ async def test_the_sandbox_is_closed_when_the_rollout_fails():
 
 python_tests = pytest.importorskip("python_tests", reason="install it: pip install -e environments/python_tests")
 PROBLEMS = {p["id"]: p for p in python_tests.load_problems()}
-QUICK = SandboxLimits(timeout_s=3, output_kill_bytes=1_000_000)
+QUICK = SandboxLimits(timeout_s=1.5, output_kill_bytes=1_000_000)
 
 
 def grade(code: str, problem: str = "is_palindrome", **kwargs):
@@ -138,12 +139,12 @@ async def test_wrong_broken_and_hostile_solutions_score_less_without_hanging():
     assert not any(report["passed"]) and report["error"].startswith("SyntaxError")
 
     started = asyncio.get_running_loop().time()
-    report = await grade("def is_palindrome(s):\n    while True:\n        pass\n", seconds_per_test=0.2, limits=QUICK)
+    report = await grade("def is_palindrome(s):\n    while True:\n        pass\n", seconds_per_test=0.1, limits=QUICK)
     assert not any(report["passed"])  # each test stopped by its own time limit
     swallows_the_alarm = "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass\n"
-    report = await grade(swallows_the_alarm, limits=QUICK)
+    report = await grade(swallows_the_alarm, seconds_per_test=0.2, limits=QUICK)  # the alarm comes, and is swallowed
     assert not any(report["passed"]) and report["error"] == "the program hit the timeout limit"
-    report = await grade("import sys\nwhile True:\n    sys.stdout.write('x' * 2**20)\n", seconds_per_test=0.5, limits=QUICK)
+    report = await grade("import sys\nwhile True:\n    sys.stdout.write('x' * 2**20)\n", seconds_per_test=0.3, limits=QUICK)
     assert not any(report["passed"]) and report["error"] == "TimeoutError: too slow"  # printing forever is only slow
     assert asyncio.get_running_loop().time() - started < 20  # bounded by the limits, not hung
 
@@ -188,17 +189,17 @@ def solve_with_reference(request) -> dict | str:
     return {"content": None, "tool_calls": [tool_call("python", {"code": solution + f"\nprint({name}.__name__, 'defined')"})]}
 
 
-async def test_python_tests_end_to_end_over_http():
+async def test_python_tests_end_to_end_over_http(server_for):
     env = lmgym.load_environment("python-tests")
     example = env.eval_dataset[0]
-    with ScriptedServer(reply=solve_with_reference) as server:
-        client = OpenAIClient(server.base_url)
-        right = await asyncio.wait_for(env.rollout(client, "scripted", example), 60)
-        await client.aclose()
-    with ScriptedServer(reply="```python\ndef nothing():\n    pass\n```") as server:
-        client = OpenAIClient(server.base_url)
-        wrong = await asyncio.wait_for(env.rollout(client, "scripted", example, index=1), 60)
-        await client.aclose()
+    server = server_for(solve_with_reference)
+    client = OpenAIClient(server.base_url)
+    right = await asyncio.wait_for(env.rollout(client, "scripted", example), 60)
+    await client.aclose()
+    server = server_for(lambda request: "```python\ndef nothing():\n    pass\n```")
+    client = OpenAIClient(server.base_url)
+    wrong = await asyncio.wait_for(env.rollout(client, "scripted", example, index=1), 60)
+    await client.aclose()
     await asyncio.wait_for(env.score_group([right, wrong]), 60)
     assert right.error is None and wrong.error is None
     assert right.completion[1]["content"] == f"{example.id} defined"
@@ -208,10 +209,10 @@ async def test_python_tests_end_to_end_over_http():
     assert wrong.state["hidden_tests"]["error"] is None and not any(wrong.state["hidden_tests"]["passed"])
 
 
-def test_lmgym_eval_runs_python_tests_from_the_command_line(tmp_path):
-    with ScriptedServer(reply=solve_with_reference) as server:
-        result = invoke("eval", "python-tests", "-m", "scripted", "-b", server.base_url, "-n", "2", "-r", "1",
-                        "-o", str(tmp_path / "run"), env={"OPENAI_API_KEY": "sk-test"})
+def test_lmgym_eval_runs_python_tests_from_the_command_line(tmp_path, server_for):
+    server = server_for(solve_with_reference)
+    result = invoke("eval", "python-tests", "-m", "scripted", "-b", server.base_url, "-n", "2", "-r", "1",
+                    "-o", str(tmp_path / "run"), env={"OPENAI_API_KEY": "sk-test"})
     assert result.returncode == 0, result.stderr
     records = [orjson.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_bytes().splitlines()]
     assert [r["reward"] for r in records] == [pytest.approx(1.1)] * 2

@@ -29,10 +29,19 @@ def ask(sdk, text: str, **options):
     return sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": text}], **options)
 
 
-@pytest.fixture(params=["openai", "llama.cpp"])
-def server(request):
+# One scripted server per stream style, and one proxy in front of it, serve the module
+# (stopping a uvicorn server takes about 0.2 s); each test gets them with a clean slate.
+@pytest.fixture(scope="module", params=["openai", "llama.cpp"])
+def shared_server(request):
     with ScriptedServer(reply, stream_style=request.param) as scripted:
         yield scripted
+
+
+@pytest.fixture
+def server(shared_server):
+    shared_server.app.requests.clear()
+    shared_server.app.faults.clear()
+    return shared_server
 
 
 @pytest.fixture
@@ -67,12 +76,20 @@ def test_scripted_server_streams_reasoning(sdk):
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello there."
 
 
+@pytest.fixture(scope="module")
+def shared_proxy(shared_server, tmp_path_factory):
+    app = ProxyApp(shared_server.base_url, TraceWriter(tmp_path_factory.mktemp("traces")), token=None)
+    with BackgroundServer(app, lifespan="on") as proxy:
+        yield proxy
+
+
 @pytest.fixture
-def proxied(server, traces):
-    app = ProxyApp(server.base_url, TraceWriter(traces), token=None)
-    with BackgroundServer(app, lifespan="on") as proxy, \
-            openai.OpenAI(base_url=proxy.url + "/v1", api_key="x", max_retries=0, timeout=10) as client:
+def proxied(shared_proxy, server, traces):
+    """A client of the module's proxy, which records this test's exchanges in `traces`."""
+    shared_proxy.app.writer = TraceWriter(traces)
+    with openai.OpenAI(base_url=shared_proxy.url + "/v1", api_key="x", max_retries=0, timeout=10) as client:
         yield client
+    shared_proxy.app.writer.close()
 
 
 @pytest.mark.parametrize("text", ["tools", "think", "plain words here"])

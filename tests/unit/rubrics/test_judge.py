@@ -52,6 +52,36 @@ def test_json_verdicts_take_the_last_object():
         parse_json("no object here")
 
 
+# -- the scripted servers ------------------------------------------------------------------
+# One judge server and one policy server serve the module (stopping a server takes about
+# 0.2 s, and a test used two or three); each test sets their replies and starts with no
+# requests and no faults.
+
+@pytest.fixture(scope="module")
+def shared_servers():
+    with ScriptedServer() as judge_server, ScriptedServer() as policy_server:
+        yield judge_server, policy_server
+
+
+def fresh(server: ScriptedServer, reply) -> ScriptedServer:
+    server.app.reply = reply if callable(reply) else (lambda request, text=reply: text)
+    server.app.requests.clear()
+    server.app.faults.clear()
+    return server
+
+
+@pytest.fixture
+def judge_with(shared_servers):
+    """judge_with(reply): the module's judge server answering with `reply`."""
+    return lambda reply: fresh(shared_servers[0], reply)
+
+
+@pytest.fixture
+def policy_server(shared_servers):
+    """The module's policy server, answering with `policy` unless a test sets its reply."""
+    return fresh(shared_servers[1], policy)
+
+
 # -- one judge per rollout --------------------------------------------------------------
 
 def policy(request) -> str:
@@ -75,20 +105,20 @@ ROWS = [
 ]
 
 
-async def evaluate(env, tmp_path, rollouts=2):
-    with ScriptedServer(reply=policy) as server:
-        client = OpenAIClient(server.base_url)
-        summary = await run_eval(env, client, model="policy", examples=env.get_eval_examples(), rollouts_per_example=rollouts, concurrency=4, run_dir=tmp_path)
-        await client.aclose()
+async def evaluate(server, env, tmp_path, rollouts=2):
+    """`env` evaluated with the policy `server` as the model: (summary, records in order)."""
+    client = OpenAIClient(server.base_url)
+    summary = await run_eval(env, client, model="policy", examples=env.get_eval_examples(), rollouts_per_example=rollouts, concurrency=4, run_dir=tmp_path)
+    await client.aclose()
     records = [orjson.loads(line) for line in (tmp_path / "results.jsonl").read_bytes().splitlines()]
     return summary, sorted(records, key=lambda r: (str(r["example_id"]), r["rollout"]))
 
 
-async def test_judge_is_one_line_and_its_verdicts_become_rewards(tmp_path):
-    with ScriptedServer(reply=judge_by_reference) as judge_server:
-        judge = Judge("judge-model", base_url=judge_server.base_url)
-        env = SingleTurnEnv(eval_dataset=ROWS, rubric=Rubric().add(judge, weight=2.0))
-        summary, records = await evaluate(env, tmp_path)
+async def test_judge_is_one_line_and_its_verdicts_become_rewards(tmp_path, judge_with, policy_server):
+    judge_server = judge_with(judge_by_reference)
+    judge = Judge("judge-model", base_url=judge_server.base_url)
+    env = SingleTurnEnv(eval_dataset=ROWS, rubric=Rubric().add(judge, weight=2.0))
+    summary, records = await evaluate(policy_server, env, tmp_path)
     rewards = {(r["example_id"], r["rollout"]): r["reward"] for r in records}
     assert rewards[(0, 0)] == rewards[(0, 1)] == 2.0 and rewards[(1, 0)] == 0.0
     unreadable = [r for r in records if r["example_id"] == 2]
@@ -99,38 +129,38 @@ async def test_judge_is_one_line_and_its_verdicts_become_rewards(tmp_path):
     assert summary.errors["verdict"] == 2
 
 
-async def test_templates_name_dataset_columns_and_missing_fields_are_clear(tmp_path):
-    with ScriptedServer(reply=lambda request: "Score: 8" if "level hard" in last_user_text(request) else "Score: 2") as judge_server:
-        judge = Judge(JudgeEndpoint("j", base_url=judge_server.base_url), template="level {level}: {response}", verdict="score")
-        rows = [{"question": "a", "level": "hard"}, {"question": "b", "level": "easy"}]
-        env = SingleTurnEnv(eval_dataset=rows, rubric=Rubric([judge]))
-        _, records = await evaluate(env, tmp_path / "a", rollouts=1)
-        assert [r["reward"] for r in records] == [pytest.approx(0.8), pytest.approx(0.2)]
-        missing = SingleTurnEnv(eval_dataset=[{"question": "a"}], rubric=Rubric([judge]))
-        _, records = await evaluate(missing, tmp_path / "b", rollouts=1)
+async def test_templates_name_dataset_columns_and_missing_fields_are_clear(tmp_path, judge_with, policy_server):
+    judge_server = judge_with(lambda request: "Score: 8" if "level hard" in last_user_text(request) else "Score: 2")
+    judge = Judge(JudgeEndpoint("j", base_url=judge_server.base_url), template="level {level}: {response}", verdict="score")
+    rows = [{"question": "a", "level": "hard"}, {"question": "b", "level": "easy"}]
+    env = SingleTurnEnv(eval_dataset=rows, rubric=Rubric([judge]))
+    _, records = await evaluate(policy_server, env, tmp_path / "a", rollouts=1)
+    assert [r["reward"] for r in records] == [pytest.approx(0.8), pytest.approx(0.2)]
+    missing = SingleTurnEnv(eval_dataset=[{"question": "a"}], rubric=Rubric([judge]))
+    _, records = await evaluate(policy_server, missing, tmp_path / "b", rollouts=1)
     assert records[0]["error"]["kind"] == "reward" and "names ['level']" in records[0]["error"]["message"]
 
 
-async def test_json_verdicts_and_judge_rubric(tmp_path):
+async def test_json_verdicts_and_judge_rubric(tmp_path, judge_with, policy_server):
     verdicts = iter(['{"score": 0.5}', 'after thought: {"score": true}'])
-    with ScriptedServer(reply=lambda request: next(verdicts)) as judge_server:
-        rubric = JudgeRubric("j", base_url=judge_server.base_url, verdict="json", score_range=(0, 1), funcs=[lambda completion: 1.0], weights=[0.1])
-        env = SingleTurnEnv(eval_dataset=[{"question": "a"}, {"question": "b"}], rubric=rubric)
-        _, records = await evaluate(env, tmp_path, rollouts=1)
+    judge_server = judge_with(lambda request: next(verdicts))
+    rubric = JudgeRubric("j", base_url=judge_server.base_url, verdict="json", score_range=(0, 1), funcs=[lambda completion: 1.0], weights=[0.1])
+    env = SingleTurnEnv(eval_dataset=[{"question": "a"}, {"question": "b"}], rubric=rubric)
+    _, records = await evaluate(policy_server, env, tmp_path, rollouts=1)
     assert sorted(r["metrics"]["judge"] for r in records) == [0.5, 1.0]
     assert sorted(r["reward"] for r in records) == [pytest.approx(0.6), pytest.approx(1.1)]
 
 
-async def test_a_judge_server_error_is_recorded_and_an_unreachable_judge_stops_the_run(tmp_path):
-    with ScriptedServer(reply="Verdict: yes") as judge_server:
-        judge_server.fail_next(400)
-        env = SingleTurnEnv(eval_dataset=ROWS[:1], rubric=Rubric([Judge("j", base_url=judge_server.base_url)]))
-        _, records = await evaluate(env, tmp_path / "a", rollouts=1)
+async def test_a_judge_server_error_is_recorded_and_an_unreachable_judge_stops_the_run(tmp_path, judge_with, policy_server):
+    judge_server = judge_with("Verdict: yes")
+    judge_server.fail_next(400)
+    env = SingleTurnEnv(eval_dataset=ROWS[:1], rubric=Rubric([Judge("j", base_url=judge_server.base_url)]))
+    _, records = await evaluate(policy_server, env, tmp_path / "a", rollouts=1)
     error = records[0]["error"]
     assert error["kind"] == "reward" and "'judge' raised ModelRequestError" in error["message"] and records[0]["reward"] is None
     gone = SingleTurnEnv(eval_dataset=ROWS[:1], rubric=Rubric([Judge("j", base_url="http://127.0.0.1:9/v1", max_retries=0)]))
     with pytest.raises(ModelConnectionError):
-        await evaluate(gone, tmp_path / "b", rollouts=1)
+        await evaluate(policy_server, gone, tmp_path / "b", rollouts=1)
 
 
 # -- group judging ------------------------------------------------------------------------
@@ -146,13 +176,13 @@ def longer_is_better(request) -> str:
 
 
 @pytest.mark.parametrize("mode", ["score", "rank"])
-async def test_group_judge_scores_reach_the_right_rollouts(tmp_path, mode):
+async def test_group_judge_scores_reach_the_right_rollouts(tmp_path, judge_with, policy_server, mode):
     replies = iter(["a", "bbbbb", "cccccccccccc"] * 2)
-    with ScriptedServer(reply=longer_is_better) as judge_server, ScriptedServer(reply=lambda request: next(replies)) as server:
-        env = SingleTurnEnv(eval_dataset=[{"question": "q1"}, {"question": "q2"}], rubric=Rubric([GroupJudge("j", base_url=judge_server.base_url, mode=mode)]))
-        client = OpenAIClient(server.base_url)
-        await run_eval(env, client, model="p", examples=env.get_eval_examples(), rollouts_per_example=3, concurrency=1, run_dir=tmp_path)
-        await client.aclose()
+    judge_server, server = judge_with(longer_is_better), fresh(policy_server, lambda request: next(replies))
+    env = SingleTurnEnv(eval_dataset=[{"question": "q1"}, {"question": "q2"}], rubric=Rubric([GroupJudge("j", base_url=judge_server.base_url, mode=mode)]))
+    client = OpenAIClient(server.base_url)
+    await run_eval(env, client, model="p", examples=env.get_eval_examples(), rollouts_per_example=3, concurrency=1, run_dir=tmp_path)
+    await client.aclose()
     records = [orjson.loads(line) for line in (tmp_path / "results.jsonl").read_bytes().splitlines()]
     by_text = {r["completion"][-1]["content"]: r["reward"] for r in records}
     expected = {"a": 0.1, "bbbbb": 0.5, "cccccccccccc": 1.0} if mode == "score" else {"a": 0.0, "bbbbb": 0.5, "cccccccccccc": 1.0}
@@ -162,10 +192,10 @@ async def test_group_judge_scores_reach_the_right_rollouts(tmp_path, mode):
     assert sorted(shown) == ["a", "bbbbb", "cccccccccccc"]
 
 
-async def test_group_judge_with_a_wrong_number_of_scores_errors_the_group(tmp_path):
-    with ScriptedServer(reply='{"scores": [5]}') as judge_server:
-        env = SingleTurnEnv(eval_dataset=[{"question": "q"}], rubric=Rubric([GroupJudge("j", base_url=judge_server.base_url)]))
-        _, records = await evaluate(env, tmp_path, rollouts=2)
+async def test_group_judge_with_a_wrong_number_of_scores_errors_the_group(tmp_path, judge_with, policy_server):
+    judge_server = judge_with('{"scores": [5]}')
+    env = SingleTurnEnv(eval_dataset=[{"question": "q"}], rubric=Rubric([GroupJudge("j", base_url=judge_server.base_url)]))
+    _, records = await evaluate(policy_server, env, tmp_path, rollouts=2)
     assert all(r["error"]["kind"] == "verdict" and "not 2 numbers" in r["error"]["message"] for r in records)
 
 
@@ -190,23 +220,23 @@ def test_criteria_parsing_and_weighting():
         weighted_fraction(criteria, [True])
 
 
-async def test_criteria_are_written_once_per_example_stored_and_reused_on_resume(tmp_path):
+async def test_criteria_are_written_once_per_example_stored_and_reused_on_resume(tmp_path, judge_with, policy_server):
     rows = [{"question": "What is 2+2?", "answer": "4"}, {"question": "Explain 2+2 in a long answer.", "answer": "4"}]
-    with ScriptedServer(reply=writer_and_checker) as judge_server:
-        rubric = CriteriaRubric("writer", base_url=judge_server.base_url)
-        env = SingleTurnEnv(eval_dataset=rows, rubric=rubric)
-        _, records = await evaluate(env, tmp_path, rollouts=2)
-        writes = [r for r in judge_server.requests if last_user_text(r).startswith("Write a grading checklist")]
-        assert len(writes) == 2  # one per example, not per rollout
-        assert {r["example_id"]: r["reward"] for r in records} == {0: 1.0, 1: 0.75}  # "It is 4, ..." is not short
-        stored = [orjson.loads(line) for line in (tmp_path / "criteria.jsonl").read_bytes().splitlines()]
-        assert len(stored) == 2 and stored[0]["criteria"][0] == {"criterion": "mentions 4", "weight": 3.0}
+    judge_server = judge_with(writer_and_checker)
+    rubric = CriteriaRubric("writer", base_url=judge_server.base_url)
+    env = SingleTurnEnv(eval_dataset=rows, rubric=rubric)
+    _, records = await evaluate(policy_server, env, tmp_path, rollouts=2)
+    writes = [r for r in judge_server.requests if last_user_text(r).startswith("Write a grading checklist")]
+    assert len(writes) == 2  # one per example, not per rollout
+    assert {r["example_id"]: r["reward"] for r in records} == {0: 1.0, 1: 0.75}  # "It is 4, ..." is not short
+    stored = [orjson.loads(line) for line in (tmp_path / "criteria.jsonl").read_bytes().splitlines()]
+    assert len(stored) == 2 and stored[0]["criteria"][0] == {"criterion": "mentions 4", "weight": 3.0}
 
-        # resume with one more rollout per example: the stored checklists are used, none is rewritten
-        before = len(judge_server.requests)
-        env = SingleTurnEnv(eval_dataset=rows, rubric=CriteriaRubric("writer", base_url=judge_server.base_url))
-        _, records = await evaluate(env, tmp_path, rollouts=3)
-        new = judge_server.requests[before:]
+    # resume with one more rollout per example: the stored checklists are used, none is rewritten
+    before = len(judge_server.requests)
+    env = SingleTurnEnv(eval_dataset=rows, rubric=CriteriaRubric("writer", base_url=judge_server.base_url))
+    _, records = await evaluate(policy_server, env, tmp_path, rollouts=3)
+    new = judge_server.requests[before:]
     assert len(records) == 6 and not any(last_user_text(r).startswith("Write a grading checklist") for r in new)
     assert len(new) == 2  # only the two new rollouts were checked
 
@@ -221,7 +251,7 @@ def test_creative_writing_needs_a_judge():
         load_environment("creative-writing")
 
 
-async def test_creative_writing_end_to_end(tmp_path):
+async def test_creative_writing_end_to_end(tmp_path, judge_with, policy_server):
     from lmgym import load_environment
 
     def judge(request) -> str:
@@ -232,12 +262,12 @@ async def test_creative_writing_end_to_end(tmp_path):
         return json.dumps({"met": [True, "lantern" in response]})
 
     pieces = iter(["A lantern hums; the keeper dreams of blue." * 1, "word " * 300])
-    with ScriptedServer(reply=judge) as judge_server, ScriptedServer(reply=lambda request: next(pieces)) as server:
-        env = load_environment("creative-writing", judge_model="judge", judge_base_url=judge_server.base_url)
-        examples = env.get_eval_examples(2)
-        client = OpenAIClient(server.base_url)
-        await run_eval(env, client, model="writer", examples=examples, rollouts_per_example=1, concurrency=1, run_dir=tmp_path)
-        await client.aclose()
+    judge_server, server = judge_with(judge), fresh(policy_server, lambda request: next(pieces))
+    env = load_environment("creative-writing", judge_model="judge", judge_base_url=judge_server.base_url)
+    examples = env.get_eval_examples(2)
+    client = OpenAIClient(server.base_url)
+    await run_eval(env, client, model="writer", examples=examples, rollouts_per_example=1, concurrency=1, run_dir=tmp_path)
+    await client.aclose()
     records = sorted((orjson.loads(line) for line in (tmp_path / "results.jsonl").read_bytes().splitlines()), key=lambda r: r["example_id"])
     assert [r["metrics"]["criteria_met"] for r in records] == [1.0, pytest.approx(2 / 3)]
     assert [r["metrics"]["length_penalty"] for r in records] == [0.0, -1.0]  # 300 words: twice the limit

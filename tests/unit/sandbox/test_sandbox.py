@@ -207,9 +207,9 @@ async def test_fork_bomb_is_contained_and_the_machine_recovers(sandbox):
         "            reported = True\n"
     )
     started = time.monotonic()
-    result = await bounded(sandbox.run(code, timeout_s=2))
+    result = await bounded(sandbox.run(code, timeout_s=1))
     assert result.limit == "timeout" and result.exit_code is None
-    assert time.monotonic() - started < 2 + 5
+    assert time.monotonic() - started < 1 + 5
     assert "fork failed: [Errno 11] Resource temporarily unavailable" in result.stdout  # RLIMIT_NPROC
     if sandbox.uid is not None:
         assert processes_of(sandbox.uid) == []
@@ -239,7 +239,7 @@ for _ in range(4):
     pid = os.fork()
     if pid == 0:
         block = bytearray(100 * 2**20)  # zero-filled: every page is touched
-        time.sleep(1.5)  # so that all four hold theirs at once
+        time.sleep(0.8)  # so that all four hold theirs at once
         os._exit(0)
     children.append(pid)
 print(json.dumps([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]))
@@ -561,10 +561,10 @@ async def test_writes_outside_the_working_directory(sandbox, tmp_path):
 
 async def test_no_process_outlives_its_call(sandbox):
     marker = Path(sandbox.workdir, "alive")
-    code = "import subprocess\nsubprocess.Popen(['sh', '-c', 'sleep 1; echo > alive'], start_new_session=True)\nprint('spawned')"
+    code = "import subprocess\nsubprocess.Popen(['sh', '-c', 'sleep 0.6; echo > alive'], start_new_session=True)\nprint('spawned')"
     result = await run(sandbox, code)
     assert result.stdout == "spawned\n"
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.0)  # a survivor would have written by now
     if result.network == "namespace" or isolated_user(result):
         assert not marker.exists()  # its PID namespace died with it, or its uid was swept
     else:  # documented: a process that leaves the group survives (not root, no namespaces)
