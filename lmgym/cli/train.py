@@ -111,13 +111,16 @@ def _named_dir_exists(cfg) -> bool:
 
 
 def launch_processes(nproc: int, config: Optional[Path], resume: Optional[Path], overrides: list[str]) -> int:
-    """Run this same command in `nproc` processes under torchrun (`torch.distributed.run`)."""
+    """Run this same command in `nproc` processes under torchrun (`lmgym.train.torchrun`)."""
+    from lmgym.train.launch import threads_per_rank
+
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+        sys.executable, "-m", "lmgym.train.torchrun", "--standalone", f"--nproc-per-node={nproc}",
         "-m", "lmgym", "train", *([str(config)] if config else []), *(["--resume", str(resume)] if resume else []), *overrides,
     ]
-    console.print(f"starting {nproc} training processes (torch.distributed.run)")
-    return subprocess.run(command).returncode
+    threads = threads_per_rank(nproc, dict(os.environ))
+    console.print(f"starting {nproc} training processes (torch.distributed.run, {threads} thread{'' if threads == '1' else 's'} each)")
+    return subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": threads}).returncode
 
 
 def sft_command(

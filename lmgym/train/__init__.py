@@ -15,6 +15,8 @@ any other (`engines`), and what the trainer sees is exactly what was sampled (`t
     trainer.py          one optimiser step (losses.py, importance.py, logprobs.py, precision.py)
     loop.py             sample → step → publish → evaluate / log / checkpoint (checkpoint.py)
     session.py          a run built from its config, its directory, the SFT warm start (sft.py)
-    distributed.py      torch.distributed data parallelism; metrics.py where metrics go
+    distributed.py      torch.distributed data parallelism (fsdp.py: sharded); metrics.py where metrics go
+    launch.py           what `--nproc N` checks before N processes start (no torch); torchrun.py starts them
+    run_files.py        the names in a run directory (no torch)
     policy_client.py    a saved policy as a ModelClient, for `lmgym eval --model RUN_DIR/final`
 """

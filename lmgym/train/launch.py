@@ -3,6 +3,8 @@ find the same mistake after seconds of imports and print it N times. No torch he
 
 from __future__ import annotations
 
+import os
+
 from lmgym.errors import UsageError
 from lmgym.registry import require_environment
 from lmgym.train.config import TrainConfig
@@ -26,3 +28,9 @@ def require_launchable(config: TrainConfig, processes: int) -> None:
     environment's name and arguments are ones it takes."""
     require_enough_prompts(config.algorithm.prompts_per_step, processes)
     require_environment(config.env.name, config.env.args)
+
+
+def threads_per_rank(processes: int, environ: dict[str, str]) -> str:
+    """OMP_NUM_THREADS for each rank: the user's, or this machine's cores shared out
+    (torchrun's own default is 1, which leaves all but N cores idle when training on CPUs)."""
+    return environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // processes))
