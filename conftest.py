@@ -122,6 +122,24 @@ def two_process_run(tmp_path_factory) -> tuple[Path, SimpleNamespace]:
     return Path(ran["run_dir"]), SimpleNamespace(returncode=ran["returncode"], output=ran["output"])
 
 
+@pytest.fixture(scope="session")
+def rank_step_runs(tmp_path_factory) -> dict:
+    """The exactness tests' batches, their steps in one process, and ONE torchrun of two
+    ranks stepping on half of each (tests/rank_steps.py), run once for the whole pytest
+    run, whichever worker asks first: the record a test reads its part of with
+    `rank_steps.results` (which fails the test with the error that stopped its part)."""
+    pytest.importorskip("torch")
+    import rank_steps
+
+    shared = run_shared_dir(tmp_path_factory)
+    record = shared / "rank-steps.json"
+    with open(shared / "rank-steps.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second worker waits here, then reads the record
+        if not record.exists():
+            record.write_text(json.dumps(rank_steps.run_all(shared / "rank-steps")))
+    return json.loads(record.read_text())
+
+
 @pytest.fixture
 def traces(tmp_path) -> Path:
     """The folder a test's proxy writes its traces to (read them with records.read_traces)."""

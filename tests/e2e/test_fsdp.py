@@ -8,26 +8,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from paths import FIXTURES
-from train_setups import CONFIG, SMALL, torchrun  # noqa: E402
+from rank_steps import RUNS, results  # noqa: E402
+from train_setups import CONFIG, SMALL  # noqa: E402
 
 from lmgym.errors import UsageError  # noqa: E402
 from lmgym.train.config import load_config  # noqa: E402
 from lmgym.train.fsdp import decoder_layers, require_shardable  # noqa: E402
 from lmgym.train.launch import require_enough_prompts  # noqa: E402
-from lmgym.train.metrics import NullSink  # noqa: E402
 from lmgym.train.models import load_model  # noqa: E402
-from lmgym.train.session import build_loop  # noqa: E402
 
-WORKER = FIXTURES / "ddp_step.py"
-LORA = ["model.lora.enabled=true", "trainer.lr=5e-2"]
-RUNS = {
-    "grpo": ["algorithm.loss=grpo"],
-    "cispo": ["algorithm.loss=cispo"],
-    "grpo-lora": ["algorithm.loss=grpo", *LORA],
-    "cispo-lora": ["algorithm.loss=cispo", *LORA],
-    "grpo-bf16": ["algorithm.loss=grpo", "model.dtype=bfloat16"],  # autocast, as in one process
-}
 # (weights, clipped gradient relative to its largest entry, gradient norm relative): bfloat16
 # rounds a half batch's matmuls differently from the whole one's, so it agrees to bfloat16's
 # precision; a mean taken for a sum would still be off by a factor of 2
@@ -35,30 +24,10 @@ BOUNDS = {"grpo-bf16": (5e-3, 1e-2, 1e-3)}
 FLOAT32 = (1e-5, 1e-4, 1e-5)
 
 
-def test_two_sharded_processes_with_half_the_batch_make_the_same_update(tmp_path):
-    overrides = [*SMALL, "trainer.lr=1e-2", "sampling.temperature=1.0", "trainer.max_grad_norm=0.01"]
-    batch = build_loop(load_config(CONFIG, overrides), tmp_path / "gen", NullSink()).orchestrator.next_batch(0)
-    assert sum(a != 0 for a in batch.advantages[0::2]) and sum(a != 0 for a in batch.advantages[1::2])
-    saved = tmp_path / "batch.pt"
-    sharded = [*overrides, "trainer.strategy=fsdp"]
-    torch.save({"batch": batch, "config": str(CONFIG), "overrides": sharded, "runs": RUNS, "output": "fsdp_weights.pt"}, saved)
-
-    single = {}
-    for name, extra in RUNS.items():
-        one = build_loop(load_config(CONFIG, [*overrides, *extra]), tmp_path / name, NullSink())
-        initial = {n: p.detach().clone() for n, p in one.model.named_parameters() if p.requires_grad}
-        metrics = one.trainer.step(batch)
-        assert metrics["grad_norm"] > 0.01, name  # the clip is in play: its norm must be the whole gradient's
-        single[f"grad_norm/{name}"] = metrics["grad_norm"]
-        single[name] = {n: p.detach().clone() for n, p in one.model.named_parameters()}
-        # Adam's first step, and the clip, hardly depend on the gradient's scale: the norm
-        # before the clip shows a mean taken for a sum, the clipped gradient a rank's own norm
-        single[f"grad/{name}"] = {n: p.grad.clone() for n, p in one.model.named_parameters() if p.grad is not None}
-        assert any(not torch.equal(initial[n], single[name][n]) for n in initial), name
-
-    result = torchrun(2, str(WORKER), str(saved))
+def test_two_sharded_processes_with_half_the_batch_make_the_same_update(rank_step_runs):
+    single, result, fsdp_weights = results(rank_step_runs, "fsdp")  # prepared by rank_steps.fsdp
     assert result.returncode == 0, result.stderr[-3000:]
-    fsdp = torch.load(tmp_path / "fsdp_weights.pt")
+    fsdp = torch.load(fsdp_weights)
     for name in RUNS:
         weights_bound, grad_bound, norm_bound = BOUNDS.get(name, FLOAT32)
         assert single[name].keys() == fsdp[name].keys()
