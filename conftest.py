@@ -42,8 +42,13 @@ from lmgym.testing import ScriptedServer  # noqa: E402
 # 3.8 groups by renaming `item._nodeid`, which pytest 9 no longer reads, so the marks did
 # nothing and the llama.cpp tests ran on both workers at once and saw each other's servers.
 TAKE_TURNS = ("llama", "slow")
-# The longest tests start first, so that neither worker is left with one at the end.
-LONGEST_FIRST = ("test_learning_reverse_digits",)
+# The longest tests start first, so that neither worker is left with one at the end (none
+# that takes turns: two of those at once would leave a worker waiting).
+LONGEST_FIRST = (
+    "test_learning_reverse_digits", "test_the_demo_evaluates_trains_and_evaluates_the_trained_model_better",
+    "test_a_server_no_rank_can_reach_stops_two_processes_with_one_message", "test_train_then_resume_to_more_steps",
+    "test_a_warm_started_lora_run_prints_sft_steps_apart_and_no_deprecation_warnings", "test_sft_saves_a_model",
+)
 
 
 def pytest_collection_modifyitems(config, items):
