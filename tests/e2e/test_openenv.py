@@ -44,12 +44,15 @@ def start_servers(command, *names: str) -> dict[str, tuple[subprocess.Popen, str
 
 @pytest.fixture(scope="module")
 def openenv_servers():
-    started = start_servers(lambda name, port: [str(OPENENV_PYTHON), str(FIXTURES / "openenv_server.py"), name, str(port)],
-                            "guess", "walk")
-    yield {name: url for name, (_, url) in started.items()}
-    for process, _ in started.values():
-        process.kill()
-        process.wait()
+    """openenv-core's server of the two test environments, one process serving both."""
+    ports = {"guess": free_port(), "walk": free_port()}
+    command = [str(OPENENV_PYTHON), str(FIXTURES / "openenv_server.py"), *(str(x) for pair in ports.items() for x in pair)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for port in ports.values():
+        wait_for(process, port)
+    yield {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    process.kill()
+    process.wait()
 
 
 @pytest.fixture
