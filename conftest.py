@@ -25,6 +25,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.pop("COLUMNS", None)
     os.environ.pop("LINES", None)
 
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -100,30 +101,40 @@ def run_shared_dir(tmp_path_factory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
+def once_per_run(tmp_path_factory, name: str, make: Callable[[Path], dict]) -> dict:
+    """`make(FOLDER)`'s record (JSON), made by whichever xdist worker asks first; the other
+    waits on a lock, then reads the record instead of making it again."""
+    shared = run_shared_dir(tmp_path_factory)
+    record = shared / f"{name}.json"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            folder = shared / name
+            folder.mkdir()
+            record.write_text(json.dumps(make(folder)))
+    return json.loads(record.read_text())
+
+
+def train_two_processes(cwd: Path) -> dict:
+    result = invoke(
+        "train", str(ROOT / "configs" / "reverse-digits.toml"), "--nproc", "2",
+        "--env.args", "{num_examples = 50, num_eval_examples = 10}", "--algorithm.prompts_per_step", "2",
+        "--algorithm.group_size", "4", "--trainer.micro_batch_size", "8", "--eval.every", "0", "--logging.console_every", "0",
+        "--sft.warm_start", "false", "--trainer.max_steps", "2", "--checkpoint.every", "2", cwd=cwd,
+    )
+    runs = list((cwd / "runs" / "train").iterdir()) if (cwd / "runs" / "train").is_dir() else []
+    run_dir = runs[0] if len(runs) == 1 else cwd / "runs" / "train"
+    return {"run_dir": str(run_dir), "returncode": result.returncode, "output": result.output}
+
+
 @pytest.fixture(scope="session")
 def two_process_run(tmp_path_factory) -> tuple[Path, SimpleNamespace]:
     """`lmgym train --nproc 2` (torchrun, two CPU ranks on gloo) from a fresh folder, run once
-    for the whole pytest run, whichever worker asks first, for the tests that check it
-    (tests/e2e/test_distributed.py, tests/unit/train/test_rundir.py): the run directory the
-    launcher claimed under runs/train/, and the command's exit code and output."""
+    for the whole pytest run, for the tests that check it (tests/e2e/test_distributed.py,
+    tests/unit/train/test_rundir.py): the run directory the launcher claimed under
+    runs/train/, and the command's exit code and output."""
     pytest.importorskip("torch")
-    shared = run_shared_dir(tmp_path_factory)
-    record = shared / "two-process-run.json"
-    with open(shared / "two-process-run.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second worker waits here, then reads the record
-        if not record.exists():
-            cwd = shared / "two-process-run"
-            cwd.mkdir()
-            result = invoke(
-                "train", str(ROOT / "configs" / "reverse-digits.toml"), "--nproc", "2",
-                "--env.args", "{num_examples = 50, num_eval_examples = 10}", "--algorithm.prompts_per_step", "2",
-                "--algorithm.group_size", "4", "--trainer.micro_batch_size", "8", "--eval.every", "0", "--logging.console_every", "0",
-                "--sft.warm_start", "false", "--trainer.max_steps", "2", "--checkpoint.every", "2", cwd=cwd,
-            )
-            runs = list((cwd / "runs" / "train").iterdir()) if (cwd / "runs" / "train").is_dir() else []
-            run_dir = runs[0] if len(runs) == 1 else cwd / "runs" / "train"
-            record.write_text(json.dumps({"run_dir": str(run_dir), "returncode": result.returncode, "output": result.output}))
-    ran = json.loads(record.read_text())
+    ran = once_per_run(tmp_path_factory, "two-process-run", train_two_processes)
     return Path(ran["run_dir"]), SimpleNamespace(returncode=ran["returncode"], output=ran["output"])
 
 
@@ -131,18 +142,12 @@ def two_process_run(tmp_path_factory) -> tuple[Path, SimpleNamespace]:
 def rank_step_runs(tmp_path_factory) -> dict:
     """The exactness tests' batches, their steps in one process, and ONE torchrun of two
     ranks stepping on half of each (tests/rank_steps.py), run once for the whole pytest
-    run, whichever worker asks first: the record a test reads its part of with
-    `rank_steps.results` (which fails the test with the error that stopped its part)."""
+    run: the record a test reads its part of with `rank_steps.results` (which fails the
+    test with the error that stopped its part)."""
     pytest.importorskip("torch")
     import rank_steps
 
-    shared = run_shared_dir(tmp_path_factory)
-    record = shared / "rank-steps.json"
-    with open(shared / "rank-steps.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second worker waits here, then reads the record
-        if not record.exists():
-            record.write_text(json.dumps(rank_steps.run_all(shared / "rank-steps")))
-    return json.loads(record.read_text())
+    return once_per_run(tmp_path_factory, "rank-steps", rank_steps.run_all)
 
 
 @pytest.fixture
