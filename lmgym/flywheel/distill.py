@@ -159,10 +159,10 @@ def distill_student(config: Any, env: Any, eval_examples: Sequence[Example], run
 
     device = resolve_device(config.trainer.device)
     seed_everything(config.trainer.seed)  # the same initial weights `sft` will start from
-    model, tokenizer = load_model(config.model.name)
+    model, tokenizer = load_model(config.model.name, **config.model.load_options())
     before = evaluate_policy(model.to(device), tokenizer, env, eval_examples, config)
     del model
     metrics = sft(config, run_dir)
-    model, tokenizer = load_model(str(run_dir / FINAL_MODEL))
+    model, tokenizer = load_model(str(run_dir / FINAL_MODEL), **config.model.saved_load_options())
     after = evaluate_policy(model.to(device), tokenizer, env, eval_examples, config)
     return StudentResult(before, after, metrics, run_dir / FINAL_MODEL)

@@ -122,6 +122,11 @@ class ModelConfig(_Section):
         """What `lmgym.train.models.load_model(self.name, **options)` takes from this section."""
         return {"revision": self.revision, "trust_remote_code": self.trust_remote_code, "attn_implementation": self.attn_implementation}
 
+    def saved_load_options(self) -> dict[str, Any]:
+        """What `load_model` takes from this section for a folder this run saved (sft_model/,
+        final/): the same code and attention kernel; `revision` named a hub commit, not it."""
+        return {"trust_remote_code": self.trust_remote_code, "attn_implementation": self.attn_implementation}
+
 
 class EnvConfig(_Section):
     name: str = Field("reverse-digits", min_length=1, description="Environment name, as in `lmgym list`.")

@@ -111,13 +111,14 @@ def save_policy(model: Any, tokenizer: Any, path: Path, log_sizes: dict[str, int
     return ckpt.write_dir_atomically(path, write)
 
 
-def load_sft_model(sft_dir: Path) -> tuple[Any, Any, dict[str, int] | None] | None:
-    """The run's saved SFT model and the logs' sizes when it was saved; None when there is
-    none or it cannot be read (a save killed by an older lmgym left only config.json)."""
+def load_sft_model(sft_dir: Path, options: dict[str, Any]) -> tuple[Any, Any, dict[str, int] | None] | None:
+    """The run's saved SFT model (loaded with `options`, `ModelConfig.saved_load_options`)
+    and the logs' sizes when it was saved; None when there is none or it cannot be read (a
+    save killed by an older lmgym left only config.json)."""
     if not sft_dir.exists():
         return None
     try:
-        model, tokenizer = load_model(str(sft_dir))
+        model, tokenizer = load_model(str(sft_dir), **options)
     except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, TypeError, ...
         logger.warning("%s cannot be read (%s); running the SFT warm start again", sft_dir, ckpt.first_line(exc))
         return None
@@ -180,7 +181,7 @@ def load_run(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> Loa
     if config.engine.kind == "vllm" and config.engine.servers:
         require_reachable(config.engine.servers, world)
     checkpoint = ckpt.latest_readable_checkpoint(run_dir) if resume else None
-    saved = load_sft_model(run_dir / SFT_MODEL) if resume else None
+    saved = load_sft_model(run_dir / SFT_MODEL, config.model.saved_load_options()) if resume else None
     sizes = resumed_log_sizes(checkpoint, saved) if resume else None
     model, tokenizer = saved[:2] if saved is not None else load_model(config.model.name, **config.model.load_options())
     tool_format = prepare_tokenizer(config, tokenizer, env)

@@ -148,3 +148,23 @@ def test_distill_into_the_tiny_student_improves_it(teacher, tmp_path):
     assert (out / ds.STUDENT_DIR / "final" / "config.json").exists()
     eval_questions = {e.prompt[-1]["content"] for e in load_environment("reverse-digits").eval_dataset}
     assert not eval_questions & {last_user_text(r) for r in teacher.requests}  # the teacher never saw the eval split
+
+
+def test_the_student_loads_with_its_configs_model_options(tmp_path, monkeypatch):
+    """The student's `[model]` options reach its loads (they were dropped: a pinned hub
+    student was evaluated at whatever revision the cache held, a remote-code one not at all)."""
+    pytest.importorskip("torch")
+    from lmgym.train.config import load_config
+
+    kernels = []
+
+    def evaluated(model, *args, **kwargs):  # which attention kernel each evaluation's model runs
+        kernels.append(model.config._attn_implementation)
+        return {"reward": 0.0}
+
+    monkeypatch.setattr(ds, "evaluate_policy", evaluated)
+    config = load_config(ROOT / "configs" / "reverse-digits.toml", [
+        "model.attn_implementation=eager", "sft.max_steps=1", "sft.batch_size=2", "logging.console_every=0"])
+    env = load_environment("reverse-digits")
+    ds.distill_student(config, env, env.eval_dataset[:2], tmp_path / "student")
+    assert kernels == ["eager", "eager"]  # before and after the fine-tuning

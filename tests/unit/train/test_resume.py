@@ -145,3 +145,19 @@ def test_a_kill_just_after_a_checkpoint_is_published_loses_no_step(tmp_path):
     assert result.returncode == 0, result.output[-3000:]
     assert rl_steps(run) == [1, 2, 3]
     assert [r["step"] for r in rows(run, "samples.jsonl")] == [1, 1, 2, 2, 3, 3]
+
+
+def test_a_resumed_warm_start_reloads_with_the_runs_model_options(tmp_path):
+    """sft_model/ is reloaded as the run loaded its model (its code, its attention kernel),
+    not with the defaults: a remote-code model would not load, and would be trained again."""
+    from lmgym.train.config import load_config
+    from lmgym.train.models import load_model, save_model
+    from lmgym.train.session import load_sft_model
+
+    save_model(*load_model("tiny-llama"), tmp_path / "sft_model")
+    options = load_config(CONFIG, ["model.attn_implementation=eager"]).model.saved_load_options()
+    assert options == {"trust_remote_code": False, "attn_implementation": "eager"}
+    model, _, _ = load_sft_model(tmp_path / "sft_model", options)
+    assert model.config._attn_implementation == "eager"
+    model, _, _ = load_sft_model(tmp_path / "sft_model", {})
+    assert model.config._attn_implementation != "eager"
