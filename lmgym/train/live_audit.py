@@ -1,4 +1,5 @@
-"""The reward-hacking audit inside `lmgym train`: the `[audit]` section of the config.
+"""The reward-hacking audit inside `lmgym train`: the `[audit]` section of the config (one
+concept, from its config to its actions: a few lines over 400, kept whole).
 
 Every `audit.every` steps the audit's checks (the nine of `lmgym.eval.audit` and the five
 training-only ones of `lmgym.eval.audit.training`) run on that step's rollouts, on the
