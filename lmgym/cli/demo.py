@@ -66,6 +66,9 @@ def plan(root: Path, *, embedded: bool, eval_examples: int, train_steps: Optiona
     return steps if embedded else steps[1:]
 
 
+INTERRUPTED = 130  # the exit status of an lmgym command stopped by Ctrl-C
+
+
 def run_step(number: int, total: int, step: Step) -> None:
     """Run one step's command with its output shown; StepFailed names the step."""
     command = ["lmgym", *step.args]
@@ -73,6 +76,9 @@ def run_step(number: int, total: int, step: Step) -> None:
     console.print(f"[dim]$ {shlex.join(command)}[/]", highlight=False)
     started = time.perf_counter()
     code = run_lmgym(step.args)
+    if code == INTERRUPTED:  # Ctrl-C: the command has said what it kept; not a failure of the step
+        console.print(f"[yellow]demo interrupted[/] at step {number}/{total}; its run directory: {step.run_dir}")
+        raise typer.Exit(INTERRUPTED)
     if code != 0:
         raise StepFailed(f"step {number}/{total} ({step.title}) failed with exit code {code}; its command was:\n  {shlex.join(command)}")
     console.print(f"[dim]step {number} took {time.perf_counter() - started:.0f}s[/]")

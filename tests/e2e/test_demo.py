@@ -45,3 +45,17 @@ def test_a_demo_directory_holding_files_is_refused_before_anything_runs(tmp_path
     (tmp_path / "old.txt").write_text("x")
     result = invoke("demo", "--no-embedded", "-o", str(tmp_path))
     assert_one_error(result, str(tmp_path), "already holds files")
+
+
+def test_ctrl_c_in_a_step_stops_the_demo_as_interrupted_not_failed(tmp_path, monkeypatch, capsys):
+    import typer
+
+    import lmgym.cli.demo as demo
+
+    monkeypatch.setattr(demo, "run_lmgym", lambda args: 130)  # what a command returns after Ctrl-C
+    step = Step("train", "train it", ["train", "x"], tmp_path / "3-train")
+    with pytest.raises(typer.Exit) as stopped:
+        run_step(3, 4, step)
+    assert stopped.value.exit_code == 130
+    assert "demo interrupted at step 3/4" in " ".join(capsys.readouterr().err.split())
+
