@@ -113,9 +113,8 @@ def require_environment(name: str, args: dict[str, Any]) -> None:
     name and type), without building: `lmgym train --nproc N` refuses a typo in one line
     before it starts N processes. A `vf:` name is checked where verifiers is imported."""
     if "," in name:
-        group_keys([part.strip() for part in name.split(",")], args)
-        for part in name.split(","):
-            require_environment(part.strip(), args.get(part.strip().replace("_", "-").lower(), {}))
+        for key in group_keys([part.strip() for part in name.split(",")], args):
+            require_environment(key, args.get(key, {}))
     elif not name.startswith("vf:"):
         checked_factory(name, args)
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 from lmgym import errors
 
 console = Console(stderr=True)
+INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C, as a shell gives it (128 + SIGINT)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from lmgym.cli.common import console, exit_on_error
+from lmgym.cli.common import INTERRUPTED, console, exit_on_error
 from lmgym.errors import LmgymError, UsageError
 from lmgym.eval.report import write_report
 from lmgym.eval.results import read_jsonl, read_metadata
@@ -64,9 +64,6 @@ def plan(root: Path, *, embedded: bool, eval_examples: int, train_steps: Optiona
              ["eval", "reverse-digits", "--model", str(trained / "final"), *held_out, "-o", str(root / "4-after")], root / "4-after"),
     ]
     return steps if embedded else steps[1:]
-
-
-INTERRUPTED = 130  # the exit status of an lmgym command stopped by Ctrl-C
 
 
 def run_step(number: int, total: int, step: Step) -> None:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lmgym import errors
-from lmgym.cli.common import console, exit_on_error, print_error
+from lmgym.cli.common import INTERRUPTED, console, exit_on_error, print_error
 from lmgym.cli.eval import parse_json_object, progress_bar, run_with_progress
 from lmgym.clients.openai import OpenAIClient
 from lmgym.config import validate
@@ -114,7 +114,7 @@ def run_teacher(run: EvalRun) -> Summary:
         if isinstance(exc, errors.ModelError):
             print_error(exc)
         console.print(f"{run.summary.rollouts} teacher rollouts are saved in {run_dir / RESULTS_FILE}; run the same command with -o {run_dir.parent} to continue")
-        raise typer.Exit(130 if isinstance(exc, KeyboardInterrupt) else 1) from None
+        raise typer.Exit(INTERRUPTED if isinstance(exc, KeyboardInterrupt) else 1) from None
     return run.summary
 
 

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from lmgym import errors
 from lmgym.cli.audit import print_audit
-from lmgym.cli.common import console, exit_on_error, print_error
+from lmgym.cli.common import INTERRUPTED, console, exit_on_error, print_error
 from lmgym.clients.loop import run as run_loop
 from lmgym.clients.openai import OpenAIClient
 from lmgym.embedded import DEFAULT_MODEL, EmbeddedServer
@@ -140,7 +140,7 @@ def evaluate(run: EvalRun) -> int:
                 task = progress.add_task(f"{config.env} × {config.model}", total=None, reward="")
                 run_loop(run_with_progress(run, client, concurrency, progress, task))
         except KeyboardInterrupt:
-            exit_code = 130
+            exit_code = INTERRUPTED
             console.print(f"[yellow]interrupted.[/] {summary.rollouts} rollouts are saved; continue with:\n  lmgym eval --resume {run_dir}")
         except errors.ModelError as exc:
             exit_code = 1

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from lmgym import errors
-from lmgym.cli.common import console, exit_on_error, print_error
+from lmgym.cli.common import INTERRUPTED, console, exit_on_error, print_error
 
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 
@@ -101,7 +101,7 @@ def train_command(
             console.print(f"[yellow]interrupted.[/] continue from the last checkpoint with: lmgym train --resume {run_dir}")
         else:
             console.print("[yellow]interrupted[/] before the run started; nothing was saved")
-        raise typer.Exit(130) from None
+        raise typer.Exit(INTERRUPTED) from None
 
 
 def _named_dir_exists(cfg) -> bool:

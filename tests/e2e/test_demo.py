@@ -58,4 +58,3 @@ def test_ctrl_c_in_a_step_stops_the_demo_as_interrupted_not_failed(tmp_path, mon
         run_step(3, 4, step)
     assert stopped.value.exit_code == 130
     assert "demo interrupted at step 3/4" in " ".join(capsys.readouterr().err.split())
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -21,15 +22,24 @@ def test_installed_environment_comes_from_its_entry_point():
     assert available_environments()["arithmetic"].source.startswith("entry point arithmetic:")
 
 
-def test_local_folder_is_found_from_the_current_directory(tmp_path, monkeypatch):
-    folder = tmp_path / "environments" / "my_env"
+def local_environment(root: Path, name: str, build_first: str = "") -> Path:
+    """environments/NAME/NAME.py under `root`: a SingleTurnEnv of `size` questions, built
+    after the `build_first` line (inside load_environment) has run."""
+    folder = root / "environments" / name
     folder.mkdir(parents=True)
-    (folder / "my_env.py").write_text(
+    (folder / f"{name}.py").write_text(
         '"""My own environment."""\n'
+        "from pathlib import Path\n"
         "from lmgym import SingleTurnEnv\n"
         "def load_environment(size: int = 2):\n"
+        f"    {build_first or 'pass'}\n"
         "    return SingleTurnEnv(eval_dataset=[{'question': str(i)} for i in range(size)])\n"
     )
+    return folder
+
+
+def test_local_folder_is_found_from_the_current_directory(tmp_path, monkeypatch):
+    folder = local_environment(tmp_path, "my_env")
     monkeypatch.chdir(tmp_path)
     assert available_environments()["my-env"].source == str(folder)
     env = load_environment("my_env", size=3)  # underscores and dashes are the same name
@@ -75,15 +85,7 @@ def test_argument_of_the_wrong_type_or_value_is_one_line(args, message):
 
 
 def test_require_environment_makes_load_environments_checks_without_building(tmp_path, monkeypatch):
-    folder = tmp_path / "environments" / "counted"
-    folder.mkdir(parents=True)
-    (folder / "counted.py").write_text(
-        "from pathlib import Path\n"
-        "from lmgym import SingleTurnEnv\n"
-        "def load_environment(size: int = 2):\n"
-        "    Path('built').touch()\n"
-        "    return SingleTurnEnv(eval_dataset=[{'question': str(i)} for i in range(size)])\n"
-    )
+    local_environment(tmp_path, "counted", build_first="Path('built').touch()")
     monkeypatch.chdir(tmp_path)
     require_environment("counted", {"size": 3})
     require_environment("counted,arithmetic", {"counted": {"size": 3}})
