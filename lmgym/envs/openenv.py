@@ -37,6 +37,7 @@ from lmgym.rubrics.rubric import Rubric
 from lmgym.types import Messages, Rollout, RolloutError
 
 ACT_TOOL = "act"
+CLOSE_WAIT_S = 5.0  # how long a closed session's server may take to close the connection
 IGNORED_FIELDS = {"metadata"}  # every OpenEnv action and observation has one; it is not for the model
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes reset with seeds of their own
 
@@ -213,9 +214,13 @@ class OpenEnvEnv(MultiTurnEnv):
 
     @staticmethod
     async def _close(session: Any) -> None:
+        """Ask the server to end the session and let it close the connection: closing from
+        this side at once races the server's own close (openenv-core then logs a traceback
+        per episode)."""
         try:
             await session.send(json.dumps({"type": "close"}))
-        except Exception:  # noqa: BLE001 - closing a session that already broke
+            await asyncio.wait_for(session.wait_closed(), CLOSE_WAIT_S)
+        except Exception:  # noqa: BLE001 - closing a session that already broke, or a server slow to close
             pass
         await session.close()
 
