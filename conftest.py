@@ -16,12 +16,15 @@ from types import SimpleNamespace
 
 # Each xdist worker is one of two processes on two cores: a worker's torch (and each
 # process a test starts, which inherits this) uses one thread rather than fighting the
-# other worker for both cores. Set before anything imports torch (lmgym.cli may).
+# other worker for both cores. Set before anything imports torch (lmgym.cli may). The
+# embedded llama.cpp server gets one thread for the same reason: its threads spin while
+# they wait, and beside a busy worker its default two made the llama tests 2.2x slower.
 # A worker also starts with COLUMNS=80 and LINES=24 in its environment, which would fix
 # the width of lmgym's rich consoles when they are made; without them, as in a plain
 # pytest run, each command's console follows the COLUMNS it is given.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("LMGYM_EMBEDDED_THREADS", "1")
     os.environ.pop("COLUMNS", None)
     os.environ.pop("LINES", None)
 
