@@ -4,6 +4,10 @@ process with the whole batch, prepared here, and the step of two processes with 
 batch each, run for all three by ONE torchrun of tests/fixtures/ddp_step.py (a torchrun
 costs its ranks' imports of torch and transformers: once, not three times).
 
+The same torchrun then checks a vLLM server nothing listens on from both ranks, for
+tests/unit/train/test_vllm_ranks.py (`reach_outcomes`): a run's ranks check their servers
+before the first step.
+
 `run_all` does it all in a folder of its own and returns a record (JSON) of where each
 test's results are, or why they are not; conftest.py's `rank_step_runs` runs it once for
 the whole pytest run, whichever worker asks first; a test reads its part with `results`.
@@ -11,6 +15,7 @@ the whole pytest run, whichever worker asks first; a test reads its part with `r
 
 from __future__ import annotations
 
+import json
 import threading
 import traceback
 from collections.abc import Callable
@@ -22,6 +27,7 @@ import torch
 from paths import FIXTURES
 from train_setups import CONFIG, SMALL, torchrun
 
+from lmgym.embedded import free_port
 from lmgym.train.config import load_config
 from lmgym.train.metrics import NullSink
 from lmgym.train.session import build_loop
@@ -133,10 +139,14 @@ def run_all(folder: Path) -> dict:
         except Exception:  # noqa: BLE001 - the test it belongs to reports it; the others still run
             record[name] = {"error": f"preparing the batch failed:\n{traceback.format_exc()}"}
     launched: dict = {}
+    reach = folder / "reach"
+    reach.mkdir()
+    (reach / "servers.json").write_text(json.dumps([f"http://127.0.0.1:{free_port()}"]))  # bound, then released
+    record["reach"] = {"folder": str(reach)}
 
     def launch() -> None:
         try:
-            launched["result"] = torchrun(2, str(WORKER), *(str(folder / name / BATCH) for name in singles))
+            launched["result"] = torchrun(2, str(WORKER), "--reach", str(reach), *(str(folder / name / BATCH) for name in singles))
         except Exception:  # noqa: BLE001 - a timeout, say: each test reports it
             launched["error"] = traceback.format_exc()
 
@@ -167,3 +177,14 @@ def results(record: dict, name: str) -> tuple[dict, SimpleNamespace, Path]:
         pytest.fail(f"rank_steps.{name}: {part['error']}", pytrace=False)
     folder = Path(part["folder"])
     return torch.load(folder / SINGLE), SimpleNamespace(**record["torchrun"]), folder / OUTPUTS[name]
+
+
+def reach_outcomes(record: dict) -> tuple[str, list[str]]:
+    """The unreachable server's URL and what each rank raised when it checked it (the
+    torchrun's standard error when a rank wrote nothing)."""
+    folder = Path(record["reach"]["folder"])
+    outcomes = [folder / f"rank{rank}.txt" for rank in range(2)]
+    if not all(path.exists() for path in outcomes):
+        stderr = record.get("torchrun", {}).get("stderr", "no torchrun ran: every batch's preparation failed")
+        pytest.fail(f"a rank did not check the server; the torchrun's stderr:\n{stderr[-3000:]}", pytrace=False)
+    return json.loads((folder / "servers.json").read_text())[0], [path.read_text() for path in outcomes]

@@ -17,6 +17,7 @@ any other (`engines`), and what the trainer sees is exactly what was sampled (`t
     session.py          a run built from its config, its directory, the SFT warm start (sft.py)
     distributed.py      torch.distributed data parallelism (fsdp.py: sharded); metrics.py where metrics go
     launch.py           what `--nproc N` checks before N processes start (no torch); torchrun.py starts them
+    vllm_reachable.py   do the vLLM servers a run samples from answer (the launcher, then each rank)
     run_files.py        the names in a run directory (no torch)
     policy_client.py    a saved policy as a ModelClient, for `lmgym eval --model RUN_DIR/final`
 """

@@ -8,6 +8,7 @@ import os
 from lmgym.errors import UsageError
 from lmgym.registry import require_environment
 from lmgym.train.config import TrainConfig
+from lmgym.train.vllm_reachable import rank_checks, unreachable_message
 
 
 def require_enough_prompts(prompts_per_step: int, processes: int) -> None:
@@ -24,10 +25,15 @@ def require_enough_prompts(prompts_per_step: int, processes: int) -> None:
 
 
 def require_launchable(config: TrainConfig, processes: int) -> None:
-    """The checks that need neither torch nor the model: the prompts split evenly, and the
-    environment's name and arguments are ones it takes."""
+    """The checks that need neither torch nor the model: the prompts split evenly, the
+    environment's name and arguments are ones it takes, and the vLLM servers listed in
+    `engine.base_url` answer (the ranks run on this machine: `--standalone`)."""
     require_enough_prompts(config.algorithm.prompts_per_step, processes)
     require_environment(config.env.name, config.env.args)
+    if config.engine.kind == "vllm" and config.engine.servers:
+        message = unreachable_message(rank_checks(config.engine.servers, processes))
+        if message:
+            raise UsageError(message)
 
 
 def threads_per_rank(processes: int, environ: dict[str, str]) -> str:

@@ -62,6 +62,7 @@ from lmgym.train.sft import run_sft, sft_rows
 from lmgym.train.sharded_checkpoint import plain_copy
 from lmgym.train.template_check import require_tool_support
 from lmgym.train.trainer import GRPOTrainer
+from lmgym.train.vllm_reachable import unreachable, unreachable_message
 
 logger = logging.getLogger(__name__)
 
@@ -271,8 +272,6 @@ def launch_on_main(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Pat
 def require_reachable(servers: list[str], world: World) -> None:
     """Every rank reaches the server it will sample from, or none starts: one message
     (from rank 0) naming each server that did not answer and the ranks it failed for."""
-    from lmgym.train.engines.vllm import unreachable, unreachable_message
-
     mine = servers[world.rank % len(servers)]
     checks = gather_to_main((world.rank, mine, unreachable(mine)), world)
     message = unreachable_message(checks) if checks is not None else None

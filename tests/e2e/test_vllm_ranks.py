@@ -20,7 +20,8 @@ pytest.importorskip("torch")
 from cli_runner import ROOT, run_process  # noqa: E402
 from records import jsonl  # noqa: E402
 
-from lmgym.train.engines.vllm import default_python, unreachable  # noqa: E402
+from lmgym.train.engines.vllm import default_python  # noqa: E402
+from lmgym.train.vllm_reachable import unreachable  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,

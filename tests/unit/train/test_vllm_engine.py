@@ -39,10 +39,10 @@ from lmgym.train.engines.vllm import (  # noqa: E402
     VLLMServerError,
     default_python,
     save_weights,
-    unreachable,
 )
 from lmgym.train.models import char_tokenizer, default_cache_dir, load_model, tiny_llama  # noqa: E402
 from lmgym.train.render import encode, prompt_ids  # noqa: E402
+from lmgym.train.vllm_reachable import unreachable  # noqa: E402
 
 USER = [{"role": "user", "content": "say hi"}]
 

@@ -12,13 +12,15 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from cli_runner import ROOT, run_process  # noqa: E402
+from cli_runner import ROOT, assert_one_error, invoke  # noqa: E402
 from fake_vllm import FakeVLLM  # noqa: E402
+from rank_steps import reach_outcomes  # noqa: E402
 
 from lmgym.clients.http import http as _http  # noqa: E402
 from lmgym.train.config import load_config, server_urls  # noqa: E402
-from lmgym.train.engines.vllm import VLLMEngine, unreachable, unreachable_message  # noqa: E402
+from lmgym.train.engines.vllm import VLLMEngine  # noqa: E402
 from lmgym.train.models import char_tokenizer, tiny_llama  # noqa: E402
+from lmgym.train.vllm_reachable import unreachable, unreachable_message  # noqa: E402
 
 CONFIG = str(ROOT / "configs" / "reverse-digits.toml")
 
@@ -101,17 +103,24 @@ def test_unreachable_servers_are_named_once_with_the_ranks_they_failed_for():
     assert unreachable_message([(0, "http://y:2", None)]) is None
 
 
-def test_a_server_no_rank_can_reach_stops_two_processes_with_one_message(tmp_path):
+def test_a_server_no_rank_can_reach_is_refused_before_any_process_starts(tmp_path):
+    """`lmgym train --nproc 2` asks the listed server itself, once, before torchrun."""
     url = f"http://127.0.0.1:{closed_port()}"
     run_dir = tmp_path / "run"
-    result = run_process(
+    result = invoke(
         "train", CONFIG, "--nproc", "2", "--engine.kind", "vllm", "--engine.base_url", url, "--algorithm.prompts_per_step", "2",
         "--algorithm.group_size", "4", "--trainer.micro_batch_size", "8", "--sft.warm_start", "false",
         "--logging.output_dir", str(run_dir), env={"COLUMNS": "400"},
     )
-    assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1, result.stderr[-3000:]
-    assert f"no vLLM server answers at {url} from rank 0, 1 (ConnectError" in errors[0], errors
-    assert "Traceback" not in result.stderr.split("error:")[0]  # before rank 0's message: no rank crashed
+    assert result.returncode == 2, result.output
+    assert_one_error(result, f"no vLLM server answers at {url} from rank 0, 1 (ConnectError")
+    assert "starting 2 training processes" not in result.output
     assert not run_dir.exists()  # refused before the run wrote anything
+
+
+def test_a_server_the_ranks_cannot_reach_stops_both_with_rank_0s_one_message(rank_step_runs):
+    """The ranks check again once they run (the launcher's machine may not be theirs):
+    rank 0 raises the one message naming both ranks, rank 1 stops without repeating it."""
+    url, (rank0, rank1) = reach_outcomes(rank_step_runs)
+    assert rank0.startswith(f"UsageError: no vLLM server answers at {url} from rank 0, 1 (ConnectError"), rank0
+    assert rank1 == "ReportedByMain: rank 0 reports the error"

@@ -22,8 +22,6 @@ from lmgym.train.engines.vllm.server import (
     VLLMServer,
     VLLMServerError,
     default_python,
-    unreachable,
-    unreachable_message,
 )
 
 __all__ = [
@@ -37,6 +35,4 @@ __all__ = [
     "is_lora_model",
     "parse_completion",
     "save_weights",
-    "unreachable",
-    "unreachable_message",
 ]

@@ -54,32 +54,6 @@ def die_with_parent() -> None:
         pass
 
 
-def unreachable(url: str, timeout: float = 10.0) -> str | None:
-    """Why `url` does not answer as a vLLM server would (`GET /v1/models`); None when it does."""
-    try:
-        with _http.Client(timeout=timeout) as probe:
-            status = probe.get(f"{url}/v1/models").status_code
-    except _http.TransportError as exc:
-        return " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
-    return None if status == 200 else f"GET /v1/models answered HTTP {status}"
-
-
-def unreachable_message(checks: list[tuple[int, str, str | None]]) -> str | None:
-    """One message for every (rank, url, problem) whose server did not answer; None when
-    all did. It names each URL once, with the ranks that could not reach it."""
-    failed: dict[str, tuple[list[int], str]] = {}
-    for rank, url, problem in checks:
-        if problem is not None:
-            failed.setdefault(url, ([], problem))[0].append(rank)
-    if not failed:
-        return None
-    parts = [f"{url} from rank {', '.join(map(str, ranks))} ({problem})" for url, (ranks, problem) in failed.items()]
-    return (
-        f"no vLLM server answers at {'; '.join(parts)}: start it, or fix engine.base_url "
-        f"(every trainer rank must reach the server it samples from)"
-    )
-
-
 class VLLMServer:
     """A vLLM OpenAI-compatible server as a child process. Use as a context manager.
 
