@@ -29,8 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import openai
-
+from lmgym.clients.http import http as _http
 from lmgym.errors import EmbeddedModelError
 
 logger = logging.getLogger(__name__)
@@ -124,20 +123,18 @@ class EmbeddedServer:
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        probe = openai.OpenAI(base_url=self.base_url, api_key="EMPTY", max_retries=0, timeout=2.0)
-        try:
+        with _http.Client(timeout=2.0) as probe:
             while time.monotonic() < deadline:
                 if self._process.poll() is not None:
                     raise EmbeddedModelError(
                         f"the llama.cpp server exited with code {self._process.returncode}:\n{self.log_tail()}"
                     )
                 try:
-                    probe.models.list()
-                    return
-                except openai.APIError:
-                    time.sleep(0.25)
-        finally:
-            probe.close()
+                    if probe.get(f"{self.base_url}/models").status_code == 200:
+                        return
+                except _http.TransportError:
+                    pass
+                time.sleep(0.25)
         self.stop()
         raise EmbeddedModelError(f"the llama.cpp server did not answer within {self.startup_timeout:.0f}s:\n{self.log_tail()}")
 
