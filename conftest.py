@@ -50,8 +50,7 @@ TAKE_TURNS = ("llama", "slow")
 # that takes turns: two of those at once would leave a worker waiting).
 LONGEST_FIRST = (
     "test_learning_reverse_digits", "test_the_demo_evaluates_trains_and_evaluates_the_trained_model_better",
-    "test_a_server_no_rank_can_reach_stops_two_processes_with_one_message", "test_train_then_resume_to_more_steps",
-    "test_a_warm_started_lora_run_prints_sft_steps_apart_and_no_deprecation_warnings", "test_sft_saves_a_model",
+    "test_train_then_resume_to_more_steps", "test_sft_saves_a_model",
 )
 
 

@@ -23,14 +23,23 @@ def steps(run: Path) -> list[int]:
 
 
 def test_train_then_resume_to_more_steps(tmp_path):
-    """The smoke test of `lmgym train` as its own process; the resume runs in this one."""
+    """The smoke test of `lmgym train` as its own process (a LoRA run after a warm start):
+    what a user's terminal shows, warnings included (in this process pytest would catch
+    them); the resume runs in this one."""
     run = tmp_path / "run"
-    result = run_process("train", "configs/reverse-digits.toml", *QUICK, "--trainer.max_steps", "2",
-                   "--checkpoint.every", "2", "--logging.output_dir", str(run))
+    result = run_process("train", "configs/reverse-digits.toml", *QUICK, "--trainer.max_steps", "2", "--model.lora.enabled", "true",
+                         "--checkpoint.every", "2", "--logging.output_dir", str(run), env={"COLUMNS": "250"})
     assert result.returncode == 0, result.stderr
-    assert "sampled reward" in result.stdout and "greedy reward" in result.stdout and "sft   step" in result.stdout
+    assert [line.split()[:3] for line in result.stdout.splitlines() if line.startswith(("sft", "train"))] == [
+        ["sft", "step", "1"], ["sft", "step", "2"], ["sft", "step", "3"], ["train", "step", "1"], ["train", "step", "2"]]
+    assert "sampled reward" in result.stdout and "greedy reward" in result.stdout
+    for noise in ("deprecated", "Deprecation", "FutureWarning", "Warning:"):
+        assert noise not in result.stderr, result.stderr[-3000:]
     assert (run / "config.toml").exists() and (run / "final" / "config.json").exists()
     assert (run / "checkpoints" / "step_000002" / "state.pt").exists()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(row.get("sft_step"), row.get("step")) for row in rows if "sft/loss" in row or "loss" in row] == [
+        (1, None), (2, None), (3, None), (None, 1), (None, 2)]
     assert steps(run) == [1, 2]
     result = invoke("train", "--resume", str(run), "--trainer.max_steps", "3", cwd=ROOT)
     assert result.returncode == 0, result.output

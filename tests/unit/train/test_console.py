@@ -1,6 +1,7 @@
 """What `lmgym train` and `lmgym sft` tell the user: labelled rewards, the environment's
-metrics at each evaluation, warnings when a step cannot learn, no library deprecation
-noise, readable help; and a run that cannot start leaves no run directory behind."""
+metrics at each evaluation, warnings when a step cannot learn, readable help; and a run
+that cannot start leaves no run directory behind. (SFT and RL steps printed apart, with no
+library deprecation noise, in a process of its own: tests/unit/cli/test_train.py's smoke test.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ pytest.importorskip("torch")
 # CliRunner stream that is closed after one command
 pytest.importorskip("transformers")
 
-from cli_runner import ROOT, run_process  # noqa: E402  (tests/cli_runner.py)
+from cli_runner import ROOT  # noqa: E402  (tests/cli_runner.py)
 from cli_runner import invoke as lmgym
 from tiny_tools import save_tool_model  # noqa: E402  (tests/tiny_tools.py)
 
@@ -51,20 +52,6 @@ def test_a_tool_environment_run_labels_rewards_shows_eval_metrics_and_warns(tmp_
     assert rows[1]["groups"] == 2 and rows[1]["groups_zero_variance"] == 2 and rows[1]["tool_calls_per_rollout"] == 0
     assert "tool_calls" in rows[1]  # the environment's own metric of that name is kept
     assert "kl" not in rows[1]  # no reference model (beta = 0): no KL to report
-
-
-def test_a_warm_started_lora_run_prints_sft_steps_apart_and_no_deprecation_warnings(tmp_path):
-    """What a user's terminal shows, so its own process: in this one pytest would catch the warnings."""
-    run = tmp_path / "run"
-    result = run_process("train", CONFIG, *FAST, "--sft.warm_start", "true", "--sft.max_steps", "2", "--trainer.max_steps", "2",
-                         "--model.lora.enabled", "true", "--logging.console_every", "1", "--logging.output_dir", str(run), env=WIDE)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert [line.split()[:3] for line in result.stdout.splitlines() if line.startswith(("sft", "train"))] == [
-        ["sft", "step", "1"], ["sft", "step", "2"], ["train", "step", "1"], ["train", "step", "2"]]
-    for noise in ("deprecated", "Deprecation", "FutureWarning", "Warning:"):
-        assert noise not in result.stderr, result.stderr[-3000:]
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [(row.get("sft_step"), row.get("step")) for row in rows] == [(1, None), (2, None), (None, 1), (None, 2)]
 
 
 def test_sft_help_shows_its_section_name():
