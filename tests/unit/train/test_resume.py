@@ -1,13 +1,10 @@
 """Resuming `lmgym train` after a kill: torn SFT saves and checkpoints, and logs without
-repeated or lost steps. Kills are real (SIGKILL of the training process); runs that are not
-killed, resumes included, run in this process."""
+repeated or lost steps. Kills are real (SIGKILL of a training process forked from this one,
+tests/forked.py); runs that are not killed, resumes included, run in this process."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,8 @@ torch = pytest.importorskip("torch")
 # CliRunner stream that is closed after one command
 pytest.importorskip("transformers")
 
-from cli_runner import ROOT, invoke, process_env  # noqa: E402  (tests/cli_runner.py)
+from cli_runner import ROOT, invoke  # noqa: E402  (tests/cli_runner.py)
+from forked import killed_around, run_lmgym  # noqa: E402  (tests/forked.py)
 from safetensors.torch import load_file  # noqa: E402
 
 CONFIG = str(ROOT / "configs" / "reverse-digits.toml")
@@ -26,37 +24,6 @@ FAST = [
     "--eval.every", "0", "--logging.console_every", "0", "--sft.max_steps", "3",
     "--env.args", "{num_examples = 50, num_eval_examples = 10}",
 ]
-
-# `lmgym ARGS...` in a process that SIGKILLs itself just before or just after a call of
-# MODULE.NAME whose arguments `args` satisfy CONDITION.
-KILLING_LMGYM = textwrap.dedent("""
-    import importlib, os, signal, sys
-    module_name, name, moment, condition = sys.argv[1:5]
-    owner = importlib.import_module(module_name)
-    *path, last = name.split(".")
-    for part in path:
-        owner = getattr(owner, part)
-    real = getattr(owner, last)
-    def killing(*args, **kwargs):
-        kill = eval(condition, {"args": args})
-        if kill and moment == "before":
-            os.kill(os.getpid(), signal.SIGKILL)
-        result = real(*args, **kwargs)
-        if kill and moment == "after":
-            os.kill(os.getpid(), signal.SIGKILL)
-        return result
-    setattr(owner, last, killing)
-    from lmgym.cli import main
-    sys.argv = ["lmgym", *sys.argv[5:]]
-    main()
-""")
-
-
-def killed_lmgym(kill: tuple[str, str, str, str], *args: str) -> subprocess.CompletedProcess:
-    """`lmgym ARGS` in a process that kills itself as `kill` says (see KILLING_LMGYM)."""
-    return subprocess.run([sys.executable, "-c", KILLING_LMGYM, *kill, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env=process_env())
-
 
 def lmgym(*args: str):
     """`lmgym ARGS` in this process, from the repository root."""
@@ -84,8 +51,8 @@ def assert_same_weights(a: Path, b: Path) -> None:
 def test_a_kill_while_the_warm_start_saves_its_model_leaves_a_resumable_run(tmp_path):
     run = tmp_path / "run"
     # killed inside the SFT model's save: config.json is written, the weights not yet
-    died = killed_lmgym(("safetensors.torch", "save_file", "before", "True"),
-                        "train", CONFIG, *FAST, "--trainer.max_steps", "2", "--logging.output_dir", str(run))
+    died = run_lmgym("train", CONFIG, *FAST, "--trainer.max_steps", "2", "--logging.output_dir", str(run), folder=tmp_path / "killed",
+                     cwd=ROOT, before=killed_around("transformers.modeling_utils:safe_save_file", "before", lambda args: True))
     assert died.returncode == -9, died.stderr[-3000:]
     assert not (run / "sft_model").exists()  # the torn save is not where a resume looks
     sft_rows_before = [r for r in rows(run) if "sft/loss" in r]
@@ -136,8 +103,8 @@ def test_resume_falls_back_to_the_previous_checkpoint_and_logs_rerun_steps_once(
 def test_a_kill_just_after_a_checkpoint_is_published_loses_no_step(tmp_path):
     run = tmp_path / "run"
     args = [*FAST, "--sft.warm_start", "false", "--checkpoint.every", "2", "--trainer.max_steps", "3"]
-    died = killed_lmgym(("lmgym.train.checkpoint", "save_checkpoint", "after", "args[1] == 2"),
-                        "train", CONFIG, *args, "--logging.output_dir", str(run))
+    died = run_lmgym("train", CONFIG, *args, "--logging.output_dir", str(run), folder=tmp_path / "killed", cwd=ROOT,
+                     before=killed_around("lmgym.train.checkpoint:save_checkpoint", "after", lambda args: args[1] == 2))
     assert died.returncode == -9, died.stderr[-3000:]
     assert (run / "checkpoints" / "step_000002").is_dir()
 

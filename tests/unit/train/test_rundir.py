@@ -1,12 +1,11 @@
 """A training run owns its directory: a second process on a live run is refused, and a new
-run never writes into another run's files. Real processes hold the locks."""
+run never writes into another run's files. Real processes hold the locks (one forked from
+this one, tests/forked.py)."""
 
 from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,8 +17,9 @@ pytest.importorskip("torch")
 # CliRunner stream that is closed after one command
 pytest.importorskip("transformers")
 
-from cli_runner import ROOT, process_env  # noqa: E402  (tests/cli_runner.py)
+from cli_runner import ROOT  # noqa: E402  (tests/cli_runner.py)
 from cli_runner import invoke as lmgym
+from forked import start_lmgym  # noqa: E402  (tests/forked.py)
 
 from lmgym import rundir  # noqa: E402
 
@@ -45,14 +45,11 @@ def wait_for(condition, timeout: float = 180.0) -> None:
 
 def test_resume_of_a_run_a_live_process_holds_is_refused_and_works_once_it_is_killed(tmp_path):
     run = tmp_path / "run"
-    live = subprocess.Popen(
-        [sys.executable, "-m", "lmgym", "train", CONFIG, *FAST, "--trainer.max_steps", "100000", "--checkpoint.every", "1",
-         "--logging.output_dir", str(run)],
-        cwd=ROOT, env=process_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    live = start_lmgym("train", CONFIG, *FAST, "--trainer.max_steps", "100000", "--checkpoint.every", "1",
+                       "--logging.output_dir", str(run), folder=tmp_path / "live", cwd=ROOT)
     try:
         wait_for(lambda: live.poll() is not None or any((run / "checkpoints").glob("step_*")))
-        assert live.poll() is None, live.stderr.read()[-3000:]
+        assert live.poll() is None, live.stderr[-3000:]
         steps = len(trained_steps(run))
         result = lmgym("train", "--resume", str(run), "--trainer.max_steps", str(steps + 1))
         assert result.exit_code == 2, result.output
@@ -63,7 +60,6 @@ def test_resume_of_a_run_a_live_process_holds_is_refused_and_works_once_it_is_ki
     finally:
         live.send_signal(signal.SIGKILL)
         live.wait()
-        live.stderr.close()
     last = max(int(p.name.removeprefix("step_")) for p in (run / "checkpoints").glob("step_*"))
     result = lmgym("train", "--resume", str(run), "--trainer.max_steps", str(last + 1))  # the kernel released the lock
     assert result.exit_code == 0, result.output
