@@ -17,10 +17,11 @@ from fake_vllm import FakeVLLM  # noqa: E402
 from rank_steps import reach_outcomes  # noqa: E402
 
 from lmgym.clients.http import http as _http  # noqa: E402
+from lmgym.testing import ScriptedServer  # noqa: E402
 from lmgym.train.config import load_config, server_urls  # noqa: E402
 from lmgym.train.engines.vllm import VLLMEngine  # noqa: E402
 from lmgym.train.models import char_tokenizer, tiny_llama  # noqa: E402
-from lmgym.train.vllm_reachable import unreachable, unreachable_message  # noqa: E402
+from lmgym.train.vllm_reachable import rank_checks, unreachable, unreachable_message  # noqa: E402
 
 CONFIG = str(ROOT / "configs" / "reverse-digits.toml")
 
@@ -101,6 +102,14 @@ def test_unreachable_servers_are_named_once_with_the_ranks_they_failed_for():
     assert message.startswith("no vLLM server answers at http://x:1 from rank 0, 2 (ConnectError: refused)")
     assert "http://y:2" not in message
     assert unreachable_message([(0, "http://y:2", None)]) is None
+
+
+def test_the_launcher_checks_each_ranks_server_asking_each_once():
+    with ScriptedServer() as server:  # answers GET /v1/models as a vLLM server does
+        up, down = server.base_url.removesuffix("/v1"), f"http://127.0.0.1:{closed_port()}"
+        checks = rank_checks([up, down], 3)
+    assert [(rank, url) for rank, url, _ in checks] == [(0, up), (1, down), (2, up)]
+    assert checks[0][2] is None and checks[2][2] is None and checks[1][2].startswith("ConnectError")
 
 
 def test_a_server_no_rank_can_reach_is_refused_before_any_process_starts(tmp_path):
