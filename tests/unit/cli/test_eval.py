@@ -75,9 +75,11 @@ def test_eval_streams_results_and_summarises(server, tmp_path):
 
 
 def test_transient_faults_are_retried_and_do_not_fail_rollouts(server, tmp_path):
-    server.fail_next(500, times=2)
-    server.fail_next(429, times=1, retry_after=0.1)
+    # the malformed body first (backoff: its first retry waits 0.25-0.5 s; the fourth would wait 2-4 s), then
+    # faults that name their own short wait
     server.malformed_next(1)
+    server.fail_next(500, times=2, retry_after=0.05)
+    server.fail_next(429, times=1, retry_after=0.1)
     run = tmp_path / "run"
     result = lmgym_eval("sum-env", "-m", "s", "-b", server.base_url, "-n", "3", "-r", "1", "-c", "1", "-o", str(run))
     assert result.returncode == 0, result.stderr
