@@ -29,11 +29,11 @@ OPENENV_PYTHON = Path(os.environ.get("LMGYM_OPENENV_PYTHON", Path.home() / ".cac
 pytestmark = pytest.mark.skipif(not OPENENV_PYTHON.exists(), reason=f"no OpenEnv venv at {OPENENV_PYTHON}: make openenv")
 
 
-def start_logged(command: list[str], log: Path) -> subprocess.Popen:
+def start_logged(command: list[str], log: Path, stdin=None) -> subprocess.Popen:
     """A server process whose output goes to `log`: an unread pipe would fill and block it
     (openenv-core's server logs a traceback for some closed sessions)."""
     with log.open("w") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(command, stdin=stdin, stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
 def start_servers(command, logs: Path, *names: str) -> dict[str, tuple[subprocess.Popen, str]]:
@@ -50,14 +50,15 @@ def start_servers(command, logs: Path, *names: str) -> dict[str, tuple[subproces
 
 @pytest.fixture(scope="module")
 def openenv_servers(tmp_path_factory):
-    """openenv-core's server of the two test environments, one process serving both."""
+    """openenv-core's server of the two test environments, one process serving both (and
+    playing OpenEnv's client on request: `played`)."""
     ports = {"guess": free_port(), "walk": free_port()}
     command = [str(OPENENV_PYTHON), str(FIXTURES / "openenv_server.py"), *(str(x) for pair in ports.items() for x in pair)]
     log = tmp_path_factory.mktemp("openenv") / "server.log"
-    process = start_logged(command, log)
+    process = start_logged(command, log, stdin=subprocess.PIPE)
     for port in ports.values():
         wait_for(process, port, log)
-    yield {"log": log, **{name: f"http://127.0.0.1:{port}" for name, port in ports.items()}}
+    yield {"log": log, "process": process, **{name: f"http://127.0.0.1:{port}" for name, port in ports.items()}}
     process.kill()
     process.wait()
 
@@ -188,12 +189,20 @@ def wait_for(process, port: int, log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def played(lmgym_served) -> dict:
-    """OpenEnv's client's episodes of each served environment (one process: its imports take seconds)."""
-    result = subprocess.run([str(OPENENV_PYTHON), str(FIXTURES / "openenv_client.py"), *(f"{k}={v}" for k, v in lmgym_served.items())],
-                            capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.splitlines()[-1])
+def played(openenv_servers, lmgym_served, tmp_path_factory) -> dict:
+    """OpenEnv's client's episodes of each served environment, played by the OpenEnv
+    server's process (openenv's imports take seconds: one process pays them)."""
+    outcome = tmp_path_factory.mktemp("played") / "outcome.json"
+    process = openenv_servers["process"]
+    process.stdin.write(" ".join([str(outcome), *(f"{k}={v}" for k, v in lmgym_served.items())]) + "\n")
+    process.stdin.flush()
+    deadline = time.monotonic() + 120
+    while not outcome.exists():
+        assert process.poll() is None and time.monotonic() < deadline, openenv_servers["log"].read_text()[-3000:]
+        time.sleep(0.1)
+    played = json.loads(outcome.read_text())
+    assert "error" not in played, played["error"]
+    return played
 
 
 def test_openenvs_client_plays_a_served_lmgym_environment_and_gets_its_rubrics_reward(played):
