@@ -50,8 +50,9 @@ class ForkedLmgym:
                 sys.modules["torch"].set_num_threads(1)
             logging.root.handlers.clear()  # pytest's capture handlers: lmgym's own go to stderr
             os.chdir(cwd)
+            environ = process_env()  # read before the clear
             os.environ.clear()
-            os.environ.update(process_env())
+            os.environ.update(environ)
             if before is not None:
                 before()
             from lmgym.cli import main
