@@ -62,7 +62,7 @@ from lmgym.train.sft import run_sft, sft_rows
 from lmgym.train.sharded_checkpoint import plain_copy
 from lmgym.train.template_check import require_tool_support
 from lmgym.train.trainer import GRPOTrainer
-from lmgym.train.vllm_reachable import unreachable, unreachable_message
+from lmgym.train.vllm_reachable import server_for_rank, unreachable, unreachable_message
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def start_vllm(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path, w
     if not engine.servers and world.distributed:
         require_reachable(servers, world)  # on other nodes, rank 0's 127.0.0.1 is not its server
     return VLLMEngine(
-        servers[world.rank % len(servers)], tokenizer, run_dir, keep_versions=engine.keep_versions, tool_format=tool_format,
+        server_for_rank(servers, world.rank), tokenizer, run_dir, keep_versions=engine.keep_versions, tool_format=tool_format,
         server=server, servers=servers if world.is_main else [], world=world,
     )
 
@@ -272,7 +272,7 @@ def launch_on_main(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Pat
 def require_reachable(servers: list[str], world: World) -> None:
     """Every rank reaches the server it will sample from, or none starts: one message
     (from rank 0) naming each server that did not answer and the ranks it failed for."""
-    mine = servers[world.rank % len(servers)]
+    mine = server_for_rank(servers, world.rank)
     checks = gather_to_main((world.rank, mine, unreachable(mine)), world)
     message = unreachable_message(checks) if checks is not None else None
     stop_together(UsageError(message) if message else None, world)

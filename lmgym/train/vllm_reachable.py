@@ -34,8 +34,14 @@ def unreachable_message(checks: list[tuple[int, str, str | None]]) -> str | None
     )
 
 
+def server_for_rank(servers: list[str], rank: int) -> str:
+    """The server rank `rank` samples from: the servers are dealt out in turn."""
+    return servers[rank % len(servers)]
+
+
 def rank_checks(servers: list[str], processes: int, timeout: float = 10.0) -> list[tuple[int, str, str | None]]:
     """(rank, its server, problem) for each of `processes` ranks on this machine, asking
-    each server once: rank r samples from servers[r % len(servers)]."""
+    each server once."""
     problems = {url: unreachable(url, timeout) for url in dict.fromkeys(servers)}
-    return [(rank, servers[rank % len(servers)], problems[servers[rank % len(servers)]]) for rank in range(processes)]
+    mine = [server_for_rank(servers, rank) for rank in range(processes)]
+    return [(rank, url, problems[url]) for rank, url in enumerate(mine)]
