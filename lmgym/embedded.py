@@ -26,10 +26,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from lmgym.clients.http import http as _http
+from lmgym.clients.http import wait_for_answer
 from lmgym.errors import EmbeddedModelError
 
 logger = logging.getLogger(__name__)
@@ -122,19 +121,10 @@ class EmbeddedServer:
         ]
 
     def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        with _http.Client(timeout=2.0) as probe:
-            while time.monotonic() < deadline:
-                if self._process.poll() is not None:
-                    raise EmbeddedModelError(
-                        f"the llama.cpp server exited with code {self._process.returncode}:\n{self.log_tail()}"
-                    )
-                try:
-                    if probe.get(f"{self.base_url}/models").status_code == 200:
-                        return
-                except _http.TransportError:
-                    pass
-                time.sleep(0.25)
+        if wait_for_answer(f"{self.base_url}/models", self._process, self.startup_timeout, every=0.25, probe_timeout=2.0):
+            return
+        if self._process.poll() is not None:
+            raise EmbeddedModelError(f"the llama.cpp server exited with code {self._process.returncode}:\n{self.log_tail()}")
         self.stop()
         raise EmbeddedModelError(f"the llama.cpp server did not answer within {self.startup_timeout:.0f}s:\n{self.log_tail()}")
 

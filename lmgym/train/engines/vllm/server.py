@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lmgym import errors
-from lmgym.clients.http import http as _http
+from lmgym.clients.http import wait_for_answer
 from lmgym.embedded import free_port
 
 logger = logging.getLogger(__name__)
@@ -155,20 +155,13 @@ class VLLMServer:
         return self
 
     def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        with _http.Client(timeout=5.0) as probe:
-            while time.monotonic() < deadline:
-                if self._process.poll() is not None:
-                    raise VLLMServerError(
-                        f"vLLM exited with code {self._process.returncode} while starting "
-                        f"(log: {self.log_path}):\n{self.log_tail()}"
-                    )
-                try:
-                    if probe.get(f"{self.url}/v1/models").status_code == 200:
-                        return
-                except _http.TransportError:
-                    pass
-                time.sleep(1.0)
+        if wait_for_answer(f"{self.url}/v1/models", self._process, self.startup_timeout, every=1.0, probe_timeout=5.0):
+            return
+        if self._process.poll() is not None:
+            raise VLLMServerError(
+                f"vLLM exited with code {self._process.returncode} while starting "
+                f"(log: {self.log_path}):\n{self.log_tail()}"
+            )
         raise VLLMServerError(
             f"vLLM did not answer within {self.startup_timeout:.0f}s (log: {self.log_path}):\n{self.log_tail()}"
         )
