@@ -156,8 +156,32 @@ class StaticDecoder:
 
         self._shape, self.cache = (rows, slots), None  # the old cache is freed before the new one exists
         self.cache = StaticCache(config=self.model.config, max_cache_len=slots)
+        for layer in getattr(self.cache, "layers", ()):
+            store_in_cache_dtypes(layer)
         self.mask = torch.zeros((rows, slots), dtype=torch.long, device=device)
         torch._dynamo.mark_static_address(self.mask)
+
+
+def store_in_cache_dtypes(layer: Any) -> None:
+    """Make a static cache layer take keys and values of different dtypes.
+
+    Under bfloat16 autocast a layer's keys come out of the rotary embedding in float32 (its
+    cos and sin are float32) while its values stay bfloat16. transformers up to at least
+    5.17 allocates both of a layer's tensors in the keys' dtype, so writing the values fails
+    ("index_copy_(): self and source expected to have the same dtype"); later versions
+    allocate each in its own. Here each is cast to its tensor's dtype before it is written:
+    a no-op where they match, an exact widening where they do not (bfloat16 into float32),
+    and attention casts both back to bfloat16 under autocast, so the logits are unchanged."""
+    if not hasattr(layer, "lazy_initialization"):  # a cache without lazily allocated layers
+        return
+    update = layer.update
+
+    def update_in_cache_dtypes(key_states, value_states, *args, **kwargs):
+        if not layer.is_initialized:
+            layer.lazy_initialization(key_states, value_states)
+        return update(key_states.to(layer.keys.dtype), value_states.to(layer.values.dtype), *args, **kwargs)
+
+    layer.update = update_in_cache_dtypes
 
 
 def cuda_graphs(step: Callable) -> Callable:

@@ -87,6 +87,30 @@ def test_under_bfloat16_autocast_the_static_cache_samples_what_the_dynamic_one_d
     assert gap < 0.05
 
 
+def test_a_cache_allocating_values_in_the_keys_dtype_still_samples_under_autocast(model, tokenizer, prompts, monkeypatch):
+    """transformers up to 5.17 (the GPU image's) allocates a static layer's values in its
+    keys' dtype: float32 under autocast, while the values arrive in bfloat16. Simulated here
+    on the installed transformers; the decoder widens the values as it writes them."""
+    from transformers.cache_utils import StaticLayer
+
+    allocate = StaticLayer.lazy_initialization
+
+    def one_dtype_allocation(self, key_states, value_states):
+        allocate(self, key_states, value_states.to(key_states.dtype))
+
+    monkeypatch.setattr(StaticLayer, "lazy_initialization", one_dtype_allocation)
+
+    def bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    dynamic = sampled(Sampler(model, tokenizer, generation="dynamic", autocast=bf16), prompts, 0.0)
+    static_sampler = Sampler(model, tokenizer, generation="static", autocast=bf16)
+    static = sampled(static_sampler, prompts, 0.0)
+    layer = static_sampler.decoder.cache.layers[0]
+    assert layer.keys.dtype == layer.values.dtype == torch.float32  # the old allocation did happen
+    assert largest_gap(dynamic, static) < 0.05
+
+
 def test_a_stop_string_ends_a_static_row_where_it_ends_a_dynamic_one(model, tokenizer, prompts):
     greedy = sampled(Sampler(model, tokenizer, generation="dynamic"), prompts[:1], 0.0)[0]
     stop = greedy.text[3:5]  # two characters the model writes, so the reply stops there
