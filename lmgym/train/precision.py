@@ -21,8 +21,9 @@ without checkpointing.
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -68,6 +69,43 @@ class Precision:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state)
+
+
+SLOW_FACTOR = 4.0  # a reduced precision this many times slower than float32 is worth a notice
+
+
+def matmul_slowdown(dtype: torch.dtype, size: int = 128, repeats: int = 5) -> float:
+    """How many times longer a `size`-square matmul takes on one core of this CPU in `dtype`
+    than in float32: the best of `repeats` each, after one untimed round. One thread, so
+    that other busy processes or a pool starting up do not skew one side."""
+    pairs = {dt: (torch.randn(size, size).to(dt), torch.randn(size, size).to(dt)) for dt in (torch.float32, dtype)}
+    best = dict.fromkeys(pairs, float("inf"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for round_ in range(repeats + 1):
+            for dt, (a, b) in pairs.items():
+                started = time.perf_counter()
+                a @ b
+                if round_:  # round 0 warms up
+                    best[dt] = min(best[dt], time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(threads)
+    return best[dtype] / max(best[torch.float32], 1e-9)
+
+
+def cpu_precision_notice(dtype: str, device: torch.device | str,
+                         slowdown: Callable[[torch.dtype], float] = matmul_slowdown) -> str | None:
+    """A one-line notice when `model.dtype` on a CPU makes its matmuls much slower than
+    float32, else None. A CPU without native bfloat16/float16 arithmetic (x86 with AVX2
+    only, say) emulates it, tens of times slower; with AMX or AVX512-BF16 it is faster."""
+    if torch.device(device).type != "cpu" or DTYPES.get(dtype, torch.float32) == torch.float32:
+        return None
+    factor = slowdown(DTYPES[dtype])
+    if factor < SLOW_FACTOR:
+        return None
+    return (f'model.dtype = "{dtype}": this CPU runs a {dtype} matmul {factor:.0f}× slower than a float32 one '
+            f'(no native {dtype} arithmetic); model.dtype = "float32" trains faster here, at twice the activation memory')
 
 
 def enable_gradient_checkpointing(model: Any) -> None:

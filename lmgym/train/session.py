@@ -56,7 +56,7 @@ from lmgym.train.loop import LOG_FILES, TrainingLoop
 from lmgym.train.metrics import MetricsSink, NullSink, make_sink
 from lmgym.train.models import load_model, save_model
 from lmgym.train.orchestrator import AsyncOrchestrator, DataStream, Orchestrator
-from lmgym.train.precision import Precision
+from lmgym.train.precision import Precision, cpu_precision_notice
 from lmgym.train.run_files import CONFIG_FILE, FINAL_MODEL, SFT_LOG_SIZES, SFT_MODEL
 from lmgym.train.sft import run_sft, sft_rows
 from lmgym.train.sharded_checkpoint import plain_copy
@@ -222,7 +222,10 @@ def assemble_loop(config: TrainConfig, run_dir: Path, sink: MetricsSink, loaded:
         autocast=Precision(config.model.dtype, next(model.parameters()).device).autocast, generation=config.engine.generation)
     env.use_run_dir(run_dir)
     data = DataStream(env.dataset or env.eval_dataset, seed=config.trainer.seed)
-    audit = LiveAudit.for_run(config, env, run_dir, announce=announcer(world.is_main, config.logging.console_every), distributed=world.distributed)
+    announce = announcer(world.is_main, config.logging.console_every)
+    if world.is_main and (notice := cpu_precision_notice(config.model.dtype, next(model.parameters()).device)):
+        announce(notice)
+    audit = LiveAudit.for_run(config, env, run_dir, announce=announce, distributed=world.distributed)
     orchestrator = make_orchestrator(config, env, engine, data, world, audit)
     eval_examples = env.get_eval_examples(config.eval.num_examples) if config.eval.every else []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

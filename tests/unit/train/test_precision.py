@@ -21,6 +21,7 @@ from lmgym.train.config import load_config  # noqa: E402
 from lmgym.train.logprobs import next_token_logprobs, separable  # noqa: E402
 from lmgym.train.metrics import NullSink  # noqa: E402
 from lmgym.train.models import char_tokenizer, load_model, tiny_llama  # noqa: E402
+from lmgym.train.precision import cpu_precision_notice, matmul_slowdown  # noqa: E402
 from lmgym.train.session import build_loop  # noqa: E402
 
 START, TEMPERATURE = 5, 0.7
@@ -228,3 +229,37 @@ def test_bfloat16_sampling_runs_at_the_trainers_precision(tmp_path, monkeypatch)
     monkeypatch.setattr(session, "Precision", lambda *args: SimpleNamespace(autocast=contextlib.nullcontext))
     in_float32 = mismatch("fp32")
     assert at_training_precision < 0.6 * in_float32, (at_training_precision, in_float32)
+
+
+# ------------------------------------------------------------------------- reduced precision on a CPU
+
+
+def test_a_cpu_that_emulates_bfloat16_gets_a_notice_naming_the_setting_and_the_factor():
+    notice = cpu_precision_notice("bfloat16", "cpu", slowdown=lambda dtype: 43.2)
+    assert notice.startswith('model.dtype = "bfloat16": this CPU runs a bfloat16 matmul 43× slower')
+    assert 'model.dtype = "float32"' in notice
+
+
+def test_no_notice_where_reduced_precision_is_fast_or_not_asked_for():
+    measured: list = []
+
+    def slowdown(dtype):
+        measured.append(dtype)
+        return 0.6  # native bfloat16 (AMX, AVX512-BF16): faster than float32
+
+    assert cpu_precision_notice("bfloat16", "cpu", slowdown=slowdown) is None
+    assert measured == [torch.bfloat16]
+    assert cpu_precision_notice("float32", "cpu", slowdown=slowdown) is None
+    assert cpu_precision_notice("float16", "cuda", slowdown=slowdown) is None
+    assert measured == [torch.bfloat16]  # neither float32 nor a GPU is measured
+
+
+def test_the_slowdown_is_measured_on_real_matmuls():
+    assert 0.2 < matmul_slowdown(torch.float32) < 5  # float32 against itself
+    assert matmul_slowdown(torch.bfloat16) > 0
+
+
+def test_a_training_run_announces_the_notice_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(session, "cpu_precision_notice", lambda dtype, device: f"notice for {dtype} on {device.type}")
+    one_step(tmp_path, "model.dtype=bfloat16", "logging.console_every=1")
+    assert capsys.readouterr().out.count("notice for bfloat16 on cpu") == 1
