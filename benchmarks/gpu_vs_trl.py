@@ -26,12 +26,19 @@ process: the in-process sampler on the same 64 prompts, dynamic cache vs the com
 static one, greedy, with how many rows sample identical tokens and the largest logprob gap.
 
 With no GPU it runs a CPU version to check the script: the 135M shape, 2 prompts × 4
-completions of 16 tokens, 4 steps (`compiled` falls back to the static cache there).
+completions of 16 tokens, 4 steps, in float32 (`compiled` falls back to the static cache
+there). Not bf16: on a CPU without native bfloat16 (AVX2 only, as here) a bfloat16 matmul
+runs some 40× slower than a float32 one, and the same check in bf16 took over 10 minutes.
 
 The prepared GPU command (about 10 minutes on one H100/H200; `--shapes smollm2-135m` for
 half of it):
 
     .venv/bin/pip install -q -e '.[bench]' && HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/gpu_vs_trl.py
+
+On a GPU machine without internet: `benchmarks/gpu_bundle.py` here, then `benchmarks/gpu_run.sh`
+there (README). A trainer's process that fails or outlives --child-timeout is reported as
+failed and the others still run; where lmgym's compiled generation fails, its process runs
+again with the static cache, and the row says so.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer_runs import RESULT_PREFIX, peak_rss_mb, run_child, step_timer, time_generation
+from trainer_runs import RESULT_PREFIX, ChildFailed, peak_rss_mb, run_child, step_timer, time_generation
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -84,6 +91,7 @@ def load_environment():
 @dataclass(frozen=True)
 class Setting:
     device: str
+    dtype: str  # lmgym's model.dtype; TRL's bf16 flag follows it
     prompts: int
     group: int
     max_tokens: int
@@ -94,22 +102,32 @@ class Setting:
         return self.prompts * self.group
 
 
-GPU = Setting("cuda", prompts=8, group=8, max_tokens=128, steps=10)
-CPU = Setting("cpu", prompts=2, group=4, max_tokens=16, steps=4)
+GPU = Setting("cuda", "bfloat16", prompts=8, group=8, max_tokens=128, steps=10)
+CPU = Setting("cpu", "float32", prompts=2, group=4, max_tokens=16, steps=4)
 
 
 # ------------------------------------------------------------------------------ the models
 
 
-def shape_config(shape: str, tokenizer):
+def smollm2_base(folder: Path) -> Path:
+    """SmolLM2-135M-Instruct's configuration and tokenizer (with lmgym's chat template) in
+    `folder`, read from the embedded GGUF: what the random models are built on, no weights."""
+    from transformers import AutoConfig
+
+    from lmgym.embedded import find_gguf
+    from lmgym.train.models import load_tokenizer
+
+    gguf = find_gguf()
+    AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)
+    load_tokenizer("smollm2").save_pretrained(folder)
+    return folder
+
+
+def shape_config(shape: str, base: Path, tokenizer):
     from transformers import AutoConfig, Qwen2Config
 
-    from lmgym.train.models import default_cache_dir, load_model
-
     if shape == "smollm2-135m":
-        if not (default_cache_dir() / "config.json").exists():
-            load_model("smollm2")  # converts the GGUF into the cache once
-        return AutoConfig.from_pretrained(default_cache_dir(), local_files_only=True)
+        return AutoConfig.from_pretrained(base, local_files_only=True)
     return Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
         num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
@@ -118,18 +136,18 @@ def shape_config(shape: str, tokenizer):
     )
 
 
-def build_model(shape: str, folder: Path) -> int:
-    """Random weights of `shape` on SmolLM2's tokenizer saved to `folder` (bf16 on disk, read
+def build_model(shape: str, base: Path, folder: Path) -> int:
+    """Random weights of `shape` on `base`'s tokenizer saved to `folder` (bf16 on disk, read
     back as float32); returns N, the weights a token passes through (for MFU)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lmgym.train.models import load_tokenizer, save_model
+    from lmgym.train.models import save_model
 
-    tokenizer = load_tokenizer("smollm2")
+    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
-        model = AutoModelForCausalLM.from_config(shape_config(shape, tokenizer), dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_config(shape_config(shape, base, tokenizer), dtype=torch.bfloat16)
     save_model(model, tokenizer, folder)
     embedding = model.get_input_embeddings().weight.numel()
     tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
@@ -167,7 +185,7 @@ def run_lmgym(model_dir: str, setting: Setting, steps: int, generation: str) -> 
 
     with tempfile.TemporaryDirectory() as run_dir:
         config = load_config(None, [
-            f"model.name={model_dir}", "model.dtype=bfloat16", f"env.name={ENV_NAME}",
+            f"model.name={model_dir}", f"model.dtype={setting.dtype}", f"env.name={ENV_NAME}",
             f"sampling.max_tokens={setting.max_tokens}", "sampling.temperature=1.0", "sampling.top_p=1.0",
             "algorithm.loss=grpo", f"algorithm.prompts_per_step={setting.prompts}", f"algorithm.group_size={setting.group}",
             "algorithm.beta=0", "algorithm.num_iterations=1", "algorithm.scale_rewards=group",
@@ -210,7 +228,7 @@ def run_trl(model_dir: str, setting: Setting, steps: int) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     with tempfile.TemporaryDirectory() as output_dir:
         args = GRPOConfig(
-            output_dir=output_dir, use_cpu=setting.device == "cpu", bf16=True, fp16=False,
+            output_dir=output_dir, use_cpu=setting.device == "cpu", bf16=setting.dtype == "bfloat16", fp16=False,
             gradient_checkpointing=False, seed=SEED, data_seed=SEED, max_steps=steps, learning_rate=LR,
             lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
             per_device_train_batch_size=setting.rollouts, gradient_accumulation_steps=1, steps_per_generation=1,
@@ -234,7 +252,7 @@ def run_trl(model_dir: str, setting: Setting, steps: int) -> dict:
 
 def run_generation(model_dir: str, setting: Setting, generation: str) -> dict:
     """The in-process sampler alone: the dynamic cache vs `generation` ("auto" read as
-    "compiled", which off a GPU is the static cache), greedy, under bf16 autocast."""
+    "compiled", which off a GPU is the static cache), greedy, at the setting's precision."""
 
     from lmgym import load_environment
     from lmgym.train.engines.sampling import Sampler, SamplingParams
@@ -246,7 +264,7 @@ def run_generation(model_dir: str, setting: Setting, generation: str) -> dict:
     model.to(setting.device)
     prompts = [prompt_ids(tokenizer, list(ex.prompt)) for ex in load_environment(ENV_NAME).dataset][: setting.rollouts]
     params = SamplingParams(temperature=0.0, max_tokens=setting.max_tokens)
-    autocast = Precision("bfloat16", setting.device).autocast
+    autocast = Precision(setting.dtype, setting.device).autocast
     result: dict = {"notes": []}
     for mode in ("dynamic", "compiled" if generation == "auto" else generation):
         sampler = Sampler(model, tokenizer, generation=mode, autocast=autocast, notify=result["notes"].append)
@@ -309,11 +327,76 @@ def agreement(result: dict) -> tuple[str, float]:
     return f"{same}/{len(a['tokens'])}", gap
 
 
+def run_trainers(shape: str, model_dir: Path, args: argparse.Namespace, steps: int, console) -> dict[str, dict]:
+    """The three children for one shape, each {"failed": why} if it failed. Where lmgym's
+    compiled generation fails, that child runs again with the static cache (noted), so a
+    scarce GPU session still gets a row."""
+    runs: dict[str, dict] = {}
+    for which in ("trl", "lmgym", "generation"):
+        tries = [args.generation] + (["static"] if which != "trl" and args.generation in ("auto", "compiled") else [])
+        failures: list[str] = []
+        for generation in tries:
+            extra = ("--generation", generation, "--model-dir", str(model_dir), *(("--cpu",) if args.cpu else ()))
+            try:
+                runs[which] = run_child(which, steps, console, script=SCRIPT, cwd=str(model_dir.parent), extra=extra,
+                                        timeout=args.child_timeout or None)
+            except ChildFailed as failure:
+                failures.append(f"{failure} (engine.generation = {generation})")
+                console.print(f"{shape} {which}: {failures[-1]}", markup=False)
+                continue
+            runs[which].setdefault("notes", []).extend(f"earlier: {f}" for f in failures)
+            break
+        else:
+            runs[which] = {"failed": "; ".join(failures)}
+        for note in runs[which].get("notes", []) + runs[which].get("warnings", [])[:3]:
+            console.print(f"{shape} {which}: {note[:300]}", markup=False)
+    return runs
+
+
+def report_shape(shape: str, runs: dict[str, dict], params: int, prompt_tokens: int, peak: float | None,
+                 table, generation_table) -> dict:
+    """Adds `shape`'s rows to both tables; returns what was measured (for --json)."""
+    measured = {which: runs[which] if "failed" in runs[which] else measure(runs[which], params, prompt_tokens, peak)
+                for which in ("lmgym", "trl")}
+    for which in ("lmgym", "trl"):
+        r = measured[which]
+        if "failed" in r:
+            table.add_row(shape, which, "failed", "", "", "", "")
+            continue
+        table.add_row(shape, which, f"{r['step_s']:.2f}", f"{r['gen_tokens_s']:,.0f}", f"{r['trained_tokens_s']:,.0f}",
+                      f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a", f"{r['memory']:.1f}")
+    ours, theirs = measured["lmgym"], measured["trl"]
+    if "failed" not in ours and "failed" not in theirs:
+        table.add_row(shape, "lmgym ÷ TRL", f"{theirs['step_s'] / ours['step_s']:.2f}× speed",
+                      f"{ours['gen_tokens_s'] / theirs['gen_tokens_s']:.2f}×",
+                      f"{ours['trained_tokens_s'] / theirs['trained_tokens_s']:.2f}×", "",
+                      f"{ours['memory'] / theirs['memory']:.2f}×", end_section=True)
+    notes = {which: run.get("notes", []) for which, run in runs.items()}
+    g = runs["generation"]
+    if "failed" in g:
+        generation_table.add_row(shape, "failed", "", "", "", "", "")
+        return {"trainers": measured, "generation": g, "notes": notes}
+    rows, gap = agreement(g)
+    generation_table.add_row(shape, f"{g['dynamic']['tokens_per_s']:,.0f}", f"{g['other']['tokens_per_s']:,.0f} ({g['decoder']})",
+                             f"{g['other']['tokens_per_s'] / g['dynamic']['tokens_per_s']:.2f}×",
+                             f"{g['dynamic']['first_s']:.1f} / {g['other']['first_s']:.1f}", rows, f"{gap:.1e}")
+    return {"trainers": measured, "generation": {
+        "decoder": g["decoder"], "identical_rows": rows, "largest_logprob_gap": gap,
+        **{f"{mode}_{key}": g[mode][key] for mode in ("dynamic", "other") for key in ("tokens_per_s", "first_s")}},
+        "notes": notes}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=0, help="optimizer steps per trainer (default 10 on a GPU, 4 on CPU)")
     parser.add_argument("--shapes", nargs="+", choices=SHAPES, help="model shapes (default: both on a GPU, 135M on CPU)")
     parser.add_argument("--generation", default="auto", help='lmgym\'s engine.generation (default "auto")')
+    parser.add_argument("--base", type=Path, help="a folder with SmolLM2's config.json and tokenizer (default: read from "
+                                                  "the embedded GGUF; benchmarks/gpu_bundle.py writes one)")
+    parser.add_argument("--json", type=Path, help="also write the measurements here, rewritten after each shape")
+    parser.add_argument("--child-timeout", type=float, default=None,
+                        help="seconds a trainer's process may take before it is killed and reported failed "
+                             "(default 300 on a GPU, none on CPU; 0: none)")
     parser.add_argument("--cpu", action="store_true", help="the small CPU version even when a GPU is there")
     parser.add_argument("--child", choices=("trl", "lmgym", "generation"), help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -326,58 +409,45 @@ def main() -> None:
     import trl
     from rich.console import Console
     from rich.table import Table
-
-    from lmgym.train.models import load_tokenizer
+    from transformers import AutoTokenizer
 
     console = Console(width=150)
     args.cpu = args.cpu or not torch.cuda.is_available()
     setting = CPU if args.cpu else GPU
     steps = args.steps or setting.steps
+    if args.child_timeout is None:
+        args.child_timeout = 0 if args.cpu else 300
     shapes = args.shapes or (SHAPES[:1] if args.cpu else SHAPES)
     device_name = "CPU" if args.cpu else torch.cuda.get_device_name()
     peak = None if args.cpu else peak_flops(device_name)
-    extra = ("--generation", args.generation, *(("--cpu",) if args.cpu else ()))
-    table = Table(title=f"GRPO, bf16, {setting.prompts} prompts × {setting.group} completions of {setting.max_tokens} "
+    table = Table(title=f"GRPO, {setting.dtype}, {setting.prompts} prompts × {setting.group} completions of {setting.max_tokens} "
                         f"tokens, {steps} steps, on {device_name}: lmgym vs TRL {trl.__version__}")
     for column in ("shape", "trainer", "s/step", "gen. tokens/s", "trained tokens/s", "MFU",
                    "peak GPU GB" if not args.cpu else "peak RSS GB"):
         table.add_column(column, justify="right")
-    generation_table = Table(title=f"generation alone, {setting.rollouts} prompts × {setting.max_tokens} tokens, greedy, bf16")
+    generation_table = Table(title=f"generation alone, {setting.rollouts} prompts × {setting.max_tokens} tokens, greedy, {setting.dtype}")
     for column in ("shape", "dynamic tokens/s", "static/compiled tokens/s", "speed-up", "first call s",
                    "identical rows", "largest logprob gap"):
         generation_table.add_column(column, justify="right")
+    footer = (f"N = weights a token passes through; MFU = 8·N·(prompt + completion tokens) per step ÷ step time ÷ "
+              f"{'no known peak' if peak is None else f'{peak / 1e12:.0f} TFLOP/s'}; medians over steps 2..{steps}; "
+              f"torch {torch.__version__}, python {sys.version.split()[0]}")
+    record: dict = {"device": device_name, "steps": steps, "setting": setting.__dict__, "torch": torch.__version__,
+                    "trl": trl.__version__, "shapes": {}}
     with tempfile.TemporaryDirectory() as root:
-        width = write_environment(Path(root), load_tokenizer("smollm2"))
+        base = args.base or smollm2_base(Path(root) / "smollm2")
+        width = write_environment(Path(root), AutoTokenizer.from_pretrained(base, local_files_only=True))
         for shape in shapes:
-            model_dir = Path(root) / shape
             console.print(f"[bold]{shape}[/]: building random weights...")
-            params = build_model(shape, model_dir)
-            run = {which: run_child(which, steps, console, script=SCRIPT, cwd=root,
-                                    extra=(*extra, "--model-dir", str(model_dir)))
-                   for which in ("trl", "lmgym", "generation")}
-            for which in ("trl", "lmgym", "generation"):
-                for note in run[which].get("notes", []) + run[which]["warnings"][:3]:
-                    console.print(f"{shape} {which}: {note[:300]}", markup=False)
-            m = {which: measure(run[which], params, width * setting.rollouts, peak) for which in ("trl", "lmgym")}
-            for which in ("lmgym", "trl"):
-                r = m[which]
-                table.add_row(shape, which, f"{r['step_s']:.2f}", f"{r['gen_tokens_s']:,.0f}", f"{r['trained_tokens_s']:,.0f}",
-                              f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a", f"{r['memory']:.1f}")
-            ours, theirs = m["lmgym"], m["trl"]
-            table.add_row(shape, "lmgym ÷ TRL", f"{theirs['step_s'] / ours['step_s']:.2f}× speed",
-                          f"{ours['gen_tokens_s'] / theirs['gen_tokens_s']:.2f}×",
-                          f"{ours['trained_tokens_s'] / theirs['trained_tokens_s']:.2f}×", "",
-                          f"{ours['memory'] / theirs['memory']:.2f}×", end_section=True)
-            g = run["generation"]
-            rows, gap = agreement(g)
-            generation_table.add_row(shape, f"{g['dynamic']['tokens_per_s']:,.0f}", f"{g['other']['tokens_per_s']:,.0f} ({g['decoder']})",
-                                     f"{g['other']['tokens_per_s'] / g['dynamic']['tokens_per_s']:.2f}×",
-                                     f"{g['dynamic']['first_s']:.1f} / {g['other']['first_s']:.1f}", rows, f"{gap:.1e}")
-    console.print(f"N = weights a token passes through; MFU = 8·N·(prompt + completion tokens) per step ÷ step time ÷ "
-                  f"{'no known peak' if peak is None else f'{peak / 1e12:.0f} TFLOP/s'}; medians over steps 2..{steps}; "
-                  f"torch {torch.__version__}, python {sys.version.split()[0]}", markup=False)
-    console.print(table)
-    console.print(generation_table)
+            model_dir = Path(root) / shape
+            params = build_model(shape, base, model_dir)
+            runs = run_trainers(shape, model_dir, args, steps, console)
+            record["shapes"][shape] = report_shape(shape, runs, params, width * setting.rollouts, peak, table, generation_table)
+            if args.json:
+                args.json.write_text(json.dumps(record, indent=1))
+            console.print(footer, markup=False)
+            console.print(table)
+            console.print(generation_table)
 
 
 if __name__ == "__main__":

@@ -102,22 +102,32 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_child(which: str, steps: int, console, *, script: str, extra: tuple[str, ...] = (), cwd: str | None = None) -> dict:
+class ChildFailed(SystemExit):
+    """A trainer's process failed or ran out of time (uncaught, it ends the benchmark)."""
+
+
+def run_child(which: str, steps: int, console, *, script: str, extra: tuple[str, ...] = (), cwd: str | None = None,
+              timeout: float | None = None) -> dict:
     """`script --child WHICH --steps STEPS EXTRA...` in a fresh process (in `cwd`): the dict it
-    printed after RESULT_PREFIX, with its warnings and the CPU share other processes used."""
+    printed after RESULT_PREFIX, with its warnings and the CPU share other processes used.
+    Raises ChildFailed, after printing the end of its output, if it fails or outlives `timeout` s."""
     console.print(f"[bold]{which}[/]: {steps} steps in a fresh process...")
     machine_before, ours_before = cpu_seconds(), children_cpu_seconds()
     started = time.perf_counter()
-    process = subprocess.run(
-        [sys.executable, script, "--child", which, "--steps", str(steps), *extra], capture_output=True, text=True,
-        check=False, cwd=cwd,
-    )
+    command = [sys.executable, script, "--child", which, "--steps", str(steps), *extra]
+    try:
+        process = subprocess.run(command, capture_output=True, text=True, check=False, cwd=cwd, timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
+        for output in (expired.stdout, expired.stderr):
+            text = output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+            console.print(text[-4000:], markup=False)
+        raise ChildFailed(f"the {which} run outlived its {timeout:.0f} s and was killed") from None
     lines = process.stdout.splitlines()
     found = [line[len(RESULT_PREFIX):] for line in lines if line.startswith(RESULT_PREFIX)]
     if process.returncode or not found:
         console.print(process.stdout[-4000:], markup=False)
         console.print(process.stderr[-8000:], markup=False)
-        raise SystemExit(f"the {which} run failed (exit status {process.returncode})")
+        raise ChildFailed(f"the {which} run failed (exit status {process.returncode})")
     result = json.loads(found[-1])
     result["warnings"] = sorted({line.strip() for line in process.stderr.splitlines() if WARNING.search(line)})
     machine_after, ours_after = cpu_seconds(), children_cpu_seconds()
