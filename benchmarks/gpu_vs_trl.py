@@ -28,7 +28,7 @@ static one, greedy, with how many rows sample identical tokens and the largest l
 With no GPU it runs a CPU version to check the script: the 135M shape, 2 prompts × 4
 completions of 16 tokens, 4 steps, in float32 (`compiled` falls back to the static cache
 there). Not bf16: on a CPU without native bfloat16 (AVX2 only, as here) a bfloat16 matmul
-runs some 40× slower than a float32 one, and the same check in bf16 took over 10 minutes.
+runs 25–45× slower than a float32 one, and the same check in bf16 took over 10 minutes.
 
 The prepared GPU command (about 10 minutes on one H100/H200; `--shapes smollm2-135m` for
 half of it):
