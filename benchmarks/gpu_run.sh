@@ -11,24 +11,30 @@ BUNDLE=${BUNDLE:-.gpu-bundle}
 OUT=${OUT:-/tmp/gpu-run}
 SITE=${SITE:-/tmp/site}
 PYTHON=${PYTHON:-python3}
-mkdir -p "$OUT"
+
+run() {
+    if ! nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; then
+        echo "no GPU here: the benchmark's small CPU version, 135M shape only"
+        SHAPES=${SHAPES:-smollm2-135m}
+    fi
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+        "$BUNDLE"/wheels/*.whl || return
+    export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+    "$PYTHON" benchmarks/gpu_bundle.py --out "$BUNDLE" --check || return
+    local status=0 started shape
+    for shape in ${SHAPES:-smollm2-135m qwen2.5-1.5b}; do
+        started=$SECONDS
+        "$PYTHON" benchmarks/gpu_vs_trl.py --shapes "$shape" --base "$BUNDLE/smollm2" --json "$OUT/$shape.json" \
+            ${STEPS:+--steps "$STEPS"} ${GENERATION:+--generation "$GENERATION"} || status=$?
+        echo "$shape: $((SECONDS - started)) s"
+    done
+    return $status
+}
+
 if [ ! -d "$BUNDLE/wheels" ]; then
     echo "no $BUNDLE/wheels: run '.venv/bin/python benchmarks/gpu_bundle.py' here first, and carry $BUNDLE" >&2
     exit 2
 fi
-exec > >(tee -a "$OUT/log") 2>&1
-if ! nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; then
-    echo "no GPU here: the benchmark's small CPU version, 135M shape only"
-    SHAPES=${SHAPES:-smollm2-135m}
-fi
-"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$BUNDLE"/wheels/*.whl || exit
-export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-"$PYTHON" benchmarks/gpu_bundle.py --out "$BUNDLE" --check || exit
-status=0
-for shape in ${SHAPES:-smollm2-135m qwen2.5-1.5b}; do
-    started=$SECONDS
-    "$PYTHON" benchmarks/gpu_vs_trl.py --shapes "$shape" --base "$BUNDLE/smollm2" --json "$OUT/$shape.json" \
-        ${STEPS:+--steps "$STEPS"} ${GENERATION:+--generation "$GENERATION"} || status=$?
-    echo "$shape: $((SECONDS - started)) s"
-done
-exit $status
+mkdir -p "$OUT"
+run 2>&1 | tee -a "$OUT/log"
+exit "${PIPESTATUS[0]}"

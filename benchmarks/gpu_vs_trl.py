@@ -341,7 +341,7 @@ def run_trainers(shape: str, model_dir: Path, args: argparse.Namespace, steps: i
                 runs[which] = run_child(which, steps, console, script=SCRIPT, cwd=str(model_dir.parent), extra=extra,
                                         timeout=args.child_timeout or None)
             except ChildFailed as failure:
-                failures.append(f"{failure} (engine.generation = {generation})")
+                failures.append(str(failure) + (f" (engine.generation = {generation})" if which != "trl" else ""))
                 console.print(f"{shape} {which}: {failures[-1]}", markup=False)
                 continue
             runs[which].setdefault("notes", []).extend(f"earlier: {f}" for f in failures)
