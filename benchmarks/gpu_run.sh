@@ -2,6 +2,8 @@
 # benchmarks/gpu_vs_trl.py on a lent GPU machine (no internet), from what
 # benchmarks/gpu_bundle.py packed into .gpu-bundle/ here. One device call:
 #   command "bash benchmarks/gpu_run.sh", carry [".gpu-bundle"], timeout_s 590
+# (kind nvidia-h200 where one is lent: issue 17 measured TRL at 77 GB in float32 at the
+# 1.5B shape there, about all an H100's 78 GiB holds; in bf16 it should need less).
 # SHAPES (default: both, 135M first), STEPS and GENERATION pass on to the benchmark. Each
 # shape runs in its own process and writes $OUT/SHAPE.json and its tables as soon as it is
 # done, so a call cut short keeps what finished; everything printed is also in $OUT/log.
