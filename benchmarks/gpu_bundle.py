@@ -160,10 +160,11 @@ def plan() -> tuple[dict[str, list[str]], dict[str, str]]:
     packages are not expanded: their dependencies are the image's."""
     needed = closure(ROOTS[0], ROOTS[1], requires_here, provided=IMAGE.__contains__)
     requirements = {name: [str(r) for r in reqs] for name, reqs in needed.items()}
-    missing_here = [name for name in needed if installed_version(name) is None]
+    versions = {name: installed_version(name) for name in needed}
+    missing_here = [name for name, version in versions.items() if version is None]
     if missing_here:
         raise SystemExit(f"not installed in this venv: {', '.join(missing_here)} (run: .venv/bin/pip install -e '.[bench]', as make bench does)")
-    travelling = {name: installed_version(name) for name in needed if name not in IMAGE}
+    travelling = {name: version for name, version in versions.items() if name not in IMAGE}
     return requirements, travelling
 
 

@@ -217,13 +217,14 @@ def assemble_loop(config: TrainConfig, run_dir: Path, sink: MetricsSink, loaded:
     remote = start_vllm(config, model, tokenizer, run_dir, world, loaded.tool_format) if config.engine.kind == "vllm" else None
     if config.model.lora.enabled:
         model = apply_lora(model, config.model.lora)
+    device = next(model.parameters()).device
     engine = remote if remote is not None else LocalEngine(  # ranks sample differently; at the trainer's precision
         model, tokenizer, seed=config.trainer.seed + world.rank, tool_format=loaded.tool_format,
-        autocast=Precision(config.model.dtype, next(model.parameters()).device).autocast, generation=config.engine.generation)
+        autocast=Precision(config.model.dtype, device).autocast, generation=config.engine.generation)
     env.use_run_dir(run_dir)
     data = DataStream(env.dataset or env.eval_dataset, seed=config.trainer.seed)
     announce = announcer(world.is_main, config.logging.console_every)
-    if world.is_main and (notice := cpu_precision_notice(config.model.dtype, next(model.parameters()).device)):
+    if world.is_main and (notice := cpu_precision_notice(config.model.dtype, device)):
         announce(notice)
     audit = LiveAudit.for_run(config, env, run_dir, announce=announce, distributed=world.distributed)
     orchestrator = make_orchestrator(config, env, engine, data, world, audit)

@@ -94,8 +94,9 @@ def whole_policy(model: Any) -> Any:
 class VLLMEngine(RolloutEngine):
     """Build it on a server already running (`VLLMEngine(server.url, tokenizer, run_dir)`),
     or hand it the `VLLMServer` it owns (`server=`), which `close()` stops. The server must
-    have been started on the weights the trainer starts from. It samples from `base_url` and publishes to `servers` (default: that
-    one; none on a rank that waits for rank 0 to publish, see the module docstring)."""
+    have been started on the weights the trainer starts from. It samples from `base_url`
+    and publishes to `servers` (default: that one; none on a rank that waits for rank 0 to
+    publish, see the module docstring)."""
 
     def __init__(
         self,
